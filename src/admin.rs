@@ -1,0 +1,39 @@
+//! The admin listener's answers: liveness, readiness with details, Prometheus metrics.
+//! It listens on its own address (loopback by default) and never on the metadata address.
+
+use serde_json::json;
+
+use crate::inventory::Catalog;
+use crate::metrics::{age_seconds, Metrics};
+use crate::reply::{Refusal, Reply, JSON};
+
+pub fn handle(method: &str, path: &str, catalog: &Catalog, metrics: &Metrics) -> Reply {
+    if method != "GET" && method != "HEAD" {
+        return Refusal::MethodNotAllowed.reply();
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/healthz" => Reply::text("ok\n"),
+        "/readyz" => readyz(catalog),
+        "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(catalog)),
+        _ => Refusal::NotFound.reply(),
+    }
+}
+
+fn readyz(catalog: &Catalog) -> Reply {
+    let status = catalog.status();
+    let index = catalog.index();
+    let body = json!({
+        "ready": status.ready,
+        "source": status.source,
+        "nodes": index.nodes().len(),
+        "served_nodes": index.served_count(),
+        "index_age_seconds": age_seconds(status.last_success),
+        "last_error": status.last_error,
+        "warnings": status.warnings,
+    });
+    let mut reply = Reply::ok(JSON, format!("{body}\n"));
+    if !status.ready {
+        reply.status = 503;
+    }
+    reply
+}

@@ -1,0 +1,106 @@
+//! Where node data comes from. A source produces an [`model::Inventory`]; the [`Catalog`]
+//! turns it into an [`Index`] and publishes it with one atomic swap, so handlers never see
+//! a half-built index and never know which source fed it.
+
+pub mod file;
+pub mod model;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::identity::Index;
+use model::Inventory;
+
+/// What `/readyz` reports about the source behind the index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceStatus {
+    /// Human-readable name of the source (`file:PATH`, `ironic:URL`).
+    pub source: String,
+    /// True once one inventory has been loaded successfully.
+    pub ready: bool,
+    pub last_success: Option<SystemTime>,
+    /// Why the last attempt failed, when it did (never contains credentials).
+    pub last_error: Option<String>,
+    /// Problems found in the data that do not stop serving (masked configdrives, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The published index plus the status of its source.
+pub struct Catalog {
+    index: ArcSwap<Index>,
+    status: ArcSwap<SourceStatus>,
+    served_states: Vec<String>,
+}
+
+impl Catalog {
+    pub fn new(source: impl Into<String>, served_states: Vec<String>) -> Catalog {
+        Catalog {
+            index: ArcSwap::from_pointee(Index::default()),
+            status: ArcSwap::from_pointee(SourceStatus {
+                source: source.into(),
+                ..SourceStatus::default()
+            }),
+            served_states,
+        }
+    }
+
+    /// The current index; cheap, lock-free, and consistent for as long as it is held.
+    pub fn index(&self) -> Arc<Index> {
+        self.index.load_full()
+    }
+
+    pub fn status(&self) -> Arc<SourceStatus> {
+        self.status.load_full()
+    }
+
+    /// Index a fresh inventory and publish it. Returns the warnings found in it.
+    pub fn publish(&self, inventory: &Inventory) -> Vec<String> {
+        let index = Index::build(inventory, &self.served_states);
+        let warnings = index_warnings(&index);
+        for w in &warnings {
+            tracing::warn!(target: "inventory", "{w}");
+        }
+        self.index.store(Arc::new(index));
+        let prev = self.status.load_full();
+        self.status.store(Arc::new(SourceStatus {
+            source: prev.source.clone(),
+            ready: true,
+            last_success: Some(SystemTime::now()),
+            last_error: None,
+            warnings: warnings.clone(),
+        }));
+        warnings
+    }
+
+    /// Record a failed refresh; the last good index keeps serving.
+    pub fn record_failure(&self, error: impl Into<String>) {
+        let prev = self.status.load_full();
+        self.status.store(Arc::new(SourceStatus {
+            last_error: Some(error.into()),
+            ..(*prev).clone()
+        }));
+    }
+}
+
+fn index_warnings(index: &Index) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in index.nodes() {
+        if let crate::metadata::view::ConfigDrive::Unreadable(why) = &node.configdrive {
+            out.push(format!("node {}: {why}", node.uuid));
+        }
+    }
+    let mut contested: Vec<String> = index
+        .contested()
+        .map(|(ip, uuids)| {
+            format!(
+                "address {ip} is claimed by nodes {}; it is refused",
+                uuids.join(", ")
+            )
+        })
+        .collect();
+    contested.sort();
+    out.extend(contested);
+    out
+}

@@ -1,0 +1,220 @@
+//! Request path → [`Route`], a pure function. Paths are normalised the way Nova's handler
+//! does (`posixpath.normpath`): `//`, `.` and trailing slashes vanish and `..` never climbs
+//! above the root, so no path can name anything outside the two trees.
+
+use percent_encoding::percent_decode_str;
+
+/// OpenStack metadata versions, oldest first, as Nova's `OPENSTACK_VERSIONS` lists them.
+pub const OPENSTACK_VERSIONS: &[&str] = &[
+    "2012-08-10",
+    "2013-04-04",
+    "2013-10-17",
+    "2015-10-15",
+    "2016-06-30",
+    "2016-10-06",
+    "2017-02-22",
+    "2018-08-27",
+    "2020-10-14",
+    "2025-04-04",
+];
+
+/// EC2 metadata versions Nova serves; `latest` is the last of them.
+pub const EC2_VERSIONS: &[&str] = &[
+    "1.0",
+    "2007-01-19",
+    "2007-03-01",
+    "2007-08-29",
+    "2007-10-10",
+    "2007-12-15",
+    "2008-02-01",
+    "2008-09-01",
+    "2009-04-04",
+];
+
+/// Longest path, in bytes after decoding, that is worth parsing.
+pub const MAX_PATH_LEN: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/`: the EC2 version list.
+    Ec2Versions,
+    /// `/openstack`: the OpenStack version list.
+    OpenStackVersions,
+    /// `/openstack/<version>[/<file>]`; `file` is `None` for the directory listing.
+    /// `version` is an entry of [`OPENSTACK_VERSIONS`] (`latest` resolved to the last).
+    OpenStack {
+        version: &'static str,
+        file: Option<String>,
+    },
+    /// `[/ec2]/<version>[/<path>...]`; `path` is empty for the version's root.
+    Ec2 {
+        version: &'static str,
+        path: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("path is not valid percent-encoded UTF-8")]
+    BadEncoding,
+    #[error("path contains a NUL or control character")]
+    ControlCharacter,
+    #[error("path is too long")]
+    TooLong,
+    #[error("no such metadata path")]
+    NotFound,
+}
+
+/// Split a decoded path into normalised segments.
+pub fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| RouteError::BadEncoding)?;
+    if decoded.len() > MAX_PATH_LEN {
+        return Err(RouteError::TooLong);
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(RouteError::ControlCharacter);
+    }
+    let mut out: Vec<String> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse(path: &str) -> Result<Route, RouteError> {
+    let segs = normalise(path)?;
+    let mut it = segs.into_iter();
+    let Some(first) = it.next() else {
+        return Ok(Route::Ec2Versions);
+    };
+    if first == "openstack" {
+        let Some(ver) = it.next() else {
+            return Ok(Route::OpenStackVersions);
+        };
+        let version = resolve(OPENSTACK_VERSIONS, &ver).ok_or(RouteError::NotFound)?;
+        let file = it.next();
+        if it.next().is_some() {
+            return Err(RouteError::NotFound);
+        }
+        return Ok(Route::OpenStack { version, file });
+    }
+    let ver = if first == "ec2" {
+        match it.next() {
+            Some(v) => v,
+            None => return Ok(Route::Ec2Versions),
+        }
+    } else {
+        first
+    };
+    let version = resolve(EC2_VERSIONS, &ver).ok_or(RouteError::NotFound)?;
+    Ok(Route::Ec2 {
+        version,
+        path: it.collect(),
+    })
+}
+
+fn resolve(versions: &'static [&'static str], v: &str) -> Option<&'static str> {
+    if v == "latest" {
+        return versions.last().copied();
+    }
+    versions.iter().find(|x| **x == v).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(version: &'static str, file: Option<&str>) -> Route {
+        Route::OpenStack {
+            version,
+            file: file.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn normalisation_matches_nova() {
+        assert_eq!(parse("/").unwrap(), Route::Ec2Versions);
+        assert_eq!(parse("").unwrap(), Route::Ec2Versions);
+        assert_eq!(parse("/openstack/").unwrap(), Route::OpenStackVersions);
+        assert_eq!(
+            parse("//openstack//latest/./meta_data.json/").unwrap(),
+            os("2025-04-04", Some("meta_data.json"))
+        );
+        assert_eq!(
+            parse("/openstack/2012-08-10").unwrap(),
+            os("2012-08-10", None)
+        );
+        assert_eq!(
+            parse("/openstack/latest/meta_data.json?x=1").unwrap(),
+            os("2025-04-04", Some("meta_data.json"))
+        );
+    }
+
+    #[test]
+    fn traversal_never_leaves_the_root() {
+        assert_eq!(
+            parse("/../../openstack/latest/../latest/user_data").unwrap(),
+            os("2025-04-04", Some("user_data"))
+        );
+        assert_eq!(
+            parse("/openstack/%2e%2e/%2E%2E/latest").unwrap(),
+            Route::Ec2 {
+                version: "2009-04-04",
+                path: vec![]
+            }
+        );
+        assert_eq!(
+            parse("/latest/meta-data/../../..").unwrap(),
+            Route::Ec2Versions
+        );
+    }
+
+    #[test]
+    fn ec2_paths() {
+        assert_eq!(
+            parse("/latest/meta-data/public-keys/0/openssh-key").unwrap(),
+            Route::Ec2 {
+                version: "2009-04-04",
+                path: vec![
+                    "meta-data".into(),
+                    "public-keys".into(),
+                    "0".into(),
+                    "openssh-key".into()
+                ]
+            }
+        );
+        assert_eq!(
+            parse("/ec2/1.0/user-data").unwrap(),
+            Route::Ec2 {
+                version: "1.0",
+                path: vec!["user-data".into()]
+            }
+        );
+        assert_eq!(parse("/ec2").unwrap(), Route::Ec2Versions);
+    }
+
+    #[test]
+    fn bad_paths() {
+        assert_eq!(
+            parse("/openstack/2099-01-01/meta_data.json"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(parse("/9999-99-99/meta-data"), Err(RouteError::NotFound));
+        assert_eq!(parse("/openstack/latest/a/b"), Err(RouteError::NotFound));
+        assert_eq!(parse("/openstack/%ff"), Err(RouteError::BadEncoding));
+        assert_eq!(parse("/openstack/%00"), Err(RouteError::ControlCharacter));
+        assert_eq!(
+            parse(&format!("/{}", "a".repeat(2000))),
+            Err(RouteError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The node view: what the metadata handler needs from one Ironic node, extracted once when
+//! the index is built so that requests never re-parse Ironic's JSON.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::inventory::model::Node;
+
+/// Ironic replaces secrets it will not show with this literal (`node_sanitize`).
+pub const MASKED: &str = "******";
+
+/// The configdrive as stored in `instance_info.configdrive`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigDrive {
+    /// The node was deployed without one.
+    Absent,
+    /// Readable contents (the JSON dict form).
+    Contents(DriveContents),
+    /// Present but not usable; the reason is logged and the files it holds answer 404.
+    Unreadable(String),
+}
+
+/// The four parts of a configdrive, as Ironic's `build_configdrive` takes them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DriveContents {
+    pub meta_data: Map<String, Value>,
+    pub user_data: Option<Bytes>,
+    pub network_data: Option<Value>,
+    pub vendor_data: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub uuid: String,
+    pub name: Option<String>,
+    pub provision_state: Option<String>,
+    pub configdrive: ConfigDrive,
+    /// `node.network_data` when it is an object with content.
+    pub static_network_data: Option<Value>,
+    /// Every address the node's network data claims (configdrive and static), deduplicated.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl NodeView {
+    pub fn from_ironic(node: &Node) -> NodeView {
+        let configdrive = match node.instance_info.get("configdrive") {
+            None | Some(Value::Null) => ConfigDrive::Absent,
+            Some(Value::String(s)) if s.is_empty() => ConfigDrive::Absent,
+            Some(Value::String(s)) if s == MASKED => ConfigDrive::Unreadable(
+                "instance_info.configdrive is masked by Ironic; grant the service account \
+                 Ironic's show_instance_secrets policy"
+                    .into(),
+            ),
+            Some(Value::String(s)) if s.contains("://") => ConfigDrive::Unreadable(
+                "configdrive given as a URL is not supported by this version".into(),
+            ),
+            Some(Value::String(_)) => ConfigDrive::Unreadable(
+                "configdrive given as a base64 image is not supported by this version".into(),
+            ),
+            Some(Value::Object(dict)) => match drive_from_dict(dict) {
+                Ok(c) => ConfigDrive::Contents(c),
+                Err(why) => ConfigDrive::Unreadable(why),
+            },
+            Some(other) => ConfigDrive::Unreadable(format!(
+                "instance_info.configdrive is a JSON {}, expected an object or a string",
+                json_kind(other)
+            )),
+        };
+        let static_network_data = match &node.network_data {
+            Some(Value::Object(m)) if !m.is_empty() => Some(Value::Object(m.clone())),
+            _ => None,
+        };
+        let mut addresses = Vec::new();
+        if let ConfigDrive::Contents(c) = &configdrive {
+            if let Some(nd) = &c.network_data {
+                collect_addresses(nd, &mut addresses);
+            }
+        }
+        if let Some(nd) = &static_network_data {
+            collect_addresses(nd, &mut addresses);
+        }
+        addresses.sort();
+        addresses.dedup();
+        NodeView {
+            uuid: node.uuid.clone(),
+            name: node.name.clone().filter(|n| !n.is_empty()),
+            provision_state: node.provision_state.clone(),
+            configdrive,
+            static_network_data,
+            addresses,
+        }
+    }
+
+    /// `meta_data.json` contents with Ironic's defaults applied (`build_configdrive`:
+    /// `uuid` defaults to the node UUID, `name` to the node name when it has one).
+    /// `None` when the configdrive exists but cannot be read.
+    pub fn meta_data(&self) -> Option<Map<String, Value>> {
+        let mut md = match &self.configdrive {
+            ConfigDrive::Absent => Map::new(),
+            ConfigDrive::Contents(c) => c.meta_data.clone(),
+            ConfigDrive::Unreadable(_) => return None,
+        };
+        if !md.contains_key("uuid") {
+            md.insert("uuid".into(), Value::String(self.uuid.clone()));
+        }
+        if let Some(name) = &self.name {
+            if !md.contains_key("name") {
+                md.insert("name".into(), Value::String(name.clone()));
+            }
+        }
+        Some(md)
+    }
+
+    pub fn drive(&self) -> Option<&DriveContents> {
+        match &self.configdrive {
+            ConfigDrive::Contents(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The network configuration the instance should apply: the one it was deployed with,
+    /// else Ironic's static one.
+    pub fn network_data(&self) -> Option<&Value> {
+        self.drive()
+            .and_then(|c| c.network_data.as_ref())
+            .or(self.static_network_data.as_ref())
+    }
+}
+
+fn drive_from_dict(dict: &Map<String, Value>) -> Result<DriveContents, String> {
+    let meta_data = match dict.get("meta_data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(v) => return Err(not_object("meta_data", v)),
+    };
+    // Ironic's builder: a dict or list becomes its JSON text, a non-empty string its UTF-8
+    // bytes, anything falsy means "no user data".
+    let user_data = match dict.get("user_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => {
+            Some(Bytes::from(super::pyjson::to_vec(v)))
+        }
+        Some(v) => {
+            return Err(format!(
+                "configdrive user_data is a JSON {}, expected a string, object or array",
+                json_kind(v)
+            ))
+        }
+    };
+    let network_data = match dict.get("network_data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v) => return Err(not_object("network_data", v)),
+    };
+    let vendor_data = match dict.get("vendor_data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v) => return Err(not_object("vendor_data", v)),
+    };
+    Ok(DriveContents {
+        meta_data,
+        user_data,
+        network_data,
+        vendor_data,
+    })
+}
+
+fn not_object(field: &str, v: &Value) -> String {
+    format!(
+        "configdrive {field} is a JSON {}, expected an object",
+        json_kind(v)
+    )
+}
+
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Static addresses of `networks[].ip_address`. A value with a prefix (`192.0.2.10/24`) is
+/// read as its address; anything unparsable is skipped (it cannot match a client anyway).
+fn collect_addresses(network_data: &Value, out: &mut Vec<IpAddr>) {
+    let Some(networks) = network_data.get("networks").and_then(Value::as_array) else {
+        return;
+    };
+    for net in networks {
+        let Some(raw) = net.get("ip_address").and_then(Value::as_str) else {
+            continue;
+        };
+        let raw = raw.trim();
+        let parsed = raw
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| raw.parse::<ipnet::IpNet>().ok().map(|n| n.addr()));
+        if let Some(ip) = parsed {
+            out.push(ip.to_canonical());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(v: Value) -> Node {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn addresses_come_from_configdrive_and_static_network_data() {
+        let n = node(json!({
+            "uuid": "u1", "name": "n1", "provision_state": "active",
+            "network_data": {"links": [], "services": [], "networks": [
+                {"id": "a", "type": "ipv4", "link": "l", "network_id": "x", "ip_address": "192.0.2.5"}]},
+            "instance_info": {"configdrive": {"network_data": {"links": [], "services": [], "networks": [
+                {"id": "b", "type": "ipv6", "link": "l", "network_id": "x", "ip_address": "2001:db8::5"},
+                {"id": "c", "type": "ipv4", "link": "l", "network_id": "x", "ip_address": "192.0.2.5/24"},
+                {"id": "d", "type": "ipv4_dhcp", "link": "l", "network_id": "x"}]}}}
+        }));
+        let v = NodeView::from_ironic(&n);
+        let want: Vec<IpAddr> = vec!["192.0.2.5".parse().unwrap(), "2001:db8::5".parse().unwrap()];
+        assert_eq!(v.addresses, want);
+    }
+
+    #[test]
+    fn meta_data_defaults_follow_ironic_builder() {
+        let v = NodeView::from_ironic(&node(json!({"uuid": "u1", "name": "n1"})));
+        assert_eq!(
+            Value::Object(v.meta_data().unwrap()),
+            json!({"uuid": "u1", "name": "n1"})
+        );
+        let v = NodeView::from_ironic(&node(json!({"uuid": "u1", "name": "n1",
+            "instance_info": {"configdrive": {"meta_data": {"uuid": "inst", "name": "web"}}}})));
+        assert_eq!(
+            Value::Object(v.meta_data().unwrap()),
+            json!({"uuid": "inst", "name": "web"})
+        );
+        let v = NodeView::from_ironic(&node(json!({"uuid": "u1", "name": null})));
+        assert_eq!(Value::Object(v.meta_data().unwrap()), json!({"uuid": "u1"}));
+    }
+
+    #[test]
+    fn masked_and_malformed_configdrives_are_unreadable() {
+        let v = NodeView::from_ironic(&node(json!({"uuid": "u1",
+            "instance_info": {"configdrive": "******"}})));
+        assert!(
+            matches!(v.configdrive, ConfigDrive::Unreadable(ref r) if r.contains("show_instance_secrets"))
+        );
+        assert_eq!(v.meta_data(), None);
+        let v = NodeView::from_ironic(&node(json!({"uuid": "u1",
+            "instance_info": {"configdrive": {"meta_data": [1]}}})));
+        assert!(
+            matches!(v.configdrive, ConfigDrive::Unreadable(ref r) if r.contains("meta_data is a JSON array"))
+        );
+    }
+
+    #[test]
+    fn user_data_forms() {
+        let ud = |x: Value| {
+            NodeView::from_ironic(&node(
+                json!({"uuid": "u", "instance_info": {"configdrive": {"user_data": x}}}),
+            ))
+            .drive()
+            .and_then(|d| d.user_data.clone())
+        };
+        assert_eq!(
+            ud(json!("#cloud-config\n")),
+            Some(Bytes::from_static(b"#cloud-config\n"))
+        );
+        assert_eq!(ud(json!("")), None);
+        assert_eq!(ud(json!(null)), None);
+        assert_eq!(
+            ud(json!({"b": 1, "a": [1, "x"]})),
+            Some(Bytes::from_static(b"{\"b\": 1, \"a\": [1, \"x\"]}"))
+        );
+    }
+}

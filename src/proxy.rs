@@ -1,0 +1,233 @@
+//! The pingora gateway: the only module that knows pingora. Requests are answered inside
+//! `request_filter` from [`crate::gateway::handle`]; there is no upstream hop.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::Notify;
+
+use crate::gateway::{self, Outcome, Request};
+use crate::inventory::Catalog;
+use crate::metrics::Metrics;
+use crate::reply::Reply;
+use crate::server::Settings;
+
+/// Answers metadata requests; holds only shared, read-mostly state.
+pub struct MetadataGateway {
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    keepalive_seconds: u64,
+}
+
+#[async_trait]
+impl ProxyHttp for MetadataGateway {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        // pingora keeps idle downstream connections forever unless told otherwise.
+        session.set_keepalive(Some(self.keepalive_seconds));
+        let peer: Option<IpAddr> = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let header = session.req_header();
+        let method = header.method.as_str().to_owned();
+        let path = header
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| header.uri.path().to_owned());
+        let today = gateway::today_utc();
+        let outcome = gateway::handle(
+            &self.catalog,
+            &Request {
+                method: &method,
+                path: &path,
+                peer,
+            },
+            &today,
+        );
+        record(&self.metrics, &outcome, &method, &path, peer);
+        write_reply(session, outcome.reply).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // request_filter answers every request; reaching here is a bug, never a proxy hop.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "metadata requests are answered in request_filter",
+        ))
+    }
+}
+
+fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: Option<IpAddr>) {
+    let reason = outcome.refusal.map(|r| r.reason());
+    metrics.observe(outcome.reply.status, reason);
+    let client = outcome.client.map(|c| c.to_string());
+    let peer = peer.map(|p| p.to_string());
+    match outcome.refusal {
+        Some(r) if r.is_denial() => tracing::info!(
+            target: "audit",
+            event = "denied",
+            reason = r.reason(),
+            status = outcome.reply.status,
+            client = client.as_deref().unwrap_or("-"),
+            peer = peer.as_deref().unwrap_or("-"),
+            method,
+            path = %truncate(path),
+            detail = outcome.detail.as_deref().unwrap_or(""),
+            "request refused"
+        ),
+        _ => tracing::debug!(
+            target: "access",
+            status = outcome.reply.status,
+            client = client.as_deref().unwrap_or("-"),
+            node = outcome.node.as_deref().unwrap_or("-"),
+            method,
+            path = %truncate(path),
+            "request answered"
+        ),
+    }
+}
+
+/// Paths are client-controlled: bound what a log line carries.
+fn truncate(path: &str) -> &str {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+fn response_header(reply: &Reply) -> Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    h.insert_header("Content-Type", reply.content_type)?;
+    h.insert_header("Content-Length", reply.body.len().to_string())?;
+    h.insert_header("Cache-Control", "no-store")?;
+    for (k, v) in &reply.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
+    Ok(h)
+}
+
+async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
+    let header = response_header(&reply)?;
+    session
+        .write_response_header(Box::new(header), reply.body.is_empty())
+        .await?;
+    if !reply.body.is_empty() {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}
+
+/// The admin listener: health, readiness, metrics.
+pub struct AdminApp {
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let header = session.req_header();
+        let path = header
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let reply =
+            crate::admin::handle(header.method.as_str(), path, &self.catalog, &self.metrics);
+        let mut builder = http::Response::builder()
+            .status(reply.status)
+            .header("Content-Type", reply.content_type)
+            .header("Content-Length", reply.body.len())
+            .header("Cache-Control", "no-store");
+        for (k, v) in &reply.headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        builder
+            .body(reply.body.to_vec())
+            .unwrap_or_else(|_| http::Response::new(Vec::new()))
+    }
+}
+
+/// Stops the server on SIGTERM, SIGINT or [`Notify::notify_one`], always gracefully: the
+/// listeners close, in-flight requests get the grace period.
+struct StopWatch {
+    stop: Arc<Notify>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for StopWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait(&mut term) => tracing::info!("SIGTERM received, stopping"),
+            _ = wait(&mut int) => tracing::info!("SIGINT received, stopping"),
+            _ = self.stop.notified() => tracing::info!("stop requested, stopping"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Build and run the pingora server until it is stopped. Blocks the calling thread; must
+/// not be called from inside a tokio runtime.
+pub fn run(settings: &Settings, catalog: Arc<Catalog>, metrics: Arc<Metrics>, stop: Arc<Notify>) {
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown_grace_seconds.max(1)),
+        // Never write into shared /tmp paths: no pid file or upgrade socket is used.
+        pid_file: String::new(),
+        upgrade_sock: String::new(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut gateway = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        MetadataGateway {
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+            keepalive_seconds: settings.keepalive_seconds,
+        },
+        "metadata",
+    );
+    gateway.add_tcp(&settings.listen.to_string());
+    let mut admin = Service::new("admin".to_string(), AdminApp { catalog, metrics });
+    admin.add_tcp(&settings.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(gateway);
+    server.add_service(admin);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopWatch { stop }),
+    });
+}

@@ -1,0 +1,196 @@
+//! Start-up: validate settings, load the inventory, check that both listeners can bind,
+//! then hand over to [`crate::proxy::run`]. Every failure here is one clear message and a
+//! non-zero exit, before anything listens.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::Notify;
+
+use crate::cli::ServeArgs;
+use crate::inventory::{file, Catalog};
+use crate::metrics::Metrics;
+
+/// Validated static settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub inventory: PathBuf,
+    pub served_states: Vec<String>,
+    pub threads: usize,
+    pub keepalive_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no inventory given: pass --inventory FILE (or set INVENTORY_FILE)")]
+    NoInventory,
+    #[error("the admin listener {admin} must not share the metadata address {bind}")]
+    AdminOnMetadataAddress {
+        admin: SocketAddr,
+        bind: std::net::IpAddr,
+    },
+    #[error("--threads must be at least 1")]
+    NoThreads,
+    #[error("--served-states lists no state")]
+    NoServedStates,
+    #[error(transparent)]
+    Inventory(#[from] file::FileError),
+    #[error("cannot listen on {addr} ({role}): {reason}")]
+    Bind {
+        addr: SocketAddr,
+        role: &'static str,
+        reason: String,
+    },
+}
+
+impl Settings {
+    pub fn from_args(a: &ServeArgs) -> Result<Settings, StartError> {
+        let inventory = a.inventory.clone().ok_or(StartError::NoInventory)?;
+        // On loopback both listeners are local-only anyway; anywhere else the admin
+        // endpoints must not be reachable on the address every node can reach.
+        if a.admin.ip() == a.bind && !a.bind.is_loopback() {
+            return Err(StartError::AdminOnMetadataAddress {
+                admin: a.admin,
+                bind: a.bind,
+            });
+        }
+        if a.admin.ip().is_unspecified() {
+            tracing::warn!(admin = %a.admin, "the admin listener accepts connections on every local address");
+        }
+        let threads = match a.threads {
+            Some(0) => return Err(StartError::NoThreads),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let served_states: Vec<String> = a
+            .served_states
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if served_states.is_empty() {
+            return Err(StartError::NoServedStates);
+        }
+        Ok(Settings {
+            listen: SocketAddr::new(a.bind, a.port),
+            admin: a.admin,
+            inventory,
+            served_states,
+            threads,
+            keepalive_seconds: a.keepalive_seconds,
+            shutdown_grace_seconds: a.shutdown_grace_seconds,
+        })
+    }
+}
+
+/// Everything loaded and checked; nothing listening yet.
+pub struct Prepared {
+    pub settings: Settings,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
+    let catalog = Arc::new(Catalog::new(
+        format!("file:{}", settings.inventory.display()),
+        settings.served_states.clone(),
+    ));
+    let inventory = file::load(&settings.inventory)?;
+    catalog.publish(&inventory);
+    // pingora retries a failed bind for about 30 s and then runs on without a listener:
+    // find out now, and say why.
+    check_bind(settings.listen, "metadata")?;
+    check_bind(settings.admin, "admin")?;
+    tracing::info!(
+        nodes = inventory.nodes.len(),
+        served = catalog.index().served_count(),
+        source = %catalog.status().source,
+        "inventory loaded"
+    );
+    Ok(Prepared {
+        settings,
+        catalog,
+        metrics: Arc::new(Metrics::new()),
+    })
+}
+
+fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| StartError::Bind {
+            addr,
+            role,
+            reason: match e.kind() {
+                io::ErrorKind::AddrInUse => "address already in use".into(),
+                io::ErrorKind::AddrNotAvailable => {
+                    "address not available on this host (configure it on an interface first)".into()
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".into()
+                }
+                _ => e.to_string(),
+            },
+        })
+}
+
+/// Run until SIGTERM/SIGINT. Blocks the calling thread.
+pub fn run(prepared: Prepared) {
+    run_until(prepared, Arc::new(Notify::new()));
+}
+
+fn run_until(p: Prepared, stop: Arc<Notify>) {
+    tracing::info!(listen = %p.settings.listen, admin = %p.settings.admin, "serving metadata");
+    crate::proxy::run(&p.settings, p.catalog, p.metrics, stop);
+    tracing::info!("stopped");
+}
+
+/// A server running on its own thread, for embedding and tests; stopped on drop.
+pub struct Running {
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+    pub catalog: Arc<Catalog>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Running {
+    pub fn start(prepared: Prepared) -> Running {
+        let stop = Arc::new(Notify::new());
+        let catalog = prepared.catalog.clone();
+        let (listen, admin) = (prepared.settings.listen, prepared.settings.admin);
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || run_until(prepared, s));
+        Running {
+            stop,
+            thread: Some(thread),
+            catalog,
+            listen,
+            admin,
+        }
+    }
+
+    /// Stop gracefully and wait for the server thread to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // notify_one stores a permit, so a stop sent before the server waits is not lost.
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
