@@ -35,10 +35,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address the metadata listener binds.
-    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254")]
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_parser = parse_bind_addr)]
     pub bind: IpAddr,
     /// Port the metadata listener binds.
-    #[arg(long = "port", env = "BIND_PORT", default_value_t = 80)]
+    #[arg(long = "port", env = "BIND_PORT", default_value_t = 80, value_parser = parse_port)]
     pub port: u16,
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long = "admin", env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
@@ -73,4 +73,19 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => {
+            Err("expected a TCP port number from 1 to 65535 (set by --port or BIND_PORT)".into())
+        }
+        Ok(p) => Ok(p),
+    }
+}
+
+fn parse_bind_addr(s: &str) -> Result<IpAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected an IPv4 or IPv6 address (set by --bind or BIND_ADDR)".into())
 }

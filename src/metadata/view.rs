@@ -17,7 +17,7 @@ pub enum ConfigDrive {
     /// The node was deployed without one.
     Absent,
     /// Readable contents (the JSON dict form).
-    Contents(DriveContents),
+    Contents(Box<DriveContents>),
     /// Present but not usable; the reason is logged and the files it holds answer 404.
     Unreadable(String),
 }
@@ -60,7 +60,7 @@ impl NodeView {
                 "configdrive given as a base64 image is not supported by this version".into(),
             ),
             Some(Value::Object(dict)) => match drive_from_dict(dict) {
-                Ok(c) => ConfigDrive::Contents(c),
+                Ok(c) => ConfigDrive::Contents(Box::new(c)),
                 Err(why) => ConfigDrive::Unreadable(why),
             },
             Some(other) => ConfigDrive::Unreadable(format!(

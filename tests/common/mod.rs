@@ -1,0 +1,232 @@
+//! Test support: start the real binary on free loopback ports, and HTTP clients that speak
+//! from a chosen loopback address so one test process can pose as several nodes.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ironic-metadata"))
+}
+
+/// A port that was free a moment ago on `ip`. The server re-checks before it listens and
+/// the start loop retries on a collision.
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary, serving until dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(inventory: &Path) -> Server {
+        Server::start_with(inventory, "127.0.0.1".parse().unwrap(), &[])
+    }
+
+    pub fn start_with(inventory: &Path, bind: IpAddr, extra: &[&str]) -> Server {
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("server.log");
+            let addr = SocketAddr::new(bind, free_port(bind));
+            let admin = SocketAddr::new(
+                "127.0.0.1".parse().unwrap(),
+                free_port("127.0.0.1".parse().unwrap()),
+            );
+            let mut cmd = bin();
+            cmd.args(["serve", "--inventory"])
+                .arg(inventory)
+                .args([
+                    "--bind",
+                    &bind.to_string(),
+                    "--port",
+                    &addr.port().to_string(),
+                ])
+                .args([
+                    "--admin",
+                    &admin.to_string(),
+                    "--threads",
+                    "2",
+                    "--log-level",
+                    "debug",
+                    "--log-format",
+                    "json",
+                ])
+                .args(extra)
+                .env_remove("BIND_ADDR")
+                .env_remove("BIND_PORT")
+                .env_remove("ADMIN_ADDR")
+                .env_remove("INVENTORY_FILE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            let mut child = cmd.spawn().expect("start the server binary");
+            match wait_ready(&mut child, admin) {
+                Ok(()) => {
+                    return Server {
+                        child,
+                        addr,
+                        admin,
+                        log,
+                        _dir: dir,
+                    }
+                }
+                Err(status) => {
+                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if !last_log.contains("address already in use") {
+                        panic!("server did not start ({status:?}):\n{last_log}");
+                    }
+                }
+            }
+        }
+        panic!("server did not start after 5 port collisions:\n{last_log}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The audit events logged so far, as JSON objects.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "audit")
+            .collect()
+    }
+
+    /// Send SIGTERM and wait for the exit status (bounded).
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        wait_exit(&mut self.child, Duration::from_secs(15)).expect("server exits after SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll the admin /healthz until it answers, the child exits, or 20 s pass.
+fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), Option<ExitStatus>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Some(status));
+        }
+        if healthz(admin) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(None)
+}
+
+fn healthz(admin: SocketAddr) -> bool {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Run the binary to completion (bounded) and return (exit code, stderr).
+pub fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (status.and_then(|s| s.code()), reader.join().unwrap())
+}
+
+/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8 address works on
+/// Linux loopback), so the server sees that address as the client.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(ip.parse().unwrap()))
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Status, content type and body of one GET.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let r = client.get(url).send().await.expect("request");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, r.text().await.unwrap())
+}

@@ -1,0 +1,584 @@
+//! Every route of the first-version trees, through the real binary, for known nodes, an
+//! unknown address, a contested address and unserved or unreadable nodes.
+//! Expected bodies follow Nova's handler (`nova/api/metadata/base.py`: sorted listings
+//! joined by "\n" without a final newline, `json.dumps` JSON) and Ironic's configdrive
+//! builder (`build_configdrive`: `uuid`/`name` defaults appended to meta_data, JSON
+//! user_data dumped with `json.dumps`).
+
+mod common;
+
+use common::{client_from, fixture, get, Server};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const ALPHA: &str = "127.0.0.11";
+const BRAVO: &str = "127.0.0.12";
+
+async fn check(s: &Server, from: &str, path: &str, status: u16, ct: &str, body: &str) {
+    let got = get(&client_from(from), &s.url(path)).await;
+    assert_eq!(
+        got,
+        (status, ct.to_string(), body.to_string()),
+        "GET {path} from {from}"
+    );
+}
+
+#[tokio::test]
+async fn openstack_tree_for_a_node_with_a_configdrive() {
+    let s = Server::start(&fixture("nodes.json"));
+    check(&s, ALPHA, "/openstack", 200, TEXT,
+        "2012-08-10\n2013-04-04\n2013-10-17\n2015-10-15\n2016-06-30\n2016-10-06\n2017-02-22\n2018-08-27\n2020-10-14\n2025-04-04\nlatest").await;
+    for p in [
+        "/openstack/latest",
+        "/openstack/latest/",
+        "/openstack/2025-04-04",
+    ] {
+        check(
+            &s,
+            ALPHA,
+            p,
+            200,
+            TEXT,
+            "meta_data.json\nuser_data\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
+        )
+        .await;
+    }
+    // Version gating of the listing (Nova's `_handle_version`).
+    check(
+        &s,
+        ALPHA,
+        "/openstack/2012-08-10",
+        200,
+        TEXT,
+        "meta_data.json\nuser_data",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/2015-10-15/",
+        200,
+        TEXT,
+        "meta_data.json\nuser_data\nvendor_data.json\nnetwork_data.json",
+    )
+    .await;
+    // Configdrive meta_data in its own key order, then Ironic's defaults for uuid and name.
+    check(&s, ALPHA, "/openstack/latest/meta_data.json", 200, JSON,
+        r#"{"hostname": "alpha.example.com", "public_keys": {"ops": "ssh-ed25519 AAAAops ops@example.com", "backup": "ssh-rsa AAAAbackup backup@example.com"}, "availability_zone": "rack-1", "uuid": "aaaaaaaa-0000-4000-8000-000000000011", "name": "alpha"}"#).await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/user_data",
+        200,
+        "text/plain",
+        "#cloud-config\nhostname: alpha\n",
+    )
+    .await;
+    check(&s, ALPHA, "/openstack/latest/network_data.json", 200, JSON,
+        r#"{"links": [{"id": "port-0", "type": "phy", "ethernet_mac_address": "52:54:00:00:00:11", "mtu": 1500}], "networks": [{"id": "network0", "type": "ipv4", "link": "port-0", "network_id": "11111111-2222-4333-8444-555555555555", "ip_address": "127.0.0.11", "netmask": "255.0.0.0", "routes": []}, {"id": "network1", "type": "ipv6", "link": "port-0", "network_id": "11111111-2222-4333-8444-555555555555", "ip_address": "::1", "netmask": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "routes": []}], "services": []}"#).await;
+    // Static vendor data is the configdrive's vendor_data; vendor_data2 wraps it in "static".
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/vendor_data.json",
+        200,
+        JSON,
+        r##"{"cloud-init": "#cloud-config\nruncmd: [true]\n"}"##,
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/vendor_data2.json",
+        200,
+        JSON,
+        r##"{"static": {"cloud-init": "#cloud-config\nruncmd: [true]\n"}}"##,
+    )
+    .await;
+    // Files a version does not have, unknown files and unknown versions: 404.
+    check(
+        &s,
+        ALPHA,
+        "/openstack/2012-08-10/vendor_data.json",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/2015-10-15/vendor_data2.json",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/secrets.json",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/2099-01-01/meta_data.json",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ec2_tree_for_a_node_with_a_configdrive() {
+    let s = Server::start(&fixture("nodes.json"));
+    check(&s, ALPHA, "/", 200, TEXT,
+        "1.0\n2007-01-19\n2007-03-01\n2007-08-29\n2007-10-10\n2007-12-15\n2008-02-01\n2008-09-01\n2009-04-04\nlatest").await;
+    check(&s, ALPHA, "/latest", 200, TEXT, "meta-data/\nuser-data").await;
+    for p in [
+        "/latest/meta-data/",
+        "/latest/meta-data",
+        "/2009-04-04/meta-data/",
+        "/ec2/latest/meta-data",
+    ] {
+        check(
+            &s,
+            ALPHA,
+            p,
+            200,
+            TEXT,
+            "hostname\ninstance-id\nlocal-ipv4\npublic-keys/",
+        )
+        .await;
+    }
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/instance-id",
+        200,
+        TEXT,
+        "aaaaaaaa-0000-4000-8000-000000000011",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/hostname",
+        200,
+        TEXT,
+        "alpha.example.com",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/local-ipv4",
+        200,
+        TEXT,
+        "127.0.0.11",
+    )
+    .await;
+    // `N=name` lines, in the order of the node's public_keys (afterburn asks without a slash).
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys",
+        200,
+        TEXT,
+        "0=ops\n1=backup",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys/",
+        200,
+        TEXT,
+        "0=ops\n1=backup",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys/1",
+        200,
+        TEXT,
+        "openssh-key",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys/0/openssh-key",
+        200,
+        TEXT,
+        "ssh-ed25519 AAAAops ops@example.com",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys/1/openssh-key",
+        200,
+        TEXT,
+        "ssh-rsa AAAAbackup backup@example.com",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-keys/2/openssh-key",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/instance-id/x",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/user-data",
+        200,
+        "text/plain",
+        "#cloud-config\nhostname: alpha\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/user-data/",
+        200,
+        "text/plain",
+        "#cloud-config\nhostname: alpha\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn node_without_configdrive_gets_defaults_and_no_user_data() {
+    let s = Server::start(&fixture("nodes.json"));
+    check(
+        &s,
+        BRAVO,
+        "/openstack/latest",
+        200,
+        TEXT,
+        "meta_data.json\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
+    )
+    .await;
+    check(
+        &s,
+        BRAVO,
+        "/openstack/latest/meta_data.json",
+        200,
+        JSON,
+        r#"{"uuid": "bbbbbbbb-0000-4000-8000-000000000012", "name": "bravo"}"#,
+    )
+    .await;
+    // Missing user data is a 404 in both trees, as in Nova.
+    check(
+        &s,
+        BRAVO,
+        "/openstack/latest/user_data",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(&s, BRAVO, "/latest/user-data", 404, TEXT, "not found\n").await;
+    check(&s, BRAVO, "/latest", 200, TEXT, "meta-data/").await;
+    // network_data.json falls back to node.network_data.
+    check(&s, BRAVO, "/openstack/latest/network_data.json", 200, JSON,
+        r#"{"links": [{"id": "port-0", "type": "phy", "ethernet_mac_address": "52:54:00:00:00:12", "mtu": 1500}], "networks": [{"id": "network0", "type": "ipv4", "link": "port-0", "network_id": "11111111-2222-4333-8444-555555555555", "ip_address": "127.0.0.12", "netmask": "255.0.0.0", "routes": []}], "services": []}"#).await;
+    check(
+        &s,
+        BRAVO,
+        "/openstack/latest/vendor_data.json",
+        200,
+        JSON,
+        "{}",
+    )
+    .await;
+    check(
+        &s,
+        BRAVO,
+        "/openstack/latest/vendor_data2.json",
+        200,
+        JSON,
+        r#"{"static": {}}"#,
+    )
+    .await;
+    check(
+        &s,
+        BRAVO,
+        "/latest/meta-data/",
+        200,
+        TEXT,
+        "hostname\ninstance-id\nlocal-ipv4",
+    )
+    .await;
+    check(&s, BRAVO, "/latest/meta-data/hostname", 200, TEXT, "bravo").await;
+    check(
+        &s,
+        BRAVO,
+        "/latest/meta-data/public-keys",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn json_user_data_and_explicit_uuid() {
+    let s = Server::start(&fixture("nodes.json"));
+    let fox = "127.0.0.15";
+    check(
+        &s,
+        fox,
+        "/openstack/latest/user_data",
+        200,
+        "text/plain",
+        r#"{"ignition": {"version": "3.4.0"}, "passwd": {"users": [{"name": "core"}]}}"#,
+    )
+    .await;
+    check(
+        &s,
+        fox,
+        "/openstack/latest/meta_data.json",
+        200,
+        JSON,
+        r#"{"uuid": "0e0e0e0e-1111-4222-8333-444444444444", "name": "fox"}"#,
+    )
+    .await;
+    check(
+        &s,
+        fox,
+        "/latest/meta-data/instance-id",
+        200,
+        TEXT,
+        "0e0e0e0e-1111-4222-8333-444444444444",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_for_unknown_contested_and_unserved_addresses() {
+    let s = Server::start(&fixture("nodes.json"));
+    let refused = "no metadata for this address\n";
+    for from in ["127.0.0.99", "127.0.0.13", "127.0.0.14"] {
+        for p in [
+            "/openstack/latest/meta_data.json",
+            "/openstack/latest/user_data",
+            "/latest/meta-data/instance-id",
+            "/latest",
+        ] {
+            check(&s, from, p, 404, TEXT, refused).await;
+        }
+        // Version lists carry no node data and are answered for anyone, as Nova does.
+        check(&s, from, "/", 200, TEXT,
+            "1.0\n2007-01-19\n2007-03-01\n2007-08-29\n2007-10-10\n2007-12-15\n2008-02-01\n2008-09-01\n2009-04-04\nlatest").await;
+    }
+    // One audit event per refusal, with the reason and, for the operator only, why.
+    let events = s.audit_events();
+    let about = |ip: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["client"] == ip)
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap().to_string(),
+                    e["detail"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let four = |r: &str, d: &str| vec![(r.to_string(), d.to_string()); 4];
+    assert_eq!(
+        about("127.0.0.99"),
+        four("unknown_address", "no node claims this address")
+    );
+    assert_eq!(about("127.0.0.13"), four("contested_address",
+        "address claimed by nodes cccccccc-0000-4000-8000-000000000013, dddddddd-0000-4000-8000-000000000013"));
+    assert_eq!(
+        about("127.0.0.14"),
+        four(
+            "node_not_served",
+            "node eeeeeeee-0000-4000-8000-000000000014 is in provision state \"available\""
+        )
+    );
+}
+
+#[tokio::test]
+async fn masked_configdrive_is_never_served_as_data() {
+    let s = Server::start(&fixture("nodes.json"));
+    let golf = "127.0.0.16";
+    check(
+        &s,
+        golf,
+        "/openstack/latest/meta_data.json",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        golf,
+        "/openstack/latest/user_data",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        golf,
+        "/latest/meta-data/instance-id",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    let (status, _, body) = get(&client_from("127.0.0.1"), &s.admin_url("/readyz")).await;
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let warnings = ready["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().starts_with(
+        "node 99999999-0000-4000-8000-000000000016: instance_info.configdrive is masked by Ironic; grant the service account Ironic's show_instance_secrets policy")), "{body}");
+    assert!(warnings.iter().any(|w| w.as_str().unwrap()
+        == "address 127.0.0.13 is claimed by nodes cccccccc-0000-4000-8000-000000000013, dddddddd-0000-4000-8000-000000000013; it is refused"), "{body}");
+}
+
+#[tokio::test]
+async fn head_and_other_methods() {
+    let s = Server::start(&fixture("nodes.json"));
+    let c = client_from(ALPHA);
+    let r = c
+        .head(s.url("/openstack/latest/user_data"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["content-length"], "30");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = c
+            .request(
+                m.parse().unwrap(),
+                s.url("/openstack/latest/meta_data.json"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{m}");
+        assert_eq!(r.headers()["allow"], "GET, HEAD");
+        assert_eq!(r.text().await.unwrap(), "method not allowed\n");
+    }
+}
+
+#[tokio::test]
+async fn hostile_paths_get_clean_answers() {
+    let s = Server::start(&fixture("nodes.json"));
+    // `..` and its encodings never leave the tree: they normalise like Nova's normpath.
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/../../../../etc/passwd",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/%2e%2e/openstack/latest/user_data",
+        200,
+        "text/plain",
+        "#cloud-config\nhostname: alpha\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/%ff",
+        400,
+        TEXT,
+        "bad request path\n",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/openstack/latest/%00",
+        400,
+        TEXT,
+        "bad request path\n",
+    )
+    .await;
+    let long = format!("/openstack/{}", "a".repeat(2000));
+    check(&s, ALPHA, &long, 414, TEXT, "request path too long\n").await;
+    // The admin endpoints do not exist on the metadata listener.
+    check(&s, ALPHA, "/metrics", 404, TEXT, "not found\n").await;
+    check(&s, ALPHA, "/healthz", 404, TEXT, "not found\n").await;
+}
+
+#[tokio::test]
+async fn ipv6_client_is_identified() {
+    let s = Server::start_with(&fixture("nodes.json"), "::1".parse().unwrap(), &[]);
+    check(
+        &s,
+        "::1",
+        "/latest/meta-data/instance-id",
+        200,
+        TEXT,
+        "aaaaaaaa-0000-4000-8000-000000000011",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn readme_example_answers_from_loopback() {
+    let s = Server::start(&common::repo_file("examples/inventory.json"));
+    let (status, ct, body) = get(
+        &client_from("127.0.0.1"),
+        &s.url("/openstack/latest/meta_data.json"),
+    )
+    .await;
+    assert_eq!((status, ct.as_str()), (200, JSON));
+    let md: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(md["uuid"], "1be26c0b-03f2-4d2e-ae87-c02d7f33c123");
+    assert_eq!(md["name"], "web-0");
+    check(
+        &s,
+        "127.0.0.1",
+        "/latest/meta-data/hostname",
+        200,
+        TEXT,
+        "web-0.example.com",
+    )
+    .await;
+    // All three example nodes are indexed and served.
+    let (_, _, ready) = get(&client_from("127.0.0.1"), &s.admin_url("/readyz")).await;
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        (ready["nodes"].as_u64(), ready["served_nodes"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(ready["warnings"], serde_json::json!([]));
+}
