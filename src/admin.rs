@@ -22,8 +22,15 @@ pub fn handle(method: &str, path: &str, catalog: &Catalog, metrics: &Metrics) ->
 fn readyz(catalog: &Catalog) -> Reply {
     let status = catalog.status();
     let index = catalog.index();
+    // Degraded: still serving the last good index, but the source is failing.
+    let state = match (status.ready, status.last_error.is_some()) {
+        (false, _) => "starting",
+        (true, false) => "ok",
+        (true, true) => "degraded",
+    };
     let body = json!({
         "ready": status.ready,
+        "status": state,
         "source": status.source,
         "nodes": index.nodes().len(),
         "served_nodes": index.served_count(),

@@ -46,6 +46,40 @@ pub struct ServeArgs {
     /// Serve the nodes of this inventory file (an Ironic dump: {"nodes", "ports", "portgroups"}).
     #[arg(long = "inventory", env = "INVENTORY_FILE")]
     pub inventory: Option<PathBuf>,
+    /// Ironic API endpoint, with or without /v1. Credentials come from the environment:
+    /// OS_CLOUD (clouds.yaml), IRONIC_USERNAME with IRONIC_PASSWORD or IRONIC_PASSWORD_FILE
+    /// (http_basic), or OS_AUTH_URL and the other OS_* variables (Keystone).
+    #[arg(long = "ironic-url", env = "IRONIC_URL")]
+    pub ironic_url: Option<String>,
+    /// PEM CA bundle that signs Ironic's (and Keystone's) certificate.
+    #[arg(long = "ironic-cacert", env = "IRONIC_CACERT")]
+    pub ironic_cacert: Option<PathBuf>,
+    /// PEM client certificate for TLS client authentication to Ironic.
+    #[arg(
+        long = "ironic-client-cert",
+        env = "IRONIC_CLIENT_CERT",
+        requires = "ironic_client_key"
+    )]
+    pub ironic_client_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(
+        long = "ironic-client-key",
+        env = "IRONIC_CLIENT_KEY",
+        requires = "ironic_client_cert"
+    )]
+    pub ironic_client_key: Option<PathBuf>,
+    /// Seconds between full sweeps of Ironic.
+    #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub refresh_interval: u64,
+    /// Seconds one request to Ironic may take in total.
+    #[arg(long = "ironic-timeout", env = "IRONIC_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ironic_timeout: u64,
+    /// Seconds to establish a connection to Ironic.
+    #[arg(long = "ironic-connect-timeout", env = "IRONIC_CONNECT_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ironic_connect_timeout: u64,
+    /// Items per page when listing Ironic collections (default: Ironic's own limit).
+    #[arg(long = "ironic-page-size", env = "IRONIC_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub ironic_page_size: Option<u32>,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::identity::Lookup;
-use crate::inventory::Catalog;
+use crate::inventory::{Catalog, OnDemand};
 use crate::metadata::render;
 use crate::metadata::route::{self, Route, RouteError};
 use crate::reply::{Refusal, Reply};
@@ -109,6 +109,37 @@ pub fn handle(catalog: &Catalog, req: &Request<'_>, today: &str) -> Outcome {
             out
         }
     }
+}
+
+/// [`handle`], plus one on-demand refresh when the address is unknown: a node deployed a
+/// moment ago is answered on its first request. Before the first inventory has loaded an
+/// unknown address gets 503 rather than a 404 that would read as "no such node".
+pub async fn handle_with_refresh(
+    catalog: &Catalog,
+    on_demand: Option<&dyn OnDemand>,
+    req: &Request<'_>,
+    today: &str,
+) -> Outcome {
+    let out = handle(catalog, req, today);
+    if out.refusal != Some(Refusal::UnknownAddress) {
+        return out;
+    }
+    let (Some(source), Some(client)) = (on_demand, out.client) else {
+        return out;
+    };
+    let out = if source.refresh_for(client).await {
+        handle(catalog, req, today)
+    } else {
+        out
+    };
+    if out.refusal == Some(Refusal::UnknownAddress) && !catalog.status().ready {
+        return Outcome::refuse(
+            Refusal::NotReady,
+            out.client,
+            Some("no inventory loaded yet".into()),
+        );
+    }
+    out
 }
 
 fn answered(reply: Reply, client: IpAddr, node: Option<String>) -> Outcome {

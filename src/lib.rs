@@ -11,6 +11,7 @@ pub mod cli;
 pub mod gateway;
 pub mod identity;
 pub mod inventory;
+pub mod ironic;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy;

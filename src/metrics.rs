@@ -3,7 +3,10 @@
 
 use std::time::SystemTime;
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::inventory::Catalog;
 
@@ -15,6 +18,13 @@ pub struct Metrics {
     index_served_nodes: IntGauge,
     index_age_seconds: IntGauge,
     index_ready: IntGauge,
+    /// Inventory sweeps by trigger (`periodic`, `on_demand`).
+    pub sweeps: IntCounterVec,
+    /// Failed sweeps by reason (`connect`, `timeout`, `http_5xx`, `auth`, ...).
+    pub sweep_failures: IntCounterVec,
+    pub sweep_seconds: Histogram,
+    /// HTTP requests sent to Ironic (and Keystone).
+    pub ironic_requests: IntCounter,
 }
 
 impl Metrics {
@@ -50,6 +60,35 @@ impl Metrics {
             "metadata_index_ready",
             "1 once an inventory has been loaded",
         );
+        let sweeps = IntCounterVec::new(
+            Opts::new(
+                "metadata_inventory_sweeps_total",
+                "Inventory sweeps, by trigger",
+            ),
+            &["trigger"],
+        )
+        .expect("static metric definition");
+        let sweep_failures = IntCounterVec::new(
+            Opts::new(
+                "metadata_inventory_sweep_failures_total",
+                "Failed inventory sweeps, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let sweep_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "metadata_inventory_sweep_duration_seconds",
+                "Time to fetch the whole inventory",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        )
+        .expect("static metric definition");
+        let ironic_requests = IntCounter::new(
+            "metadata_ironic_requests_total",
+            "HTTP requests sent to Ironic and Keystone",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(denied.clone()),
@@ -57,6 +96,10 @@ impl Metrics {
             Box::new(index_served_nodes.clone()),
             Box::new(index_age_seconds.clone()),
             Box::new(index_ready.clone()),
+            Box::new(sweeps.clone()),
+            Box::new(sweep_failures.clone()),
+            Box::new(sweep_seconds.clone()),
+            Box::new(ironic_requests.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -68,6 +111,10 @@ impl Metrics {
             index_served_nodes,
             index_age_seconds,
             index_ready,
+            sweeps,
+            sweep_failures,
+            sweep_seconds,
+            ironic_requests,
         }
     }
 

@@ -10,12 +10,14 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
 use crate::gateway::{self, Outcome, Request};
-use crate::inventory::Catalog;
+use crate::inventory::{Catalog, OnDemand};
+use crate::ironic::Refresher;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 use crate::server::Settings;
@@ -24,6 +26,7 @@ use crate::server::Settings;
 pub struct MetadataGateway {
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
+    on_demand: Option<Arc<dyn OnDemand>>,
     keepalive_seconds: u64,
 }
 
@@ -48,15 +51,17 @@ impl ProxyHttp for MetadataGateway {
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| header.uri.path().to_owned());
         let today = gateway::today_utc();
-        let outcome = gateway::handle(
+        let outcome = gateway::handle_with_refresh(
             &self.catalog,
+            self.on_demand.as_deref(),
             &Request {
                 method: &method,
                 path: &path,
                 peer,
             },
             &today,
-        );
+        )
+        .await;
         record(&self.metrics, &outcome, &method, &path, peer);
         write_reply(session, outcome.reply).await?;
         Ok(true)
@@ -199,9 +204,25 @@ impl ShutdownSignalWatch for StopWatch {
     }
 }
 
+/// Runs the Ironic refresher on its own runtime until the server stops.
+struct RefreshService(Arc<Refresher>);
+
+#[async_trait]
+impl BackgroundService for RefreshService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
 /// Build and run the pingora server until it is stopped. Blocks the calling thread; must
 /// not be called from inside a tokio runtime.
-pub fn run(settings: &Settings, catalog: Arc<Catalog>, metrics: Arc<Metrics>, stop: Arc<Notify>) {
+pub fn run(
+    settings: &Settings,
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    refresher: Option<Arc<Refresher>>,
+    stop: Arc<Notify>,
+) {
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace_seconds),
@@ -217,6 +238,7 @@ pub fn run(settings: &Settings, catalog: Arc<Catalog>, metrics: Arc<Metrics>, st
         MetadataGateway {
             catalog: catalog.clone(),
             metrics: metrics.clone(),
+            on_demand: refresher.clone().map(|r| r as Arc<dyn OnDemand>),
             keepalive_seconds: settings.keepalive_seconds,
         },
         "metadata",
@@ -227,6 +249,9 @@ pub fn run(settings: &Settings, catalog: Arc<Catalog>, metrics: Arc<Metrics>, st
     admin.threads = Some(1);
     server.add_service(gateway);
     server.add_service(admin);
+    if let Some(r) = refresher {
+        server.add_service(background_service("ironic refresher", RefreshService(r)));
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(StopWatch { stop }),
     });

@@ -42,6 +42,8 @@ pub enum Refusal {
     ContestedAddress,
     /// The node's provision state is not served.
     NodeNotServed,
+    /// No inventory has been loaded yet (Ironic not reached since start-up).
+    NotReady,
     /// The path names nothing in the metadata trees.
     NotFound,
     /// The path is not decodable.
@@ -59,6 +61,7 @@ impl Refusal {
             Refusal::UnknownAddress => "unknown_address",
             Refusal::ContestedAddress => "contested_address",
             Refusal::NodeNotServed => "node_not_served",
+            Refusal::NotReady => "not_ready",
             Refusal::NotFound => "not_found",
             Refusal::BadPath => "bad_path",
             Refusal::PathTooLong => "path_too_long",
@@ -74,6 +77,7 @@ impl Refusal {
             Refusal::UnknownAddress | Refusal::ContestedAddress | Refusal::NodeNotServed => {
                 (404, "no metadata for this address\n")
             }
+            Refusal::NotReady => (503, "metadata not available yet\n"),
             Refusal::NotFound => (404, "not found\n"),
             Refusal::BadPath => (400, "bad request path\n"),
             Refusal::PathTooLong => (414, "request path too long\n"),
@@ -85,8 +89,10 @@ impl Refusal {
             body: Bytes::from_static(body.as_bytes()),
             headers: Vec::new(),
         };
-        if self == Refusal::MethodNotAllowed {
-            reply.headers.push(("Allow", "GET, HEAD".into()));
+        match self {
+            Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),
+            Refusal::NotReady => reply.headers.push(("Retry-After", "5".into())),
+            _ => {}
         }
         reply
     }

@@ -7,19 +7,28 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::cli::ServeArgs;
 use crate::inventory::{file, Catalog};
+use crate::ironic::{self, auth, ClientConfig, IronicClient, RefreshConfig, Refresher};
 use crate::metrics::Metrics;
+
+/// Where the nodes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Ironic(Box<ClientConfig>, RefreshConfig),
+}
 
 /// Validated static settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    pub inventory: PathBuf,
+    pub source: Source,
     pub served_states: Vec<String>,
     pub threads: usize,
     pub keepalive_seconds: u64,
@@ -28,8 +37,14 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("no inventory given: pass --inventory FILE (or set INVENTORY_FILE)")]
+    #[error("no inventory given: set IRONIC_URL (or --ironic-url), or pass --inventory FILE")]
     NoInventory,
+    #[error("both an inventory file and an Ironic URL are given: choose one")]
+    TwoInventories,
+    #[error("Ironic credentials: {0}")]
+    Credentials(#[from] auth::AuthConfigError),
+    #[error(transparent)]
+    Ironic(#[from] ironic::ClientError),
     #[error("the admin listener {admin} must not share the metadata address {bind}")]
     AdminOnMetadataAddress {
         admin: SocketAddr,
@@ -50,8 +65,46 @@ pub enum StartError {
 }
 
 impl Settings {
+    /// Settings from parsed arguments and the process environment (credentials).
     pub fn from_args(a: &ServeArgs) -> Result<Settings, StartError> {
-        let inventory = a.inventory.clone().ok_or(StartError::NoInventory)?;
+        Settings::from_args_and_env(a, &std::env::vars().collect())
+    }
+
+    pub fn from_args_and_env(
+        a: &ServeArgs,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Settings, StartError> {
+        // Ironic is the source when its URL is given, or when Keystone settings can find it
+        // in the catalog.
+        let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
+        let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
+        let source = match (&a.inventory, ironic_wanted) {
+            (Some(_), true) => return Err(StartError::TwoInventories),
+            (Some(path), false) => Source::File(path.clone()),
+            (None, false) => return Err(StartError::NoInventory),
+            (None, true) => {
+                let (auth, extras) = auth::from_env(env)?;
+                let url = a.ironic_url.clone().or(extras.endpoint);
+                let config = ClientConfig {
+                    url,
+                    auth,
+                    cacert: a.ironic_cacert.clone().or(extras.cacert),
+                    client_cert: a
+                        .ironic_client_cert
+                        .clone()
+                        .zip(a.ironic_client_key.clone()),
+                    connect_timeout: Duration::from_secs(a.ironic_connect_timeout),
+                    timeout: Duration::from_secs(a.ironic_timeout),
+                    page_size: a.ironic_page_size,
+                };
+                let refresh = RefreshConfig {
+                    interval: Duration::from_secs(a.refresh_interval),
+                    on_demand_wait: Duration::from_secs(a.ironic_timeout.min(5)),
+                    ..RefreshConfig::default()
+                };
+                Source::Ironic(Box::new(config), refresh)
+            }
+        };
         // On loopback both listeners are local-only anyway; anywhere else the admin
         // endpoints must not be reachable on the address every node can reach.
         if a.admin.ip() == a.bind && !a.bind.is_loopback() {
@@ -80,7 +133,7 @@ impl Settings {
         Ok(Settings {
             listen: SocketAddr::new(a.bind, a.port),
             admin: a.admin,
-            inventory,
+            source,
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
@@ -94,29 +147,49 @@ pub struct Prepared {
     pub settings: Settings,
     pub catalog: Arc<Catalog>,
     pub metrics: Arc<Metrics>,
+    /// The Ironic refresher, run as a background service and asked on index misses.
+    pub refresher: Option<Arc<Refresher>>,
 }
 
 pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
-    let catalog = Arc::new(Catalog::new(
-        format!("file:{}", settings.inventory.display()),
-        settings.served_states.clone(),
-    ));
-    let inventory = file::load(&settings.inventory)?;
-    catalog.publish(&inventory);
+    let metrics = Arc::new(Metrics::new());
+    let (catalog, refresher) = match &settings.source {
+        Source::File(path) => {
+            let catalog = Arc::new(Catalog::new(
+                format!("file:{}", path.display()),
+                settings.served_states.clone(),
+            ));
+            let inventory = file::load(path)?;
+            catalog.publish(&inventory);
+            tracing::info!(
+                nodes = inventory.nodes.len(),
+                served = catalog.index().served_count(),
+                source = %catalog.status().source,
+                "inventory loaded"
+            );
+            (catalog, None)
+        }
+        Source::Ironic(config, refresh) => {
+            let client = IronicClient::new((**config).clone())?;
+            let catalog = Arc::new(Catalog::new(
+                client.describe(),
+                settings.served_states.clone(),
+            ));
+            tracing::info!(source = %client.describe(), auth = config.auth.kind(), "inventory from Ironic");
+            let refresher =
+                Refresher::new(client, catalog.clone(), metrics.clone(), refresh.clone());
+            (catalog, Some(Arc::new(refresher)))
+        }
+    };
     // pingora retries a failed bind for about 30 s and then runs on without a listener:
     // find out now, and say why.
     check_bind(settings.listen, "metadata")?;
     check_bind(settings.admin, "admin")?;
-    tracing::info!(
-        nodes = inventory.nodes.len(),
-        served = catalog.index().served_count(),
-        source = %catalog.status().source,
-        "inventory loaded"
-    );
     Ok(Prepared {
         settings,
         catalog,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        refresher,
     })
 }
 
@@ -146,7 +219,7 @@ pub fn run(prepared: Prepared) {
 
 fn run_until(p: Prepared, stop: Arc<Notify>) {
     tracing::info!(listen = %p.settings.listen, admin = %p.settings.admin, "serving metadata");
-    crate::proxy::run(&p.settings, p.catalog, p.metrics, stop);
+    crate::proxy::run(&p.settings, p.catalog, p.metrics, p.refresher, stop);
     tracing::info!("stopped");
 }
 

@@ -57,13 +57,64 @@ fn no_inventory_is_refused() {
                 "--port",
                 &free().to_string(),
             ])
-            .env_remove("INVENTORY_FILE"),
+            .env_remove("INVENTORY_FILE")
+            .env_remove("IRONIC_URL")
+            .env_remove("OS_CLOUD")
+            .env_remove("OS_AUTH_URL"),
     );
     assert_eq!(code, Some(1));
     assert_eq!(
         err,
-        "error: no inventory given: pass --inventory FILE (or set INVENTORY_FILE)\n"
+        "error: no inventory given: set IRONIC_URL (or --ironic-url), or pass --inventory FILE\n"
     );
+}
+
+#[test]
+fn inventory_file_and_ironic_together_are_refused() {
+    let inv = fixture("nodes.json");
+    let (code, err) = run_to_exit(
+        bin()
+            .args(serve_args(inv.to_str().unwrap(), free(), free()))
+            .env("IRONIC_URL", "http://127.0.0.1:1"),
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "error: both an inventory file and an Ironic URL are given: choose one\n"
+    );
+}
+
+#[test]
+fn bad_ironic_settings_are_refused_at_start() {
+    let (code, err) = run_to_exit(bin().args([
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &free().to_string(),
+        "--ironic-url",
+        "ftp://ironic",
+    ]));
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "error: invalid Ironic client settings: invalid Ironic URL ftp://ironic/: scheme must be http or https\n");
+    let (code, err) = run_to_exit(
+        bin()
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &free().to_string(),
+                "--ironic-url",
+                "http://127.0.0.1:1",
+            ])
+            .env("IRONIC_USERNAME", "u")
+            .env_remove("IRONIC_PASSWORD")
+            .env_remove("IRONIC_PASSWORD_FILE")
+            .env_remove("OS_CLOUD"),
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "error: Ironic credentials: IRONIC_USERNAME is set but neither IRONIC_PASSWORD nor IRONIC_PASSWORD_FILE\n");
 }
 
 #[test]

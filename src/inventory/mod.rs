@@ -5,13 +5,23 @@
 pub mod file;
 pub mod model;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 
 use crate::identity::Index;
 use model::Inventory;
+
+/// A source that can refresh on demand when a client address is unknown.
+#[async_trait]
+pub trait OnDemand: Send + Sync {
+    /// Refresh (or join a refresh already asked for) and return true once it has finished;
+    /// false when the source declines or the wait is over.
+    async fn refresh_for(&self, ip: IpAddr) -> bool;
+}
 
 /// What `/readyz` reports about the source behind the index.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,11 +69,12 @@ impl Catalog {
     pub fn publish(&self, inventory: &Inventory) -> Vec<String> {
         let index = Index::build(inventory, &self.served_states);
         let warnings = index_warnings(&index);
-        for w in &warnings {
+        let prev = self.status.load_full();
+        // Each problem is logged once when it appears, not on every refresh.
+        for w in warnings.iter().filter(|w| !prev.warnings.contains(w)) {
             tracing::warn!(target: "inventory", "{w}");
         }
         self.index.store(Arc::new(index));
-        let prev = self.status.load_full();
         self.status.store(Arc::new(SourceStatus {
             source: prev.source.clone(),
             ready: true,

@@ -2,6 +2,8 @@
 //! from a chosen loopback address so one test process can pose as several nodes.
 #![allow(dead_code)]
 
+pub mod fake_ironic;
+
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -47,6 +49,21 @@ impl Server {
     }
 
     pub fn start_with(inventory: &Path, bind: IpAddr, extra: &[&str]) -> Server {
+        let inv = inventory.to_str().unwrap().to_string();
+        Server::launch(&["--inventory", &inv], bind, extra, &[])
+    }
+
+    /// Serve from the Ironic at `url`, with credentials in `env`.
+    pub fn start_ironic(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(
+            &["--ironic-url", url],
+            "127.0.0.1".parse().unwrap(),
+            extra,
+            env,
+        )
+    }
+
+    pub fn launch(source: &[&str], bind: IpAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
@@ -57,8 +74,8 @@ impl Server {
                 free_port("127.0.0.1".parse().unwrap()),
             );
             let mut cmd = bin();
-            cmd.args(["serve", "--inventory"])
-                .arg(inventory)
+            cmd.arg("serve")
+                .args(source)
                 .args([
                     "--bind",
                     &bind.to_string(),
@@ -80,6 +97,11 @@ impl Server {
                 .env_remove("BIND_PORT")
                 .env_remove("ADMIN_ADDR")
                 .env_remove("INVENTORY_FILE")
+                .env_remove("IRONIC_URL")
+                .env_remove("OS_CLOUD")
+                .env_remove("OS_AUTH_URL")
+                .env_remove("IRONIC_USERNAME")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap());
@@ -127,6 +149,21 @@ impl Server {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["target"] == "audit")
             .collect()
+    }
+
+    /// The value of one unlabelled or labelled sample in /metrics, 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, _, text) = get(&client_from("127.0.0.1"), &self.admin_url("/metrics")).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// /readyz as JSON (any status).
+    pub async fn readyz(&self) -> serde_json::Value {
+        let (_, _, body) = get(&client_from("127.0.0.1"), &self.admin_url("/readyz")).await;
+        serde_json::from_str(&body).unwrap()
     }
 
     /// Send SIGTERM and wait for the exit status (bounded).
@@ -217,6 +254,23 @@ pub fn client_from(ip: &str) -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Poll `check` until it holds or `limit` passes; panics with `what` on time-out. For
+/// conditions that come true through the server's own work (a sweep, a reload).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// Status, content type and body of one GET.

@@ -1,0 +1,621 @@
+//! Ironic REST client: negotiates the microversion, lists nodes, ports and portgroups with
+//! pagination, authenticates (none, HTTP basic, Keystone token reused until expiry and
+//! renewed once on 401). Errors carry a reason label for metrics and never a credential.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::auth::{AuthConfig, KeystoneConfig};
+use crate::inventory::model::{Inventory, Node, Port, Portgroup};
+
+/// The newest microversion this client asks for; newer servers are asked for this one.
+pub const MAX_MINOR: u32 = 115;
+/// `network_data` on nodes appears at 1.66; older servers simply lack it.
+pub const NETWORK_DATA_MINOR: u32 = 66;
+/// `?detail=True` on collections needs 1.43; older servers use `/detail`.
+const DETAIL_QUERY_MINOR: u32 = 43;
+/// Portgroups exist from 1.23 (mode and properties from 1.26).
+const PORTGROUPS_MINOR: u32 = 23;
+/// Largest answer body read from Ironic.
+const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Renew a Keystone token this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Ironic endpoint, with or without `/v1`. `None`: take it from the Keystone catalog.
+    pub url: Option<String>,
+    pub auth: AuthConfig,
+    pub cacert: Option<PathBuf>,
+    /// PEM certificate and key for TLS client authentication.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// `limit` per page; `None` leaves it to Ironic (`[api]max_limit`, 1000 by default).
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid Ironic client settings: {0}")]
+    Config(String),
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{target} did not answer within {timeout:?}")]
+    Timeout { target: String, timeout: Duration },
+    #[error("{target} answered HTTP {status}: {message}")]
+    Status {
+        target: String,
+        status: u16,
+        message: String,
+    },
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("invalid answer from {target}: {message}")]
+    Invalid { target: String, message: String },
+}
+
+impl ClientError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientError::Config(_) => "config",
+            ClientError::Connect { .. } => "connect",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::Status { status, .. } if *status >= 500 => "http_5xx",
+            ClientError::Status { .. } => "http_4xx",
+            ClientError::Auth(_) => "auth",
+            ClientError::Invalid { .. } => "invalid_response",
+        }
+    }
+}
+
+struct Token {
+    value: HeaderValue,
+    expires: Option<Instant>,
+    /// The baremetal endpoint from the token's catalog.
+    endpoint: Option<String>,
+}
+
+pub struct IronicClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+    token: Mutex<Option<Token>>,
+    /// Negotiated minor version, kept until a request fails.
+    minor: Mutex<Option<u32>>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl IronicClient {
+    pub fn new(config: ClientConfig) -> Result<IronicClient, ClientError> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .no_proxy()
+            .user_agent(concat!("ironic-metadata/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.cacert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                ClientError::Config(format!("cannot read CA bundle {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::Config(format!("invalid CA bundle {}: {e}", ca.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::Config(format!(
+                    "CA bundle {} holds no certificate",
+                    ca.display()
+                )));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some((cert, key)) = &config.client_cert {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                ClientError::Config(format!(
+                    "cannot read client certificate {}: {e}",
+                    cert.display()
+                ))
+            })?;
+            pem.extend(std::fs::read(key).map_err(|e| {
+                ClientError::Config(format!("cannot read client key {}: {e}", key.display()))
+            })?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Config(format!("invalid client certificate or key: {e}"))
+            })?;
+            b = b.identity(id);
+        }
+        if config.url.is_none() && !matches!(config.auth, AuthConfig::Keystone(_)) {
+            return Err(ClientError::Config(
+                "no Ironic URL given (IRONIC_URL) and no Keystone catalog to find it in".into(),
+            ));
+        }
+        if let Some(u) = &config.url {
+            parse_root(u)?;
+        }
+        let http = b
+            .build()
+            .map_err(|e| ClientError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(IronicClient {
+            http,
+            config,
+            token: Mutex::new(None),
+            minor: Mutex::new(None),
+            requests: Default::default(),
+        })
+    }
+
+    /// HTTP requests sent to Ironic and Keystone so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where the client talks to, without credentials, for logs and `/readyz`.
+    pub fn describe(&self) -> String {
+        match &self.config.url {
+            Some(u) => format!("ironic:{}", redact(u)),
+            None => "ironic:keystone-catalog".into(),
+        }
+    }
+
+    /// One full sweep: all nodes, ports and portgroups.
+    pub async fn fetch_inventory(&self) -> Result<Inventory, ClientError> {
+        let minor = match self.negotiated().await {
+            Ok(m) => m,
+            Err(e) => return Err(e),
+        };
+        let result = async {
+            let nodes: Vec<Node> = self.list("nodes", minor).await?;
+            let ports: Vec<Port> = self.list("ports", minor).await?;
+            let portgroups: Vec<Portgroup> = if minor >= PORTGROUPS_MINOR {
+                self.list("portgroups", minor).await?
+            } else {
+                Vec::new()
+            };
+            Ok(Inventory {
+                nodes,
+                ports,
+                portgroups,
+            })
+        }
+        .await;
+        if result.is_err() {
+            // Ironic may have been upgraded or replaced: negotiate again next time.
+            *self.minor.lock().await = None;
+        }
+        result
+    }
+
+    async fn negotiated(&self) -> Result<u32, ClientError> {
+        let mut guard = self.minor.lock().await;
+        if let Some(m) = *guard {
+            return Ok(m);
+        }
+        let root = self.root().await?;
+        let (status, headers, body) = self.send(Method::GET, root.clone(), None, false).await?;
+        if !status.is_success() {
+            return Err(status_error(root.as_str(), status, &body));
+        }
+        let max = server_max_minor(&headers, &body).ok_or_else(|| ClientError::Invalid {
+            target: redact(root.as_str()),
+            message: "no API version in the root document".into(),
+        })?;
+        let minor = max.min(MAX_MINOR);
+        if minor < NETWORK_DATA_MINOR {
+            tracing::warn!(
+                target: "ironic",
+                version = %format!("1.{minor}"),
+                "Ironic is older than API 1.66: node network_data is not available"
+            );
+        }
+        tracing::info!(target: "ironic", version = %format!("1.{minor}"), "Ironic API version negotiated");
+        *guard = Some(minor);
+        Ok(minor)
+    }
+
+    /// The Ironic root URL (no `/v1`), ending with `/`.
+    async fn root(&self) -> Result<Url, ClientError> {
+        if let Some(u) = &self.config.url {
+            return parse_root(u);
+        }
+        self.ensure_token().await?;
+        let guard = self.token.lock().await;
+        let endpoint = guard
+            .as_ref()
+            .and_then(|t| t.endpoint.clone())
+            .ok_or_else(|| {
+                ClientError::Auth("the Keystone catalog has no baremetal endpoint".into())
+            })?;
+        parse_root(&endpoint)
+    }
+
+    async fn list<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        minor: u32,
+    ) -> Result<Vec<T>, ClientError> {
+        let root = self.root().await?;
+        let mut url = if minor >= DETAIL_QUERY_MINOR {
+            let mut u = root.join(&format!("v1/{kind}")).expect("static path");
+            u.query_pairs_mut().append_pair("detail", "True");
+            u
+        } else {
+            root.join(&format!("v1/{kind}/detail"))
+                .expect("static path")
+        };
+        if let Some(limit) = self.config.page_size {
+            url.query_pairs_mut()
+                .append_pair("limit", &limit.to_string());
+        }
+        let mut out: Vec<T> = Vec::new();
+        let mut seen_markers = std::collections::HashSet::new();
+        let mut next = url.clone();
+        loop {
+            let version = HeaderValue::from_str(&format!("1.{minor}")).expect("ascii");
+            let (status, _, body) = self
+                .send(Method::GET, next.clone(), Some(version), true)
+                .await?;
+            if !status.is_success() {
+                return Err(status_error(next.as_str(), status, &body));
+            }
+            let invalid = |message: String| ClientError::Invalid {
+                target: redact(next.as_str()),
+                message,
+            };
+            let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(&body)
+                .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
+            let items = match doc.remove(kind) {
+                Some(Value::Array(items)) => items,
+                _ => return Err(invalid(format!("no {kind:?} list in the answer"))),
+            };
+            let page_len = items.len();
+            for (i, item) in items.into_iter().enumerate() {
+                let v: T = serde_json::from_value(item)
+                    .map_err(|e| invalid(format!("{kind}[{}]: {e}", out.len() + i)))?;
+                out.push(v);
+            }
+            // Follow the marker of `next`, not its host: Ironic builds `next` from its
+            // public endpoint, which may not be the address we reach it at.
+            let marker = match doc.get("next").and_then(Value::as_str) {
+                Some(n) if page_len > 0 => {
+                    marker_of(n).ok_or_else(|| invalid(format!("next link without marker: {n}")))?
+                }
+                _ => return Ok(out),
+            };
+            if !seen_markers.insert(marker.clone()) {
+                return Err(invalid(format!("pagination loops at marker {marker}")));
+            }
+            next = url.clone();
+            next.query_pairs_mut().append_pair("marker", &marker);
+        }
+    }
+
+    /// Send one request with auth; with Keystone, renew the token once on 401.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        version: Option<HeaderValue>,
+        authenticated: bool,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
+        let mut retried = false;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header("Accept", "application/json");
+            if let Some(v) = &version {
+                req = req.header("X-OpenStack-Ironic-API-Version", v.clone());
+            }
+            if authenticated {
+                match &self.config.auth {
+                    AuthConfig::None => {}
+                    AuthConfig::Basic { username, password } => {
+                        req = req.basic_auth(username, Some(password.expose()));
+                    }
+                    AuthConfig::Keystone(_) => {
+                        req = req.header("X-Auth-Token", self.ensure_token().await?);
+                    }
+                }
+            }
+            let (status, headers, body) = self.execute(req, url.as_str()).await?;
+            if status == StatusCode::UNAUTHORIZED && authenticated {
+                if matches!(self.config.auth, AuthConfig::Keystone(_)) && !retried {
+                    tracing::info!(target: "ironic", "Ironic refused the token; authenticating again");
+                    *self.token.lock().await = None;
+                    retried = true;
+                    continue;
+                }
+                return Err(ClientError::Auth(format!(
+                    "{} answered 401 with {} credentials",
+                    redact(url.as_str()),
+                    self.config.auth.kind()
+                )));
+            }
+            return Ok((status, headers, body));
+        }
+    }
+
+    async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+        target: &str,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let target = redact(target);
+        let map = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ClientError::Timeout {
+                    target: target.clone(),
+                    timeout: self.config.timeout,
+                }
+            } else if e.is_connect() {
+                ClientError::Connect {
+                    target: target.clone(),
+                    message: error_chain(&e),
+                }
+            } else {
+                ClientError::Invalid {
+                    target: target.clone(),
+                    message: error_chain(&e),
+                }
+            }
+        };
+        let mut resp = req.send().await.map_err(map)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ClientError::Invalid {
+                    target,
+                    message: format!("answer larger than {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, headers, body))
+    }
+
+    /// A valid Keystone token, fetching a new one when there is none or it is about to expire.
+    async fn ensure_token(&self) -> Result<HeaderValue, ClientError> {
+        let AuthConfig::Keystone(ks) = &self.config.auth else {
+            return Err(ClientError::Config("no Keystone credentials".into()));
+        };
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if t.expires.is_none_or(|e| Instant::now() + TOKEN_MARGIN < e) {
+                return Ok(t.value.clone());
+            }
+        }
+        let token = self.issue_token(ks).await?;
+        let value = token.value.clone();
+        *guard = Some(token);
+        Ok(value)
+    }
+
+    async fn issue_token(&self, ks: &KeystoneConfig) -> Result<Token, ClientError> {
+        let base = ks.auth_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v3").unwrap_or(base);
+        let url = Url::parse(&format!("{base}/v3/auth/tokens")).map_err(|e| {
+            ClientError::Config(format!(
+                "invalid Keystone URL {}: {e}",
+                redact(&ks.auth_url)
+            ))
+        })?;
+        let req = self.http.post(url.clone()).json(&ks.method.token_request());
+        let (status, headers, body) = self.execute(req, url.as_str()).await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(ClientError::Auth(format!(
+                "Keystone answered HTTP {} to the token request: {}",
+                status.as_u16(),
+                error_message(&body)
+            )));
+        }
+        let value = headers
+            .get("X-Subject-Token")
+            .cloned()
+            .ok_or_else(|| ClientError::Auth("Keystone answer has no X-Subject-Token".into()))?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Auth(format!("Keystone token answer is not JSON: {e}")))?;
+        let expires = doc["token"]["expires_at"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| {
+                let left = (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                Instant::now() + left
+            });
+        let endpoint = catalog_endpoint(&doc, "baremetal", &ks.interface, ks.region.as_deref());
+        tracing::info!(target: "ironic", "Keystone token issued");
+        Ok(Token {
+            value,
+            expires,
+            endpoint,
+        })
+    }
+}
+
+fn parse_root(u: &str) -> Result<Url, ClientError> {
+    let trimmed = u.trim().trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
+    let url = Url::parse(&format!("{trimmed}/"))
+        .map_err(|e| ClientError::Config(format!("invalid Ironic URL {}: {e}", redact(u))))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(ClientError::Config(format!(
+            "invalid Ironic URL {}: scheme must be http or https",
+            redact(u)
+        )));
+    }
+    Ok(url)
+}
+
+/// A URL without user info or query, for logs.
+pub fn redact(u: &str) -> String {
+    match Url::parse(u) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+fn marker_of(next: &str) -> Option<String> {
+    let url = Url::parse(next).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "marker")
+        .map(|(_, v)| v.into_owned())
+        .filter(|m| !m.is_empty())
+}
+
+/// Highest minor version from the root document (`default_version.version`) or headers.
+fn server_max_minor(headers: &HeaderMap, body: &[u8]) -> Option<u32> {
+    let from_body = serde_json::from_slice::<Value>(body).ok().and_then(|doc| {
+        doc["default_version"]["version"]
+            .as_str()
+            .and_then(parse_minor)
+    });
+    from_body.or_else(|| {
+        headers
+            .get("X-OpenStack-Ironic-API-Maximum-Version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_minor)
+    })
+}
+
+fn parse_minor(v: &str) -> Option<u32> {
+    let (major, minor) = v.trim().split_once('.')?;
+    (major == "1").then_some(())?;
+    minor.parse().ok()
+}
+
+fn catalog_endpoint(
+    doc: &Value,
+    service: &str,
+    interface: &str,
+    region: Option<&str>,
+) -> Option<String> {
+    doc["token"]["catalog"]
+        .as_array()?
+        .iter()
+        .find(|s| s["type"] == service)
+        .and_then(|s| {
+            s["endpoints"].as_array()?.iter().find_map(|e| {
+                let iface_ok = e["interface"] == interface;
+                let region_ok = region.is_none_or(|r| e["region_id"] == r || e["region"] == r);
+                (iface_ok && region_ok)
+                    .then(|| e["url"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        })
+}
+
+fn status_error(target: &str, status: StatusCode, body: &[u8]) -> ClientError {
+    ClientError::Status {
+        target: redact(target),
+        status: status.as_u16(),
+        message: error_message(body),
+    }
+}
+
+/// Ironic wraps errors as `{"error_message": "<JSON string with faultstring>"}`.
+fn error_message(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|doc| {
+            let em = doc.get("error_message")?;
+            let inner = match em {
+                Value::String(s) => {
+                    serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.clone()))
+                }
+                other => other.clone(),
+            };
+            inner
+                .get("faultstring")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| inner.as_str().map(str::to_string))
+        })
+        .or_else(|| {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|d| d["error"]["message"].as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    let mut t: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    if t.is_empty() {
+        t = "(empty body)".into();
+    }
+    t
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_url_forms() {
+        for u in [
+            "http://ironic:6385",
+            "http://ironic:6385/",
+            "http://ironic:6385/v1",
+            "http://ironic:6385/v1/",
+        ] {
+            assert_eq!(parse_root(u).unwrap().as_str(), "http://ironic:6385/");
+        }
+        assert_eq!(
+            parse_root("https://h/baremetal/v1").unwrap().as_str(),
+            "https://h/baremetal/"
+        );
+        assert!(parse_root("ftp://h").is_err());
+    }
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redact("http://admin:pw@ironic:6385/v1/nodes?x=1"),
+            "http://ironic:6385/v1/nodes"
+        );
+    }
+
+    #[test]
+    fn error_message_unwraps_ironic_double_encoding() {
+        let body = br#"{"error_message": "{\"faultstring\": \"Node x could not be found.\", \"faultcode\": \"Client\", \"debuginfo\": null}"}"#;
+        assert_eq!(error_message(body), "Node x could not be found.");
+        assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
+    }
+
+    #[test]
+    fn marker_comes_from_next_query() {
+        assert_eq!(
+            marker_of("http://public.example/v1/nodes?detail=True&limit=2&marker=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(marker_of("http://x/v1/nodes?limit=2"), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! An in-process fake Ironic (and Keystone) for faults the real one cannot produce on
+//! demand: 500s, garbage, hangs, odd pagination, token expiry. It speaks the same JSON
+//! shapes and headers as Ironic and records every request it receives.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Every API call answers 500 with Ironic's error shape.
+    Fail500,
+    /// Every API call answers 200 with a body that is not JSON.
+    Garbage,
+    /// Every API call waits far longer than any client timeout.
+    Hang,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// Tokens from POST /v3/auth/tokens; `lifetime_secs` sets their expires_at.
+    Keystone {
+        lifetime_secs: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub version: Option<String>,
+    pub token: Option<String>,
+    pub authorization: Option<String>,
+}
+
+pub struct FakeState {
+    pub nodes: Vec<Value>,
+    pub ports: Vec<Value>,
+    pub portgroups: Vec<Value>,
+    pub mode: Mode,
+    pub max_minor: u32,
+    pub page_size: usize,
+    pub auth: Auth,
+    pub valid_tokens: Vec<String>,
+    pub tokens_issued: usize,
+    /// 401 answers given to collection requests.
+    pub unauthorized: usize,
+    pub requests: Vec<Recorded>,
+    pub addr: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+pub struct FakeIronic {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeIronic {
+    pub async fn start() -> FakeIronic {
+        let state = Arc::new(Mutex::new(FakeState {
+            nodes: vec![],
+            ports: vec![],
+            portgroups: vec![],
+            mode: Mode::Normal,
+            max_minor: 99,
+            page_size: 1000,
+            auth: Auth::None,
+            valid_tokens: vec![],
+            tokens_issued: 0,
+            unauthorized: 0,
+            requests: vec![],
+            addr: None,
+        }));
+        let app = Router::new()
+            .route("/", get(root))
+            .route("/v1/{kind}", get(list))
+            .route("/v3/auth/tokens", post(issue_token))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        state.lock().unwrap().addr = Some(addr);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeIronic { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.with(|s| s.mode = mode);
+    }
+
+    /// Requests for collection pages (nodes, ports, portgroups) received so far.
+    pub fn list_requests(&self) -> usize {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path.starts_with("/v1/"))
+                .count()
+        })
+    }
+
+    pub fn node_list_requests(&self) -> usize {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path.starts_with("/v1/nodes"))
+                .count()
+        })
+    }
+}
+
+fn record(state: &Mutex<FakeState>, method: &str, path: String, headers: &HeaderMap) {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    state.lock().unwrap().requests.push(Recorded {
+        method: method.into(),
+        path,
+        version: h("x-openstack-ironic-api-version"),
+        token: h("x-auth-token"),
+        authorization: h("authorization"),
+    });
+}
+
+fn ironic_error(status: StatusCode, text: &str) -> Response {
+    let inner = json!({"faultstring": text, "faultcode": "Server", "debuginfo": null}).to_string();
+    (status, Json(json!({"error_message": inner}))).into_response()
+}
+
+async fn root(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap) -> Response {
+    record(&state, "GET", "/".into(), &headers);
+    let max = state.lock().unwrap().max_minor;
+    let version = format!("1.{max}");
+    (
+        [("X-OpenStack-Ironic-API-Maximum-Version", version.clone()), ("X-OpenStack-Ironic-API-Minimum-Version", "1.1".to_string())],
+        Json(json!({
+            "name": "OpenStack Ironic API",
+            "default_version": {"id": "v1", "status": "CURRENT", "min_version": "1.1", "version": version},
+            "versions": [{"id": "v1", "status": "CURRENT", "min_version": "1.1", "version": version}]
+        })),
+    )
+        .into_response()
+}
+
+async fn faults(mode: Mode) -> Option<Response> {
+    match mode {
+        Mode::Normal => None,
+        Mode::Fail500 => Some(ironic_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database is locked",
+        )),
+        Mode::Garbage => Some((StatusCode::OK, "<html>proxy error</html>").into_response()),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+    }
+}
+
+fn authorized(s: &FakeState, headers: &HeaderMap) -> bool {
+    match &s.auth {
+        Auth::None => true,
+        Auth::Basic { user, password } => {
+            use base64::Engine;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(want.as_str())
+        }
+        Auth::Keystone { .. } => headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| s.valid_tokens.iter().any(|v| v == t)),
+    }
+}
+
+async fn list(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(kind): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/v1/{kind}?{}", query.clone().unwrap_or_default());
+    record(&state, "GET", path, &headers);
+    let mode = state.lock().unwrap().mode;
+    if let Some(r) = faults(mode).await {
+        return r;
+    }
+    let mut s = state.lock().unwrap();
+    if !authorized(&s, &headers) {
+        s.unauthorized += 1;
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("WWW-Authenticate", "Basic realm=\"Baremetal API\"")],
+            "unauthorized",
+        )
+            .into_response();
+    }
+    let minor: u32 = headers
+        .get("x-openstack-ironic-api-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("1."))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if minor > s.max_minor {
+        return ironic_error(StatusCode::NOT_ACCEPTABLE, "version not supported");
+    }
+    let items = match kind.as_str() {
+        "nodes" => &s.nodes,
+        "ports" => &s.ports,
+        "portgroups" => &s.portgroups,
+        _ => return ironic_error(StatusCode::NOT_FOUND, "not found"),
+    };
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let limit = param("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(s.page_size)
+        .min(s.page_size);
+    let start = match param("marker") {
+        Some(m) => match items.iter().position(|i| i["uuid"] == m.as_str()) {
+            Some(p) => p + 1,
+            None => return ironic_error(StatusCode::BAD_REQUEST, &format!("Marker {m} not found")),
+        },
+        None => 0,
+    };
+    let page: Vec<Value> = items
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|i| {
+            let mut i = i.clone();
+            // Below 1.66 Ironic does not return network_data at all.
+            if minor < 66 {
+                i.as_object_mut().unwrap().remove("network_data");
+            }
+            i
+        })
+        .collect();
+    let mut body = json!({ kind.as_str(): page });
+    // Like Ironic: a full page carries `next`, built from the public endpoint (a host the
+    // client must not use), even when nothing follows.
+    if page.len() == limit {
+        let last = page.last().unwrap()["uuid"].as_str().unwrap().to_string();
+        body["next"] = json!(format!(
+            "http://public-endpoint.invalid:6385/v1/{kind}?detail=True&limit={limit}&marker={last}"
+        ));
+    }
+    Json(body).into_response()
+}
+
+async fn issue_token(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    record(&state, "POST", "/v3/auth/tokens".into(), &headers);
+    let mut s = state.lock().unwrap();
+    let Auth::Keystone { lifetime_secs } = s.auth.clone() else {
+        return (StatusCode::NOT_FOUND, "no keystone here").into_response();
+    };
+    let methods = &body["auth"]["identity"]["methods"];
+    let ok = methods == &json!(["application_credential"])
+        && body["auth"]["identity"]["application_credential"]["secret"] == "s3cret"
+        && body["auth"].get("scope").is_none();
+    if !ok {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": 401, "message": "The request you have made requires authentication."}}))).into_response();
+    }
+    s.tokens_issued += 1;
+    let token = format!("tok-{}", s.tokens_issued);
+    s.valid_tokens.push(token.clone());
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(lifetime_secs)).to_rfc3339();
+    let url = format!("http://{}", s.addr.unwrap());
+    (
+        StatusCode::CREATED,
+        [("X-Subject-Token", token)],
+        Json(json!({"token": {"expires_at": expires, "catalog": [
+            {"type": "identity", "endpoints": [{"interface": "public", "region_id": "RegionOne", "url": url}]},
+            {"type": "baremetal", "endpoints": [
+                {"interface": "internal", "region_id": "RegionOne", "url": "http://internal.invalid:6385"},
+                {"interface": "public", "region_id": "RegionOne", "url": url}]}
+        ]}})),
+    )
+        .into_response()
+}
+
+/// A node in Ironic's shape claiming `ip`, with a configdrive dict.
+pub fn node(uuid: &str, name: &str, ip: &str) -> Value {
+    json!({
+        "uuid": uuid, "name": name, "provision_state": "active", "driver": "fake-hardware",
+        "power_state": "power on", "maintenance": false,
+        "instance_info": {"configdrive": {
+            "meta_data": {"public_keys": {"k": "ssh-ed25519 AAAA k@example.com"}},
+            "user_data": format!("#cloud-config\nhostname: {name}\n"),
+            "network_data": {"links": [{"id": "p0", "type": "phy", "ethernet_mac_address": "52:54:00:00:00:01"}],
+                             "networks": [{"id": "n0", "type": "ipv4", "link": "p0", "network_id": "x", "ip_address": ip, "netmask": "255.0.0.0"}],
+                             "services": []}}},
+        "properties": {}, "extra": {},
+        "network_data": {},
+        "links": []
+    })
+}
