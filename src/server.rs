@@ -99,7 +99,7 @@ impl Settings {
                 };
                 let refresh = RefreshConfig {
                     interval: Duration::from_secs(a.refresh_interval),
-                    on_demand_wait: Duration::from_secs(a.ironic_timeout.min(5)),
+                    on_demand_wait: Duration::from_secs(a.ironic_timeout.min(10)),
                     ..RefreshConfig::default()
                 };
                 Source::Ironic(Box::new(config), refresh)

@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""End-to-end tests of ironic-metadata against a real OpenStack Ironic (from PyPI, sqlite,
+fake-hardware, all-in-one process on 127.0.0.1), driven through its REST API.
+
+Usage: real_ironic.py BINARY      (scripts/e2e.sh builds BINARY and the venv first)
+
+Every server takes a free loopback port. Clients speak from 127.0.3.x addresses, which
+the enrolled nodes claim in their network_data, so one machine can pose as many nodes.
+Prints one line per check and a final 'N passed, M failed'; exits non-zero on failure.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "ironic"))
+import harness  # noqa: E402
+
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def check(ok, what, detail=""):
+    RESULTS["passed" if ok else "failed"] += 1
+    print(f"{'ok  ' if ok else 'FAIL'} {what}" + (f"\n     {detail}" if detail and not ok else ""), flush=True)
+    return ok
+
+
+def eq(got, want, what):
+    return check(got == want, what, f"got {got!r}\n     want {want!r}")
+
+
+def wait_for(cond, what, timeout=60.0):
+    """Poll a condition the servers make true by their own work (a sweep, a start)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return check(False, f"timed out waiting for {what}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, source="127.0.0.1", host="127.0.0.1"):
+    conn = http.client.HTTPConnection(host, port, timeout=15, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read()
+    finally:
+        conn.close()
+
+
+def ip_of(i):
+    return f"127.0.{3 + i // 200}.{10 + i % 200}"
+
+
+def specs(start, count, prefix):
+    """Harness node specs with their IPv4 address moved into 127.0.3.0/24."""
+    out = []
+    for i in range(start, start + count):
+        spec = harness.node_spec(i, prefix)
+        for nd in (spec["network_data"], spec["configdrive"]["network_data"]):
+            for net in nd["networks"]:
+                if net["type"] == "ipv4":
+                    net["ip_address"] = ip_of(i)
+                    net["netmask"] = "255.255.255.0"
+                    net["routes"] = []
+        out.append(spec)
+    return out
+
+
+class Ironic:
+    def __init__(self, auth="noauth", user=None, password=None, no_secrets=False):
+        args = argparse.Namespace(venv=None, state_dir=None, auth=auth, user=user,
+                                  password=password, no_secrets=no_secrets, start_timeout=120.0)
+        self.state, self.proc, self.env = harness.start_server(args)
+        self.url = self.env["IRONIC_URL"]
+        self.user, self.password = user, password
+
+    def client_env(self):
+        env = dict(os.environ, IRONIC_URL=self.url)
+        if self.user:
+            env.update(IRONIC_USER=self.user, IRONIC_PASSWORD=self.password)
+        return env
+
+    def harness(self, *args, spec=None):
+        cmd = [sys.executable, str(HERE.parent / "ironic" / "harness.py"), *args]
+        if spec is not None:
+            f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+            json.dump(spec, f)
+            f.close()
+            cmd += ["--spec", f.name]
+        out = subprocess.run(cmd, env=self.client_env(), capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"harness {args} failed:\n{out.stderr}")
+        return out.stdout
+
+    def stop(self):
+        harness.stop_server(self.state, keep=True)
+        self.proc.wait()
+
+    def restart(self):
+        """Start Ironic again on the same port and database."""
+        venv = harness.venv_dir(None)
+        port = int(self.url.rsplit(":", 1)[1])
+        with open(self.state / "ironic.log", "ab") as logf:
+            self.proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", self.state / "ironic.conf"],
+                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                         cwd=self.state, start_new_session=True)
+        (self.state / "ironic.pid").write_text(f"{self.proc.pid}\n")
+        if harness.wait_ready(self.proc, port, self.state, time.monotonic() + 120) != "ok":
+            raise SystemExit("Ironic did not restart:\n" + harness.log_tail(self.state))
+
+    def close(self):
+        if (self.state / "ironic.pid").exists():
+            self.stop()
+        harness.remove_state(self.state)
+
+
+class Service:
+    def __init__(self, binary, source_args, env=None, refresh=2):
+        self.port, self.admin = free_port(), free_port()
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        cmd = [binary, "serve", *source_args, "--bind", "127.0.0.1", "--port", str(self.port),
+               "--admin", f"127.0.0.1:{self.admin}", "--refresh-interval", str(refresh),
+               "--log-format", "json", "--log-level", "info"]
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_"))}
+        self.proc = subprocess.Popen(cmd, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        if not wait_for(lambda: self.proc.poll() is not None or self.healthy(), "service start", 30) \
+                or self.proc.poll() is not None:
+            raise SystemExit(f"service did not start:\n{Path(self.log.name).read_text()}")
+
+    def healthy(self):
+        try:
+            return http_get(self.admin, "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path, source):
+        status, ctype, body = http_get(self.port, path, source)
+        return status, body.decode()
+
+    def ready(self):
+        return json.loads(http_get(self.admin, "/readyz")[2])
+
+    def metric(self, name):
+        text = http_get(self.admin, "/metrics")[2].decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def sweeps(self):
+        return self.metric('metadata_inventory_sweeps_total{trigger="periodic"}') + \
+            self.metric('metadata_inventory_sweeps_total{trigger="on_demand"}')
+
+    def wait_sweeps(self, n=2):
+        target = self.sweeps() + n
+        return wait_for(lambda: self.sweeps() >= target, f"{n} more sweeps")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def expected_answers(spec):
+    """What a node deployed from `spec` must be served, byte for byte: Python's json.dumps of
+    the configdrive parts Ironic stored (as Nova's handler and Ironic's builder print)."""
+    md = dict(spec["configdrive"]["meta_data"])
+    key = next(iter(md["public_keys"]))
+    return {
+        "/openstack/latest/meta_data.json": json.dumps(md),
+        "/openstack/latest/user_data": spec["configdrive"]["user_data"],
+        "/openstack/latest/network_data.json": json.dumps(spec["configdrive"]["network_data"]),
+        "/latest/meta-data/instance-id": md["uuid"],
+        "/latest/meta-data/hostname": md["hostname"],
+        "/latest/meta-data/public-keys": f"0={key}",
+        "/latest/meta-data/public-keys/0/openssh-key": md["public_keys"][key],
+        "/latest/user-data": spec["configdrive"]["user_data"],
+    }
+
+
+def check_node(svc, spec, index, label):
+    bad = []
+    for path, want in expected_answers(spec).items():
+        status, body = svc.get(path, ip_of(index))
+        if (status, body) != (200, want):
+            bad.append(f"{path}: {status} {body[:200]!r} != {want[:200]!r}")
+    if bad:
+        bad += Path(svc.log.name).read_text().splitlines()[-15:]
+    return check(not bad, f"{label}: {spec['name']} from {ip_of(index)} gets exactly its own metadata",
+                 "\n     ".join(bad))
+
+
+def scenario_noauth(binary):
+    ironic = Ironic()
+    svc = svc_file = None
+    try:
+        nodes = specs(0, 3, "e2e-")
+        ironic.harness("enroll", spec=nodes)
+        svc = Service(binary, ["--ironic-url", ironic.url])
+        wait_for(lambda: svc.ready()["ready"], "first sweep")
+        for i, spec in enumerate(nodes):
+            check_node(svc, spec, i, "real Ironic, noauth")
+        eq(svc.get("/openstack/latest/meta_data.json", "127.0.3.200"),
+           (404, "no metadata for this address\n"), "an address no node claims is refused")
+
+        # The dump of this Ironic is a valid inventory file, answered identically.
+        dump = Path(tempfile.mkstemp(suffix=".json")[1])
+        client = harness.Client(ironic.url)
+        dump.write_text(json.dumps(harness.dump(client)))
+        svc_file = Service(binary, ["--inventory", str(dump)])
+        same = all(svc_file.get(p, ip_of(i)) == svc.get(p, ip_of(i))
+                   for i, spec in enumerate(nodes) for p in expected_answers(spec))
+        check(same, "a dump of the real Ironic, served as a file inventory, answers identically")
+
+        # Deployed after start-up: answered on its first request.
+        late = specs(3, 1, "e2e-")
+        ironic.harness("enroll", spec=late)
+        check_node(svc, late[0], 3, "deployed after start-up, first request")
+
+        # Deleted in Ironic: no longer served after the next sweep.
+        ironic.harness("delete", nodes[1]["name"])
+        svc.wait_sweeps(2)
+        eq(svc.get("/latest/meta-data/instance-id", ip_of(1)), (404, "no metadata for this address\n"),
+           "a node deleted in Ironic stops being served after the next sweep")
+
+        # Ironic killed: cached nodes are still served, readiness says degraded.
+        ironic.stop()
+        wait_for(lambda: svc.ready()["status"] == "degraded", "degraded readiness")
+        ready = svc.ready()
+        check(ready["status"] == "degraded" and "cannot connect" in (ready["last_error"] or ""),
+              "Ironic down: /readyz reports degraded with the connection error", json.dumps(ready))
+        check_node(svc, nodes[0], 0, "Ironic down, cached")
+
+        # Ironic back on the same port: recovery without restarting the service.
+        ironic.restart()
+        wait_for(lambda: svc.ready()["status"] == "ok", "recovery")
+        eq(svc.ready()["status"], "ok", "Ironic restarted: the service recovers by itself")
+        check_node(svc, nodes[2], 2, "after Ironic restart")
+    finally:
+        for s in (svc, svc_file):
+            if s:
+                s.stop()
+        ironic.close()
+
+
+def scenario_masked(binary):
+    ironic = Ironic(no_secrets=True)
+    svc = None
+    try:
+        nodes = specs(10, 1, "masked-")
+        ironic.harness("enroll", spec=nodes)
+        svc = Service(binary, ["--ironic-url", ironic.url])
+        wait_for(lambda: svc.ready()["ready"], "first sweep")
+        warnings = svc.ready()["warnings"]
+        check(any("show_instance_secrets" in w for w in warnings),
+              "masked configdrive (policy not granted) is reported in /readyz", json.dumps(warnings))
+        eq(svc.get("/openstack/latest/meta_data.json", ip_of(10)), (404, "not found\n"),
+           "masked configdrive is never served as data")
+        log = Path(svc.log.name).read_text()
+        check("show_instance_secrets" in log, "masked configdrive is logged naming the policy")
+    finally:
+        if svc:
+            svc.stop()
+        ironic.close()
+
+
+def scenario_http_basic(binary):
+    ironic = Ironic(auth="http_basic", user="metadata", password="e2e-pa55")
+    svc = wrong = None
+    try:
+        nodes = specs(20, 1, "basic-")
+        ironic.harness("enroll", spec=nodes)
+        svc = Service(binary, ["--ironic-url", ironic.url],
+                      env={"IRONIC_USERNAME": "metadata", "IRONIC_PASSWORD": "e2e-pa55"})
+        wait_for(lambda: svc.ready()["ready"], "first sweep")
+        check_node(svc, nodes[0], 20, "real Ironic, http_basic")
+        wrong = Service(binary, ["--ironic-url", ironic.url], refresh=1,
+                        env={"IRONIC_USERNAME": "metadata", "IRONIC_PASSWORD": "wrong"})
+        wait_for(lambda: wrong.ready()["last_error"], "auth failure")
+        err = wrong.ready()["last_error"] or ""
+        check(err.endswith("answered 401 with http_basic credentials"), "wrong password: 401 reported", err)
+        check("e2e-pa55" not in Path(svc.log.name).read_text() and "wrong" not in Path(wrong.log.name).read_text(),
+              "passwords never reach the log")
+    finally:
+        for s in (svc, wrong):
+            if s:
+                s.stop()
+        ironic.close()
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def scenario_measure(binary):
+    """Not part of CI: the figures quoted in the Ironic-source closing note."""
+    import concurrent.futures
+    count = int(os.environ.get("MEASURE_NODES", "1000"))
+    ironic = Ironic()
+    svcs = []
+    try:
+        nodes = specs(0, count, "m-")
+        t0 = time.monotonic()
+        ironic.harness("enroll", "--concurrency", "8", spec=nodes)
+        print(f"enrolled and deployed {count} nodes in {time.monotonic() - t0:.0f}s")
+        svc = Service(binary, ["--ironic-url", ironic.url], refresh=30)
+        svcs.append(svc)
+        wait_for(lambda: svc.ready()["ready"], "first sweep", 300)
+        first = svc.metric("metadata_inventory_sweep_duration_seconds_sum")
+        # The same pages fetched by curl, same microversion, sequentially.
+        version = harness.Client(ironic.url).version
+        t0 = time.monotonic()
+        for kind in ("nodes", "ports", "portgroups"):
+            subprocess.run(["curl", "-sf", "-o", "/dev/null", "-H", f"X-OpenStack-Ironic-API-Version: {version}",
+                            f"{ironic.url}/v1/{kind}?detail=True"], check=True)
+        curl = time.monotonic() - t0
+        print(f"full sweep of {count} nodes: ours {first:.3f}s, curl of the same 3 pages {curl:.3f}s, "
+              f"ratio {first / curl:.2f}")
+        # 10,000 metadata requests from 100 indexed nodes.
+        before = svc.metric("metadata_ironic_requests_total")
+        sweeps_before = svc.sweeps()
+        paths = list(expected_answers(nodes[0]).keys())
+
+        def client(i):
+            conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=15, source_address=(ip_of(i), 0))
+            ok = 0
+            for k in range(100):
+                conn.request("GET", paths[k % len(paths)])
+                r = conn.getresponse()
+                r.read()
+                ok += r.status == 200
+            conn.close()
+            return ok
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            ok = sum(pool.map(client, range(100)))
+        took = time.monotonic() - t0
+        sent = svc.metric("metadata_ironic_requests_total") - before
+        sweeps = svc.sweeps() - sweeps_before
+        print(f"10,000 metadata requests from 100 nodes in {took:.1f}s: {ok} answered 200; "
+              f"Ironic requests meanwhile: {sent:.0f} ({sweeps:.0f} periodic sweeps)")
+        # Memory per indexed node: the same dump served from a file, against an empty one.
+        full = Path(tempfile.mkstemp(suffix=".json")[1])
+        full.write_text(json.dumps(harness.dump(harness.Client(ironic.url))))
+        empty = Path(tempfile.mkstemp(suffix=".json")[1])
+        empty.write_text('{"nodes": [], "ports": [], "portgroups": []}')
+        a = Service(binary, ["--inventory", str(empty)])
+        b = Service(binary, ["--inventory", str(full)])
+        svcs += [a, b]
+        ra, rb = rss_kib(a.proc.pid), rss_kib(b.proc.pid)
+        print(f"RSS: empty inventory {ra} KiB, {count} nodes {rb} KiB: "
+              f"{(rb - ra) * 1024 / count:.0f} bytes per node (inventory file {full.stat().st_size // 1024} KiB)")
+        print(f"RSS of the Ironic-backed service with {count} nodes: {rss_kib(svc.proc.pid)} KiB")
+    finally:
+        for s in svcs:
+            s.stop()
+        ironic.close()
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
+    t0 = time.monotonic()
+    only = sys.argv[2:] or ["noauth", "masked", "http_basic"]
+    for scenario in [globals()[f"scenario_{name}"] for name in only]:
+        print(f"== {scenario.__name__}", flush=True)
+        scenario(binary)
+    print(f"e2e took {time.monotonic() - t0:.0f}s")
+    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    sys.exit(1 if RESULTS["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
