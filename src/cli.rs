@@ -18,10 +18,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up; the size of the serve arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve metadata on BIND_ADDR:BIND_PORT, with health and metrics on ADMIN_ADDR.
     Serve(ServeArgs),
+    /// Work with policy directories.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy directory as the server would and print the effective zones.
+    Check {
+        /// The directory of *.toml policy files.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +94,14 @@ pub struct ServeArgs {
     /// Items per page when listing Ironic collections (default: Ironic's own limit).
     #[arg(long = "ironic-page-size", env = "IRONIC_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub ironic_page_size: Option<u32>,
+    /// Directory of *.toml policy files (zones, allow/deny, rate limits, proxies, tokens);
+    /// watched and reloaded on change or SIGHUP.
+    #[arg(long = "policy-dir", env = "POLICY_DIR", default_value = "policies")]
+    pub policy_dir: PathBuf,
+    /// File whose contents key the session tokens (share it between replicas). Without
+    /// it a random key is used and tokens do not survive a restart.
+    #[arg(long = "token-key-file", env = "TOKEN_KEY_FILE")]
+    pub token_key_file: Option<PathBuf>,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
@@ -105,7 +127,7 @@ pub struct ServeArgs {
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Log line format.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
 

@@ -1,23 +1,50 @@
 //! The request path in order, over plain types. Each step may end the request; the order is
-//! a security property (see DESIGN.md): nothing keys on the client before its address is
-//! known, and nothing reaches node data before identity is settled.
+//! a security property (see DESIGN.md):
+//! 1. client address  — resolved before anything keys on it;
+//! 2. zone            — allow/deny before the limiter, so only allowed clients create state;
+//! 3. rate limit      — per client, before any parsing work is spent on a flood;
+//! 4. request hygiene — method and path, and the zone's path rules;
+//! 5. session token   — checked before any node data is looked at;
+//! 6. identity, then render.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::identity::Lookup;
 use crate::inventory::{Catalog, OnDemand};
 use crate::metadata::render;
 use crate::metadata::route::{self, Route, RouteError};
+use crate::policy::forwarded::{self, ForwardedError};
+use crate::policy::token::{self, TokenKey};
+use crate::policy::{Action, ForwardedHeader, Policy, TokenMode};
 use crate::reply::{Refusal, Reply};
 
 /// What the gateway needs of one HTTP request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
     pub method: &'a str,
     /// The request target as sent (path and optional query).
     pub path: &'a str,
     /// The TCP peer, `None` when the transport has no IP address.
     pub peer: Option<IpAddr>,
+    /// Every `X-Forwarded-For` header value, in order.
+    pub x_forwarded_for: &'a [&'a str],
+    /// Every `Forwarded` header value, in order.
+    pub forwarded: &'a [&'a str],
+    /// `X-aws-ec2-metadata-token`.
+    pub token: Option<&'a str>,
+    /// `X-aws-ec2-metadata-token-ttl-seconds`.
+    pub token_ttl: Option<&'a str>,
+}
+
+/// Shared state a request is answered from; `policy` stays the same for the whole request.
+pub struct Context<'a> {
+    pub catalog: &'a Catalog,
+    pub policy: &'a Policy,
+    pub tokens: &'a TokenKey,
+    pub now: SystemTime,
+    pub today: &'a str,
 }
 
 /// The reply plus what the caller logs and counts about it.
@@ -27,87 +54,293 @@ pub struct Outcome {
     pub refusal: Option<Refusal>,
     /// The client address the request was answered for.
     pub client: Option<IpAddr>,
+    /// The policy zone of the client.
+    pub zone: Option<Arc<str>>,
     /// The node the request was answered for.
     pub node: Option<String>,
-    /// Why identity refused, for the log (never sent to the client).
+    /// Why the request was refused, for the log (never sent to the client).
     pub detail: Option<String>,
 }
 
 impl Outcome {
-    fn refuse(refusal: Refusal, client: Option<IpAddr>, detail: Option<String>) -> Outcome {
+    fn refuse(
+        refusal: Refusal,
+        client: Option<IpAddr>,
+        zone: Option<Arc<str>>,
+        detail: Option<String>,
+    ) -> Outcome {
         Outcome {
             reply: refusal.reply(),
             refusal: Some(refusal),
             client,
+            zone,
             node: None,
             detail,
         }
     }
+
+    fn answered(reply: Reply, client: IpAddr, zone: Arc<str>, node: Option<String>) -> Outcome {
+        Outcome {
+            reply,
+            refusal: None,
+            client: Some(client),
+            zone: Some(zone),
+            node,
+            detail: None,
+        }
+    }
 }
 
-pub fn handle(catalog: &Catalog, req: &Request<'_>, today: &str) -> Outcome {
-    // 1. Client address: the TCP peer. A dual-stack listener reports IPv4 clients as
-    //    IPv4-mapped IPv6; identity keys on the plain IPv4 form.
-    let Some(client) = req.peer.map(|ip| ip.to_canonical()) else {
-        return Outcome::refuse(Refusal::NoClientAddress, None, None);
+/// What steps 1 to 5 decided.
+pub enum Admitted {
+    /// Refused, or answered without node data (version lists, a token).
+    Done(Outcome),
+    /// Needs identity and rendering.
+    Node {
+        client: IpAddr,
+        zone: Arc<str>,
+        route: Route,
+    },
+}
+
+/// Steps 1 to 5: who is asking, may they, is the request well-formed.
+pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
+    // 1. Client address: the TCP peer, unless the peer is a trusted proxy of its zone;
+    //    then the forwarded chain, walked right to left past trusted hops.
+    let Some(peer) = req.peer.map(|ip| ip.to_canonical()) else {
+        return Admitted::Done(Outcome::refuse(Refusal::NoClientAddress, None, None, None));
     };
-    // 2. Request hygiene: only reads, and only paths inside the two trees.
-    if req.method != "GET" && req.method != "HEAD" {
-        return Outcome::refuse(Refusal::MethodNotAllowed, Some(client), None);
+    let mut client = peer;
+    if let Some(pz) = ctx.policy.zone_for(peer).filter(|z| z.zone.trusts(peer)) {
+        let max = usize::from(pz.zone.max_hops);
+        let chain = match pz.zone.forwarded_header {
+            ForwardedHeader::XForwardedFor => forwarded::parse_xff(req.x_forwarded_for, max),
+            ForwardedHeader::Forwarded => forwarded::parse_forwarded(req.forwarded, max),
+        };
+        match chain {
+            Ok(chain) => {
+                client = forwarded::client_from_chain(peer, &chain, &pz.zone.trusted_proxies)
+            }
+            Err(e) => {
+                let detail = match &e {
+                    ForwardedError::Malformed(_) | ForwardedError::TooManyHops(_) => e.to_string(),
+                };
+                return Admitted::Done(Outcome::refuse(
+                    Refusal::BadForwardedHeader,
+                    Some(peer),
+                    Some(pz.label.clone()),
+                    Some(detail),
+                ));
+            }
+        }
     }
-    let route = match route::parse(req.path) {
+    // 2. Zone of the client: an address in no zone is denied.
+    let Some(zone) = ctx.policy.zone_for(client) else {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::NoZone,
+            Some(client),
+            None,
+            Some("address in no zone".into()),
+        ));
+    };
+    let label = zone.label.clone();
+    if zone.zone.action == Action::Deny {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::ZoneDenied,
+            Some(client),
+            Some(label),
+            None,
+        ));
+    }
+    // 3. Rate limit, per client (IPv6 per prefix).
+    if let Err(wait) = zone.limiter.check(client) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Admitted::Done(Outcome::refuse(
+            Refusal::RateLimited(secs),
+            Some(client),
+            Some(label),
+            None,
+        ));
+    }
+    // 4. Request hygiene.
+    let segments = match route::normalise(req.path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Admitted::Done(Outcome::refuse(
+                route_refusal(e),
+                Some(client),
+                Some(label),
+                None,
+            ))
+        }
+    };
+    if req.method == "PUT" {
+        return Admitted::Done(put_token(ctx, req, client, label, &segments));
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::MethodNotAllowed,
+            Some(client),
+            Some(label),
+            None,
+        ));
+    }
+    if !zone.zone.serves_path(&segments) {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::PathDenied,
+            Some(client),
+            Some(label),
+            None,
+        ));
+    }
+    let route = match route::parse_normalised(segments) {
         Ok(r) => r,
         Err(e) => {
-            let refusal = match e {
-                RouteError::NotFound => Refusal::NotFound,
-                RouteError::TooLong => Refusal::PathTooLong,
-                RouteError::BadEncoding | RouteError::ControlCharacter => Refusal::BadPath,
-            };
-            return Outcome::refuse(refusal, Some(client), None);
+            return Admitted::Done(Outcome::refuse(
+                route_refusal(e),
+                Some(client),
+                Some(label),
+                None,
+            ))
         }
     };
-    // 3. Version lists hold no node data: answered for anyone allowed this far, as Nova does.
-    match route {
-        Route::Ec2Versions => return answered(render::ec2_versions(), client, None),
-        Route::OpenStackVersions => {
-            return answered(render::openstack_versions(today), client, None)
+    // 5. Session token: a present token must be valid everywhere; some zones require one.
+    match req.token {
+        Some(t) => {
+            if let Err(e) = ctx.tokens.verify(t, client, ctx.now) {
+                return Admitted::Done(Outcome::refuse(
+                    Refusal::TokenInvalid,
+                    Some(client),
+                    Some(label),
+                    Some(e.to_string()),
+                ));
+            }
         }
-        _ => {}
+        None if zone.zone.tokens == TokenMode::Required => {
+            return Admitted::Done(Outcome::refuse(
+                Refusal::TokenRequired,
+                Some(client),
+                Some(label),
+                None,
+            ));
+        }
+        None => {}
     }
-    // 4. Identity: exactly one served node, or a refusal.
+    // Version lists hold no node data: answered for anyone admitted, as Nova does.
+    match route {
+        Route::Ec2Versions => Admitted::Done(Outcome::answered(
+            render::ec2_versions(),
+            client,
+            label,
+            None,
+        )),
+        Route::OpenStackVersions => Admitted::Done(Outcome::answered(
+            render::openstack_versions(ctx.today),
+            client,
+            label,
+            None,
+        )),
+        route => Admitted::Node {
+            client,
+            zone: label,
+            route,
+        },
+    }
+}
+
+fn route_refusal(e: RouteError) -> Refusal {
+    match e {
+        RouteError::NotFound => Refusal::NotFound,
+        RouteError::TooLong => Refusal::PathTooLong,
+        RouteError::BadEncoding | RouteError::ControlCharacter => Refusal::BadPath,
+    }
+}
+
+/// `PUT /latest/api/token`, as AWS IMDSv2 answers it.
+fn put_token(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    client: IpAddr,
+    zone: Arc<str>,
+    segments: &[String],
+) -> Outcome {
+    let is_token_path = segments.len() == 3 && segments[1] == "api" && segments[2] == "token";
+    if !is_token_path {
+        return Outcome::refuse(Refusal::MethodNotAllowed, Some(client), Some(zone), None);
+    }
+    if segments[0] != "latest" {
+        return Outcome::refuse(
+            Refusal::TokenPutForbidden,
+            Some(client),
+            Some(zone),
+            Some("token PUT to a versioned path".into()),
+        );
+    }
+    // A PUT that went through a proxy must not yield a token (AWS's rule).
+    if !req.x_forwarded_for.is_empty() {
+        return Outcome::refuse(
+            Refusal::TokenPutForbidden,
+            Some(client),
+            Some(zone),
+            Some("token PUT with X-Forwarded-For".into()),
+        );
+    }
+    let Some(ttl) = token::parse_ttl(req.token_ttl) else {
+        return Outcome::refuse(Refusal::TokenBadTtl, Some(client), Some(zone), None);
+    };
+    let mut reply = Reply::text(ctx.tokens.issue(client, ctx.now, ttl));
+    reply
+        .headers
+        .push(("X-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()));
+    Outcome::answered(reply, client, zone, None)
+}
+
+/// Step 6: identity, then render.
+pub fn answer(catalog: &Catalog, client: IpAddr, zone: Arc<str>, route: &Route) -> Outcome {
     let index = catalog.index();
+    let refuse = |r: Refusal, detail: String| {
+        Outcome::refuse(r, Some(client), Some(zone.clone()), Some(detail))
+    };
     let node = match index.lookup(client) {
         Lookup::Found(node) => node,
         Lookup::Unknown => {
-            return Outcome::refuse(
+            return refuse(
                 Refusal::UnknownAddress,
-                Some(client),
-                Some("no node claims this address".into()),
+                "no node claims this address".into(),
             )
         }
         Lookup::Contested(uuids) => {
-            return Outcome::refuse(
+            return refuse(
                 Refusal::ContestedAddress,
-                Some(client),
-                Some(format!("address claimed by nodes {}", uuids.join(", "))),
+                format!("address claimed by nodes {}", uuids.join(", ")),
             )
         }
         Lookup::NotServed { uuid, state } => {
-            return Outcome::refuse(
+            return refuse(
                 Refusal::NodeNotServed,
-                Some(client),
-                Some(format!("node {uuid} is in provision state {state:?}")),
+                format!("node {uuid} is in provision state {state:?}"),
             )
         }
     };
-    // 5. Render.
-    match render::render(&node, &route, client) {
-        Ok(reply) => answered(reply, client, Some(node.uuid.clone())),
+    match render::render(&node, route, client) {
+        Ok(reply) => Outcome::answered(reply, client, zone, Some(node.uuid.clone())),
         Err(refusal) => {
-            let mut out = Outcome::refuse(refusal, Some(client), None);
+            let mut out = Outcome::refuse(refusal, Some(client), Some(zone), None);
             out.node = Some(node.uuid.clone());
             out
         }
+    }
+}
+
+/// The whole path without on-demand refresh (file inventories, tests).
+pub fn handle(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
+    match admit(ctx, req) {
+        Admitted::Done(out) => out,
+        Admitted::Node {
+            client,
+            zone,
+            route,
+        } => answer(ctx.catalog, client, zone, &route),
     }
 }
 
@@ -115,41 +348,39 @@ pub fn handle(catalog: &Catalog, req: &Request<'_>, today: &str) -> Outcome {
 /// moment ago is answered on its first request. Before the first inventory has loaded an
 /// unknown address gets 503 rather than a 404 that would read as "no such node".
 pub async fn handle_with_refresh(
-    catalog: &Catalog,
+    ctx: &Context<'_>,
     on_demand: Option<&dyn OnDemand>,
     req: &Request<'_>,
-    today: &str,
 ) -> Outcome {
-    let out = handle(catalog, req, today);
+    let (client, zone, route) = match admit(ctx, req) {
+        Admitted::Done(out) => return out,
+        Admitted::Node {
+            client,
+            zone,
+            route,
+        } => (client, zone, route),
+    };
+    let out = answer(ctx.catalog, client, zone.clone(), &route);
     if out.refusal != Some(Refusal::UnknownAddress) {
         return out;
     }
-    let (Some(source), Some(client)) = (on_demand, out.client) else {
+    let Some(source) = on_demand else {
         return out;
     };
     let out = if source.refresh_for(client).await {
-        handle(catalog, req, today)
+        answer(ctx.catalog, client, zone.clone(), &route)
     } else {
         out
     };
-    if out.refusal == Some(Refusal::UnknownAddress) && !catalog.status().ready {
+    if out.refusal == Some(Refusal::UnknownAddress) && !ctx.catalog.status().ready {
         return Outcome::refuse(
             Refusal::NotReady,
-            out.client,
+            Some(client),
+            Some(zone),
             Some("no inventory loaded yet".into()),
         );
     }
     out
-}
-
-fn answered(reply: Reply, client: IpAddr, node: Option<String>) -> Outcome {
-    Outcome {
-        reply,
-        refusal: None,
-        client: Some(client),
-        node,
-        detail: None,
-    }
 }
 
 /// Today's date in UTC as `YYYY-MM-DD`, for hiding future-dated versions.

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod ironic;
 pub mod metadata;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reply;
 pub mod server;

@@ -4,13 +4,26 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ironic_metadata::cli::{Cli, Command, LogFormat};
+use ironic_metadata::cli::{Cli, Command, LogFormat, PolicyCommand};
+use ironic_metadata::policy;
 use ironic_metadata::server;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Policy(PolicyCommand::Check { dir }) => match policy::file::load_dir(&dir) {
+            Ok(zones) => {
+                let n = zones.len();
+                print!("{}", policy::Policy::build(zones, None).describe());
+                println!("{}: {n} zone(s), valid", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: invalid policy: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             if let Err(msg) = init_logging(&args.log_level, args.log_format) {
                 eprintln!("error: {msg}");

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub sweep_seconds: Histogram,
     /// HTTP requests sent to Ironic (and Keystone).
     pub ironic_requests: IntCounter,
+    /// Policy reloads by result (`applied`, `rejected`).
+    pub policy_reloads: IntCounterVec,
+    pub policy_zones: IntGauge,
+    /// Clients the rate limiters track (after the last sweep).
+    pub ratelimit_clients: IntGauge,
 }
 
 impl Metrics {
@@ -43,7 +48,7 @@ impl Metrics {
                 "metadata_requests_denied_total",
                 "Metadata requests refused, by reason",
             ),
-            &["reason"],
+            &["reason", "zone"],
         )
         .expect("static metric definition");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric");
@@ -84,6 +89,16 @@ impl Metrics {
             .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
         )
         .expect("static metric definition");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new("metadata_policy_reloads_total", "Policy reloads, by result"),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let policy_zones = gauge("metadata_policy_zones", "Zones in the policy in force");
+        let ratelimit_clients = gauge(
+            "metadata_ratelimit_tracked_clients",
+            "Client addresses the rate limiters hold state for",
+        );
         let ironic_requests = IntCounter::new(
             "metadata_ironic_requests_total",
             "HTTP requests sent to Ironic and Keystone",
@@ -100,6 +115,9 @@ impl Metrics {
             Box::new(sweep_failures.clone()),
             Box::new(sweep_seconds.clone()),
             Box::new(ironic_requests.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(policy_zones.clone()),
+            Box::new(ratelimit_clients.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -115,15 +133,20 @@ impl Metrics {
             sweep_failures,
             sweep_seconds,
             ironic_requests,
+            policy_reloads,
+            policy_zones,
+            ratelimit_clients,
         }
     }
 
-    pub fn observe(&self, status: u16, refusal: Option<&'static str>) {
+    pub fn observe(&self, status: u16, refusal: Option<&'static str>, zone: Option<&str>) {
         self.requests
             .with_label_values(&[status.to_string().as_str()])
             .inc();
         if let Some(reason) = refusal {
-            self.denied.with_label_values(&[reason]).inc();
+            self.denied
+                .with_label_values(&[reason, zone.unwrap_or("-")])
+                .inc();
         }
     }
 

@@ -15,10 +15,12 @@ use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
-use crate::gateway::{self, Outcome, Request};
+use crate::gateway::{self, Context, Outcome, Request};
 use crate::inventory::{Catalog, OnDemand};
 use crate::ironic::Refresher;
 use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
+use crate::policy::token::TokenKey;
 use crate::reply::Reply;
 use crate::server::Settings;
 
@@ -27,7 +29,18 @@ pub struct MetadataGateway {
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
     on_demand: Option<Arc<dyn OnDemand>>,
+    policy: Arc<PolicyStore>,
+    tokens: Arc<TokenKey>,
     keepalive_seconds: u64,
+}
+
+/// All values of one request header, as text (values that are not text are skipped).
+fn header_values<'a>(h: &'a pingora::http::RequestHeader, name: &str) -> Vec<&'a str> {
+    h.headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 #[async_trait]
@@ -44,24 +57,35 @@ impl ProxyHttp for MetadataGateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let header = session.req_header();
-        let method = header.method.as_str().to_owned();
+        let method = header.method.as_str();
         let path = header
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| header.uri.path().to_owned());
+            .map(|p| p.as_str())
+            .unwrap_or_else(|| header.uri.path());
+        let xff = header_values(header, "x-forwarded-for");
+        let fwd = header_values(header, "forwarded");
+        let first = |name: &str| header.headers.get(name).and_then(|v| v.to_str().ok());
+        let req = Request {
+            method,
+            path,
+            peer,
+            x_forwarded_for: &xff,
+            forwarded: &fwd,
+            token: first("x-aws-ec2-metadata-token"),
+            token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
+        };
         let today = gateway::today_utc();
-        let outcome = gateway::handle_with_refresh(
-            &self.catalog,
-            self.on_demand.as_deref(),
-            &Request {
-                method: &method,
-                path: &path,
-                peer,
-            },
-            &today,
-        )
-        .await;
+        let policy = self.policy.current();
+        let ctx = Context {
+            catalog: &self.catalog,
+            policy: &policy,
+            tokens: &self.tokens,
+            now: std::time::SystemTime::now(),
+            today: &today,
+        };
+        let outcome = gateway::handle_with_refresh(&ctx, self.on_demand.as_deref(), &req).await;
+        let (method, path) = (method.to_owned(), path.to_owned());
         record(&self.metrics, &outcome, &method, &path, peer);
         write_reply(session, outcome.reply).await?;
         Ok(true)
@@ -82,7 +106,7 @@ impl ProxyHttp for MetadataGateway {
 
 fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: Option<IpAddr>) {
     let reason = outcome.refusal.map(|r| r.reason());
-    metrics.observe(outcome.reply.status, reason);
+    metrics.observe(outcome.reply.status, reason, outcome.zone.as_deref());
     let client = outcome.client.map(|c| c.to_string());
     let peer = peer.map(|p| p.to_string());
     match outcome.refusal {
@@ -93,6 +117,7 @@ fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: 
             status = outcome.reply.status,
             client = client.as_deref().unwrap_or("-"),
             peer = peer.as_deref().unwrap_or("-"),
+            zone = outcome.zone.as_deref().unwrap_or("-"),
             method,
             path = %truncate(path),
             detail = outcome.detail.as_deref().unwrap_or(""),
@@ -214,15 +239,34 @@ impl BackgroundService for RefreshService {
     }
 }
 
+/// Watches the policy directory and SIGHUP, and sweeps rate-limiter state.
+struct PolicyService(Arc<PolicyStore>);
+
+#[async_trait]
+impl BackgroundService for PolicyService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
 /// Build and run the pingora server until it is stopped. Blocks the calling thread; must
 /// not be called from inside a tokio runtime.
-pub fn run(
-    settings: &Settings,
-    catalog: Arc<Catalog>,
-    metrics: Arc<Metrics>,
-    refresher: Option<Arc<Refresher>>,
-    stop: Arc<Notify>,
-) {
+pub struct Parts {
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+    pub refresher: Option<Arc<Refresher>>,
+    pub policy: Arc<PolicyStore>,
+    pub tokens: Arc<TokenKey>,
+}
+
+pub fn run(settings: &Settings, parts: Parts, stop: Arc<Notify>) {
+    let Parts {
+        catalog,
+        metrics,
+        refresher,
+        policy,
+        tokens,
+    } = parts;
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace_seconds),
@@ -239,6 +283,8 @@ pub fn run(
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             on_demand: refresher.clone().map(|r| r as Arc<dyn OnDemand>),
+            policy: policy.clone(),
+            tokens,
             keepalive_seconds: settings.keepalive_seconds,
         },
         "metadata",
@@ -249,6 +295,7 @@ pub fn run(
     admin.threads = Some(1);
     server.add_service(gateway);
     server.add_service(admin);
+    server.add_service(background_service("policy", PolicyService(policy)));
     if let Some(r) = refresher {
         server.add_service(background_service("ironic refresher", RefreshService(r)));
     }

@@ -52,6 +52,24 @@ pub enum Refusal {
     PathTooLong,
     /// A method other than GET or HEAD.
     MethodNotAllowed,
+    /// A forwarded header from a trusted proxy that cannot be parsed, or too long a chain.
+    BadForwardedHeader,
+    /// The client address is in no zone of the policy.
+    NoZone,
+    /// The client's zone denies.
+    ZoneDenied,
+    /// The client is over its zone's rate; seconds until it may ask again.
+    RateLimited(u64),
+    /// The zone does not serve this path.
+    PathDenied,
+    /// A session token is present but invalid, forged or expired.
+    TokenInvalid,
+    /// The zone requires a session token and none was sent.
+    TokenRequired,
+    /// A token PUT without a valid TTL header.
+    TokenBadTtl,
+    /// A token PUT that came through a proxy (carries X-Forwarded-For), or to a versioned path.
+    TokenPutForbidden,
 }
 
 impl Refusal {
@@ -66,6 +84,15 @@ impl Refusal {
             Refusal::BadPath => "bad_path",
             Refusal::PathTooLong => "path_too_long",
             Refusal::MethodNotAllowed => "method_not_allowed",
+            Refusal::BadForwardedHeader => "bad_forwarded_header",
+            Refusal::NoZone => "no_zone",
+            Refusal::ZoneDenied => "zone_denied",
+            Refusal::RateLimited(_) => "rate_limited",
+            Refusal::PathDenied => "path_denied",
+            Refusal::TokenInvalid => "token_invalid",
+            Refusal::TokenRequired => "token_required",
+            Refusal::TokenBadTtl => "token_bad_ttl",
+            Refusal::TokenPutForbidden => "token_put_forbidden",
         }
     }
 
@@ -82,6 +109,16 @@ impl Refusal {
             Refusal::BadPath => (400, "bad request path\n"),
             Refusal::PathTooLong => (414, "request path too long\n"),
             Refusal::MethodNotAllowed => (405, "method not allowed\n"),
+            Refusal::BadForwardedHeader => (400, "bad forwarded header\n"),
+            Refusal::NoZone | Refusal::ZoneDenied => (403, "forbidden\n"),
+            Refusal::RateLimited(_) => (429, "too many requests\n"),
+            Refusal::PathDenied => (403, "path not served to this network\n"),
+            Refusal::TokenInvalid | Refusal::TokenRequired => (401, "unauthorized\n"),
+            Refusal::TokenBadTtl => (
+                400,
+                "missing or invalid X-aws-ec2-metadata-token-ttl-seconds\n",
+            ),
+            Refusal::TokenPutForbidden => (403, "forbidden\n"),
         };
         let mut reply = Reply {
             status,
@@ -92,6 +129,9 @@ impl Refusal {
         match self {
             Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),
             Refusal::NotReady => reply.headers.push(("Retry-After", "5".into())),
+            Refusal::RateLimited(secs) => {
+                reply.headers.push(("Retry-After", secs.max(1).to_string()))
+            }
             _ => {}
         }
         reply

@@ -15,6 +15,9 @@ use crate::cli::ServeArgs;
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient, RefreshConfig, Refresher};
 use crate::metrics::Metrics;
+use crate::policy::file::PolicyError;
+use crate::policy::store::PolicyStore;
+use crate::policy::token::TokenKey;
 
 /// Where the nodes come from.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub source: Source,
+    pub policy_dir: PathBuf,
+    pub token_key_file: Option<PathBuf>,
     pub served_states: Vec<String>,
     pub threads: usize,
     pub keepalive_seconds: u64,
@@ -56,6 +61,10 @@ pub enum StartError {
     NoServedStates,
     #[error(transparent)]
     Inventory(#[from] file::FileError),
+    #[error("invalid policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    TokenKey(String),
     #[error("cannot listen on {addr} ({role}): {reason}")]
     Bind {
         addr: SocketAddr,
@@ -134,6 +143,8 @@ impl Settings {
             listen: SocketAddr::new(a.bind, a.port),
             admin: a.admin,
             source,
+            policy_dir: a.policy_dir.clone(),
+            token_key_file: a.token_key_file.clone(),
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
@@ -149,17 +160,44 @@ pub struct Prepared {
     pub metrics: Arc<Metrics>,
     /// The Ironic refresher, run as a background service and asked on index misses.
     pub refresher: Option<Arc<Refresher>>,
+    pub policy: Arc<PolicyStore>,
+    pub tokens: Arc<TokenKey>,
 }
 
 pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
+    // Everything that can fail comes first, so a failed start prints one line only.
     let metrics = Arc::new(Metrics::new());
-    let (catalog, refresher) = match &settings.source {
-        Source::File(path) => {
-            let catalog = Arc::new(Catalog::new(
-                format!("file:{}", path.display()),
-                settings.served_states.clone(),
-            ));
-            let inventory = file::load(path)?;
+    let policy = Arc::new(PolicyStore::load(&settings.policy_dir, metrics.clone())?);
+    let tokens = match &settings.token_key_file {
+        Some(path) => Some(TokenKey::from_file(path).map_err(StartError::TokenKey)?),
+        None => None,
+    };
+    enum Loaded {
+        File(String, crate::inventory::model::Inventory),
+        Ironic(Box<IronicClient>, RefreshConfig),
+    }
+    let loaded = match &settings.source {
+        Source::File(path) => Loaded::File(format!("file:{}", path.display()), file::load(path)?),
+        Source::Ironic(config, refresh) => Loaded::Ironic(
+            Box::new(IronicClient::new((**config).clone())?),
+            refresh.clone(),
+        ),
+    };
+    // pingora retries a failed bind for about 30 s and then runs on without a listener:
+    // find out now, and say why.
+    check_bind(settings.listen, "metadata")?;
+    check_bind(settings.admin, "admin")?;
+
+    tracing::info!(dir = %settings.policy_dir.display(), zones = policy.current().zones().len(), "policy loaded");
+    let tokens = Arc::new(tokens.unwrap_or_else(|| {
+        tracing::warn!(
+            "no TOKEN_KEY_FILE: session tokens use a random key and do not survive a restart"
+        );
+        TokenKey::random()
+    }));
+    let (catalog, refresher) = match loaded {
+        Loaded::File(source, inventory) => {
+            let catalog = Arc::new(Catalog::new(source, settings.served_states.clone()));
             catalog.publish(&inventory);
             tracing::info!(
                 nodes = inventory.nodes.len(),
@@ -169,27 +207,23 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
             );
             (catalog, None)
         }
-        Source::Ironic(config, refresh) => {
-            let client = IronicClient::new((**config).clone())?;
+        Loaded::Ironic(client, refresh) => {
             let catalog = Arc::new(Catalog::new(
                 client.describe(),
                 settings.served_states.clone(),
             ));
-            tracing::info!(source = %client.describe(), auth = config.auth.kind(), "inventory from Ironic");
-            let refresher =
-                Refresher::new(client, catalog.clone(), metrics.clone(), refresh.clone());
+            tracing::info!(source = %client.describe(), "inventory from Ironic");
+            let refresher = Refresher::new(*client, catalog.clone(), metrics.clone(), refresh);
             (catalog, Some(Arc::new(refresher)))
         }
     };
-    // pingora retries a failed bind for about 30 s and then runs on without a listener:
-    // find out now, and say why.
-    check_bind(settings.listen, "metadata")?;
-    check_bind(settings.admin, "admin")?;
     Ok(Prepared {
         settings,
         catalog,
         metrics,
         refresher,
+        policy,
+        tokens,
     })
 }
 
@@ -219,7 +253,14 @@ pub fn run(prepared: Prepared) {
 
 fn run_until(p: Prepared, stop: Arc<Notify>) {
     tracing::info!(listen = %p.settings.listen, admin = %p.settings.admin, "serving metadata");
-    crate::proxy::run(&p.settings, p.catalog, p.metrics, p.refresher, stop);
+    let parts = crate::proxy::Parts {
+        catalog: p.catalog,
+        metrics: p.metrics,
+        refresher: p.refresher,
+        policy: p.policy,
+        tokens: p.tokens,
+    };
+    crate::proxy::run(&p.settings, parts, stop);
     tracing::info!("stopped");
 }
 

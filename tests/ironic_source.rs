@@ -41,6 +41,10 @@ async fn pagination_follows_markers_not_the_public_host() {
         s.ports = (1..=3).map(|n| json!({"uuid": uuid(100 + n), "address": format!("52:54:00:00:01:0{n}"), "node_uuid": uuid(n)})).collect();
     });
     let s = Server::start_ironic(&fake.url(), &["--refresh-interval", "3600"], &[]);
+    eventually(WAIT, "first sweep", || async {
+        s.readyz().await["ready"] == true
+    })
+    .await;
     for n in 1..=5 {
         assert_eq!(instance_id(&s, &ip(n)).await, (200, uuid(n)));
     }

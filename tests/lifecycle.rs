@@ -253,8 +253,8 @@ async fn admin_listener_reports_health_readiness_and_metrics() {
     for line in [
         "metadata_requests_total{status=\"200\"} 1",
         "metadata_requests_total{status=\"404\"} 2",
-        "metadata_requests_denied_total{reason=\"unknown_address\"} 1",
-        "metadata_requests_denied_total{reason=\"contested_address\"} 1",
+        "metadata_requests_denied_total{reason=\"unknown_address\",zone=\"loopback\"} 1",
+        "metadata_requests_denied_total{reason=\"contested_address\",zone=\"loopback\"} 1",
         "metadata_index_nodes 7",
         "metadata_index_served_nodes 6",
         "metadata_index_ready 1",

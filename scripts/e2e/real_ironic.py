@@ -136,7 +136,8 @@ class Service:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         cmd = [binary, "serve", *source_args, "--bind", "127.0.0.1", "--port", str(self.port),
                "--admin", f"127.0.0.1:{self.admin}", "--refresh-interval", str(refresh),
-               "--log-format", "json", "--log-level", "info"]
+               "--log-format", "json", "--log-level", "info",
+               "--policy-dir", str(HERE.parents[1] / "tests" / "fixtures" / "policies" / "open")]
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_"))}
         self.proc = subprocess.Popen(cmd, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL,
@@ -146,7 +147,9 @@ class Service:
             raise SystemExit(f"service did not start:\n{Path(self.log.name).read_text()}")
 
     def healthy(self):
+        """Admin answers and the metadata port accepts (the listeners start independently)."""
         try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             return http_get(self.admin, "/healthz")[0] == 200
         except OSError:
             return False

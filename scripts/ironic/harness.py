@@ -36,6 +36,7 @@ import hashlib
 import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -117,6 +118,11 @@ max_concurrent_clean = 10000
 
 [database]
 connection = sqlite:///{state / 'ironic.sqlite'}
+# throw-away test data: no fsync per commit
+sqlite_synchronous = false
+
+[nova]
+send_power_notifications = false
 
 [dhcp]
 dhcp_provider = none
@@ -170,11 +176,25 @@ def log_tail(state, lines=40):
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_ready(proc, port, state, deadline):
-    """'ok' once Ironic answers GET / on port, 'port-in-use', or 'failed'."""
-    url = f"http://127.0.0.1:{port}/"
+def log_size(state):
+    path = state / "ironic.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def wait_ready(proc, port, state, deadline, log_offset=None):
+    """'ok' once Ironic answers GET / on port, 'port-in-use', or 'failed'.
+
+    log_offset: size of ironic.log before proc started (only later lines are
+    searched for a bind error); None searches the log's tail.
+    """
     while time.monotonic() < deadline:
-        if "Address already in use" in log_tail(state, 200):
+        if log_offset is None:
+            recent = log_tail(state, 200)
+        else:
+            with open(state / "ironic.log", "rb") as f:
+                f.seek(log_offset)
+                recent = f.read().decode(errors="replace")
+        if "Address already in use" in recent:
             return "port-in-use"
         if proc.poll() is not None:
             return "failed"
@@ -216,6 +236,8 @@ def start_server(args):
     venv = venv_dir(args.venv)
     if args.auth == "http_basic" and not (args.user and args.password):
         die("--auth http_basic needs --user and --password")
+    if args.user and (":" in args.user or "\n" in args.user):
+        die("--user must not contain ':' or a newline")
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="ironic-harness-")).resolve()
     state.mkdir(parents=True, exist_ok=True)
     if (state / "ironic.sqlite").exists():
@@ -225,19 +247,25 @@ def start_server(args):
     if args.auth == "http_basic":
         (state / "htpasswd").write_text(f"{args.user}:{bcrypt_hash(venv, args.password)}\n")
     write_config(state, 0, args.auth)
-    subprocess.run([venv / "bin" / "ironic-dbsync", "--config-file", state / "ironic.conf",
-                    "create_schema"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    dbsync = subprocess.run([venv / "bin" / "ironic-dbsync", "--config-file", state / "ironic.conf",
+                             "create_schema"], capture_output=True, text=True)
+    if dbsync.returncode:
+        die(f"ironic-dbsync create_schema failed:\n{dbsync.stdout}{dbsync.stderr}")
     t0 = time.monotonic()
     for attempt in range(1, 6):
         port = free_port()
         write_config(state, port, args.auth)
+        offset = log_size(state)
         with open(state / "ironic.log", "ab") as logf:
             proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", state / "ironic.conf"],
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                     cwd=state, start_new_session=True)
         (state / "ironic.pid").write_text(f"{proc.pid}\n")
-        result = wait_ready(proc, port, state, time.monotonic() + args.start_timeout)
+        try:
+            result = wait_ready(proc, port, state, time.monotonic() + args.start_timeout, offset)
+        except BaseException:  # e.g. Ctrl-C: leave nothing running
+            stop_group(proc.pid)
+            raise
         if result == "ok":
             break
         stop_group(proc.pid)
@@ -252,7 +280,7 @@ def start_server(args):
            "IRONIC_API_VERSION": Client(f"http://127.0.0.1:{port}", args.user, args.password).version}
     if args.auth == "http_basic":
         env.update(IRONIC_USER=args.user, IRONIC_PASSWORD=args.password)
-    (state / "env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    (state / "env").write_text(env_lines(env))
     log(f"Ironic ready in {time.monotonic() - t0:.1f}s ({args.auth}, "
         f"secrets {'masked' if args.no_secrets else 'shown'}); log: {state / 'ironic.log'}")
     return state, proc, env
@@ -277,10 +305,14 @@ def remove_state(state):
     state.rmdir()
 
 
+def env_lines(env):
+    """KEY=VALUE lines that a shell can source."""
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
 def cmd_start(args):
     _, _, env = start_server(args)
-    for k, v in env.items():
-        print(f"{k}={v}")
+    sys.stdout.write(env_lines(env))
 
 
 def cmd_stop(args):
@@ -490,6 +522,7 @@ def wait_states(client, nodes, want, deadline, field="provision_state"):
     """Poll until every node has `field` == want; fail on error or at deadline."""
     pending, fields = set(nodes), f"uuid,name,{field},target_{field},last_error"
     while pending:
+        polled = time.monotonic()
         if len(pending) <= 20:
             rows = [client.request("GET", f"/v1/nodes/{n}?fields={fields}") for n in pending]
         else:
@@ -504,8 +537,8 @@ def wait_states(client, nodes, want, deadline, field="provision_state"):
                 die(f"node {row['name'] or row['uuid']} is {state!r}, not {want!r}: {row['last_error']}")
         if pending and time.monotonic() > deadline:
             die(f"{len(pending)} node(s) not {want!r} by the deadline, e.g. {sorted(pending)[:3]}")
-        if pending:
-            time.sleep(0.1 if len(pending) <= 20 else 1.0)
+        if pending:  # keep polling to ~1/4 of the server's time
+            time.sleep(min(5.0, max(0.1, 3 * (time.monotonic() - polled))))
 
 
 def run_all(pool, fn, items):
@@ -598,7 +631,7 @@ def cmd_selftest(args):
     def start(*opts):
         out = subprocess.run(harness + ["start", *opts], check=True, capture_output=True, text=True)
         sys.stderr.write(out.stderr)
-        return dict(line.split("=", 1) for line in out.stdout.split())
+        return dict(word.split("=", 1) for word in shlex.split(out.stdout))
 
     def client_cmd(env, *cmd):
         out = subprocess.run(harness + list(cmd), check=True, capture_output=True, text=True,
@@ -674,7 +707,7 @@ def main():
         p.add_argument("--url", help="default $IRONIC_URL")
         p.add_argument("--user", help="default $IRONIC_USER")
         p.add_argument("--password", help="default $IRONIC_PASSWORD")
-        p.add_argument("--concurrency", type=int, default=8)
+        p.add_argument("--concurrency", type=int, default=4)
         p.add_argument("--timeout", type=float, help="seconds (default 120 + 1 per node)")
 
     p = sub.add_parser("start")

@@ -91,7 +91,11 @@ pub fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
 }
 
 pub fn parse(path: &str) -> Result<Route, RouteError> {
-    let segs = normalise(path)?;
+    parse_normalised(normalise(path)?)
+}
+
+/// [`parse`] for segments that [`normalise`] produced.
+pub fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
     let mut it = segs.into_iter();
     let Some(first) = it.next() else {
         return Ok(Route::Ec2Versions);

@@ -90,11 +90,21 @@ impl FakeIronic {
             .route("/v1/{kind}", get(list))
             .route("/v3/auth/tokens", post(issue_token))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Its own thread and runtime: a test that loads its own runtime cannot starve it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         state.lock().unwrap().addr = Some(addr);
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
         });
         FakeIronic { addr, state }
     }

@@ -64,6 +64,22 @@ impl Server {
     }
 
     pub fn launch(source: &[&str], bind: IpAddr, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let open = fixture("policies/open");
+        let mut args: Vec<&str> = Vec::new();
+        if !extra.contains(&"--policy-dir") {
+            args.extend(["--policy-dir", open.to_str().unwrap()]);
+        }
+        args.extend(extra);
+        Server::launch_exact(source, bind, &args, env)
+    }
+
+    /// Like [`Server::launch`] without the default open policy.
+    pub fn launch_exact(
+        source: &[&str],
+        bind: IpAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
@@ -106,7 +122,7 @@ impl Server {
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap());
             let mut child = cmd.spawn().expect("start the server binary");
-            match wait_ready(&mut child, admin) {
+            match wait_ready(&mut child, admin, addr) {
                 Ok(()) => {
                     return Server {
                         child,
@@ -166,6 +182,16 @@ impl Server {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Send a signal (`HUP`, `TERM`, ...) to the server.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// Send SIGTERM and wait for the exit status (bounded).
     pub fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -181,14 +207,21 @@ impl Drop for Server {
     }
 }
 
-/// Poll the admin /healthz until it answers, the child exits, or 20 s pass.
-fn wait_ready(child: &mut Child, admin: SocketAddr) -> Result<(), Option<ExitStatus>> {
+/// Poll until the admin /healthz answers and the metadata port accepts connections (the
+/// two listeners start independently), the child exits, or 20 s pass.
+fn wait_ready(
+    child: &mut Child,
+    admin: SocketAddr,
+    listen: SocketAddr,
+) -> Result<(), Option<ExitStatus>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Some(status));
         }
-        if healthz(admin) {
+        if healthz(admin)
+            && std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -251,6 +284,8 @@ pub fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(Some(ip.parse().unwrap()))
         .no_proxy()
+        // Plain HTTP only: skip loading the system's CA store for every client.
+        .tls_built_in_root_certs(false)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()

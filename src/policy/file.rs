@@ -1,0 +1,401 @@
+//! Policy files: TOML in one directory, all files together forming one policy. The file
+//! structs mirror what operators write (with source positions); [`load_dir`] validates
+//! them into the model, naming file, line and field for anything it rejects.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Action, ForwardedHeader, PathRule, Quota, TokenMode, Zone};
+
+/// Largest accepted rate, requests per second per client.
+pub const MAX_PER_SECOND: f64 = 100_000.0;
+/// Smallest accepted rate: one request a day.
+pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
+pub const MAX_BURST: u32 = 1_000_000;
+pub const MAX_HOPS: u8 = 32;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    zone: Vec<Spanned<ZoneFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneFile {
+    name: Spanned<String>,
+    cidrs: Spanned<Vec<Spanned<String>>>,
+    action: Spanned<Action>,
+    #[serde(default)]
+    rate_limit: Option<Spanned<RateFile>>,
+    #[serde(default)]
+    ipv6_prefix: Option<Spanned<u8>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    forwarded_header: Option<ForwardedHeader>,
+    #[serde(default)]
+    max_forwarded_hops: Option<Spanned<u8>>,
+    #[serde(default)]
+    tokens: Option<TokenMode>,
+    #[serde(default)]
+    paths: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    deny_paths: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateFile {
+    per_second: Spanned<f64>,
+    burst: Spanned<i64>,
+}
+
+/// A rejected policy: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct PolicyError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: std::ops::Range<usize>, message: String) -> PolicyError {
+        PolicyError {
+            file: self.path.to_owned(),
+            line: self.line_of(span.start),
+            message,
+        }
+    }
+}
+
+/// The `*.toml` files of `dir` (not hidden ones: Kubernetes keeps ConfigMap data in
+/// `..data`), in name order.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    let at_dir = |message: String| PolicyError {
+        file: dir.to_owned(),
+        line: 0,
+        message,
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| at_dir(format!("cannot read policy directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".toml") && p.is_file()
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(at_dir("no *.toml policy file in the directory".into()));
+    }
+    Ok(files)
+}
+
+/// Read and validate every policy file of `dir` into zones.
+pub fn load_dir(dir: &Path) -> Result<Vec<Zone>, PolicyError> {
+    let texts = read_dir(dir)?;
+    parse_files(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
+}
+
+/// The policy files of `dir` with their contents.
+pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
+    let mut texts = Vec::new();
+    for path in policy_files(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|e| PolicyError {
+            file: path.clone(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        texts.push((path, text));
+    }
+    Ok(texts)
+}
+
+/// A digest of a file set, to tell a real change from a touch.
+pub fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut h);
+    h.finish()
+}
+
+/// Validate a set of (path, text) policy files into zones.
+pub fn parse_files<'a>(
+    files: impl IntoIterator<Item = (&'a Path, &'a str)>,
+) -> Result<Vec<Zone>, PolicyError> {
+    let mut zones: Vec<Zone> = Vec::new();
+    // Where each zone name and each CIDR was first declared.
+    let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    let mut cidrs: HashMap<IpNet, (String, PathBuf, usize)> = HashMap::new();
+    for (path, text) in files {
+        let src = Source { path, text };
+        let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| src.line_of(s.start)).unwrap_or(0);
+            PolicyError {
+                file: path.to_owned(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        for zone in parsed.zone {
+            let zone_line = src.line_of(zone.span().start);
+            let z = zone.into_inner();
+            let zone = validate_zone(&src, z)?;
+            if let Some((file, line)) = names.get(&zone.name) {
+                return Err(PolicyError {
+                    file: path.to_owned(),
+                    line: zone_line,
+                    message: format!(
+                        "zone {:?}: field name: duplicate zone name (first declared at {}:{line})",
+                        zone.name,
+                        file.display()
+                    ),
+                });
+            }
+            names.insert(zone.name.clone(), (path.to_owned(), zone_line));
+            for net in &zone.cidrs {
+                if let Some((other, file, line)) = cidrs.get(net) {
+                    return Err(PolicyError {
+                        file: path.to_owned(),
+                        line: zone_line,
+                        message: format!(
+                            "zone {:?}: field cidrs: {net} is also claimed by zone {other:?} at {}:{line}",
+                            zone.name,
+                            file.display()
+                        ),
+                    });
+                }
+                cidrs.insert(*net, (zone.name.clone(), path.to_owned(), zone_line));
+            }
+            zones.push(zone);
+        }
+    }
+    Ok(zones)
+}
+
+fn parse_cidr(
+    src: &Source<'_>,
+    zone: &str,
+    field: &str,
+    s: &Spanned<String>,
+) -> Result<IpNet, PolicyError> {
+    let raw = s.get_ref().trim();
+    let err = |why: String| {
+        src.err(
+            s.span(),
+            format!("zone {zone:?}: field {field}: {raw:?} {why}"),
+        )
+    };
+    // A bare address means that one host.
+    let net =
+        match raw.parse::<IpNet>() {
+            Ok(n) => n,
+            Err(_) => match raw.parse::<std::net::IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => return Err(err(
+                    "is not a CIDR (address/prefix, prefix at most 32 for IPv4 and 128 for IPv6)"
+                        .into(),
+                )),
+            },
+        };
+    if net.trunc() != net {
+        return Err(err(format!(
+            "has host bits set (did you mean {}?)",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
+    let name = z.name.get_ref().trim().to_string();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(src.err(
+            z.name.span(),
+            format!(
+            "field name: {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+        ),
+        ));
+    }
+    if z.cidrs.get_ref().is_empty() {
+        return Err(src.err(
+            z.cidrs.span(),
+            format!("zone {name:?}: field cidrs: must list at least one CIDR"),
+        ));
+    }
+    let cidrs = z
+        .cidrs
+        .get_ref()
+        .iter()
+        .map(|c| parse_cidr(src, &name, "cidrs", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = z
+        .trusted_proxies
+        .iter()
+        .map(|c| parse_cidr(src, &name, "trusted_proxies", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quota = match &z.rate_limit {
+        None => Quota::default(),
+        Some(r) => {
+            let r = r.get_ref();
+            let ps = *r.per_second.get_ref();
+            if !ps.is_finite() || !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&ps) {
+                return Err(src.err(r.per_second.span(), format!(
+                    "zone {name:?}: field rate_limit.per_second: {ps} is outside {MIN_PER_SECOND:.6} (one a day) to {MAX_PER_SECOND}"
+                )));
+            }
+            let burst = *r.burst.get_ref();
+            if !(1..=i64::from(MAX_BURST)).contains(&burst) {
+                return Err(src.err(
+                    r.burst.span(),
+                    format!(
+                    "zone {name:?}: field rate_limit.burst: {burst} is outside 1 to {MAX_BURST}"
+                ),
+                ));
+            }
+            Quota {
+                per_second: ps,
+                burst: burst as u32,
+            }
+        }
+    };
+    let ipv6_prefix = match &z.ipv6_prefix {
+        None => 64,
+        Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref(),
+        Some(p) => {
+            return Err(src.err(
+                p.span(),
+                format!(
+                    "zone {name:?}: field ipv6_prefix: {} is outside 1 to 128",
+                    p.get_ref()
+                ),
+            ))
+        }
+    };
+    let max_hops = match &z.max_forwarded_hops {
+        None => 8,
+        Some(h) if (1..=MAX_HOPS).contains(h.get_ref()) => *h.get_ref(),
+        Some(h) => {
+            return Err(src.err(
+                h.span(),
+                format!(
+                    "zone {name:?}: field max_forwarded_hops: {} is outside 1 to {MAX_HOPS}",
+                    h.get_ref()
+                ),
+            ))
+        }
+    };
+    let rule = |field: &str, p: &Spanned<String>| {
+        PathRule::parse(p.get_ref())
+            .map_err(|why| src.err(p.span(), format!("zone {name:?}: field {field}: {why}")))
+    };
+    let paths = match &z.paths {
+        None => vec![PathRule::parse("/").expect("root rule")],
+        Some(list) => list
+            .iter()
+            .map(|p| rule("paths", p))
+            .collect::<Result<_, _>>()?,
+    };
+    let deny_paths = z
+        .deny_paths
+        .iter()
+        .map(|p| rule("deny_paths", p))
+        .collect::<Result<_, _>>()?;
+    Ok(Zone {
+        name,
+        cidrs,
+        action: *z.action.get_ref(),
+        quota,
+        ipv6_prefix,
+        trusted_proxies,
+        forwarded_header: z.forwarded_header.unwrap_or_default(),
+        max_hops,
+        tokens: z.tokens.unwrap_or_default(),
+        paths,
+        deny_paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Result<Vec<Zone>, String> {
+        parse_files([(Path::new("p.toml"), text)]).map_err(|e| e.to_string())
+    }
+
+    const OK: &str = "[[zone]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/8\", \"fd00::/8\"]\naction = \"allow\"\nrate_limit = { per_second = 5, burst = 10 }\n";
+
+    #[test]
+    fn valid_zone_with_defaults() {
+        let z = &one(OK).unwrap()[0];
+        assert_eq!(z.name, "lab");
+        assert_eq!(z.cidrs.len(), 2);
+        assert_eq!((z.quota.per_second, z.quota.burst), (5.0, 10));
+        assert_eq!(
+            (z.ipv6_prefix, z.max_hops, z.tokens),
+            (64, 8, TokenMode::Optional)
+        );
+    }
+
+    #[test]
+    fn rejections_name_file_line_and_field() {
+        let cases = [
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/33\"]\naction = \"allow\"\n",
+             "p.toml:3: zone \"a\": field cidrs: \"10.0.0.0/33\" is not a CIDR (address/prefix, prefix at most 32 for IPv4 and 128 for IPv6)"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.1/8\"]\naction = \"allow\"\n",
+             "p.toml:3: zone \"a\": field cidrs: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\ncolour = \"blue\"\n",
+             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 5 }\n",
+             "p.toml:5: zone \"a\": field rate_limit.per_second: 0 is outside 0.000012 (one a day) to 100000"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 1, burst = 0 }\n",
+             "p.toml:5: zone \"a\": field rate_limit.burst: 0 is outside 1 to 1000000"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"maybe\"\n",
+             "p.toml:4: unknown variant `maybe`, expected `allow` or `deny`"),
+            ("[[zone]]\nname = \"a\"\ncidrs = []\naction = \"allow\"\n",
+             "p.toml:3: zone \"a\": field cidrs: must list at least one CIDR"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\n[[zone]]\nname = \"a\"\ncidrs = [\"10.1.0.0/16\"]\naction = \"deny\"\n",
+             "p.toml:5: zone \"a\": field name: duplicate zone name (first declared at p.toml:1)"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\npaths = [\"openstack\"]\n",
+             "p.toml:5: zone \"a\": field paths: \"openstack\" must start with '/'"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(one(text).unwrap_err(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn equal_cidrs_across_files_are_an_error() {
+        let a = "[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\n";
+        let b = "\n[[zone]]\nname = \"b\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"deny\"\n";
+        let err = parse_files([(Path::new("a.toml"), a), (Path::new("b.toml"), b)]).unwrap_err();
+        assert_eq!(err.to_string(), "b.toml:2: zone \"b\": field cidrs: 10.0.0.0/8 is also claimed by zone \"a\" at a.toml:1");
+    }
+}

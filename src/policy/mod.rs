@@ -1,0 +1,349 @@
+//! The policy engine: zones of CIDRs that allow or deny, rate-limit per client, name the
+//! proxies whose forwarded headers are believed, require session tokens and restrict paths.
+//! A [`Policy`] is immutable; reloads build a new one and swap it in one step.
+
+pub mod file;
+pub mod forwarded;
+pub mod limiter;
+pub mod store;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use limiter::ZoneLimiter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`.
+    Forwarded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenMode {
+    /// Tokens are checked when present (an invalid one is 401) but not needed.
+    #[default]
+    Optional,
+    /// Every metadata GET needs a valid token.
+    Required,
+}
+
+/// Requests per second and burst, per client address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for Quota {
+    /// Enough for any boot (cloud-init reads a few dozen files), far below a flood.
+    fn default() -> Self {
+        Quota {
+            per_second: 20.0,
+            burst: 100,
+        }
+    }
+}
+
+/// A path prefix of normalised segments; `*` matches any one segment
+/// (`/openstack/*/user_data` matches that file of every version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    segments: Vec<String>,
+}
+
+impl PathRule {
+    pub fn parse(s: &str) -> Result<PathRule, String> {
+        if !s.starts_with('/') {
+            return Err(format!("{s:?} must start with '/'"));
+        }
+        let segments: Vec<String> = s
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        if segments.iter().any(|p| p == "." || p == "..") {
+            return Err(format!("{s:?} must not contain '.' or '..' segments"));
+        }
+        Ok(PathRule { segments })
+    }
+
+    pub fn matches(&self, path: &[String]) -> bool {
+        self.segments.len() <= path.len()
+            && self
+                .segments
+                .iter()
+                .zip(path)
+                .all(|(rule, seg)| rule == "*" || rule == seg)
+    }
+}
+
+impl std::fmt::Display for PathRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}", self.segments.join("/"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    pub name: String,
+    pub cidrs: Vec<IpNet>,
+    pub action: Action,
+    pub quota: Quota,
+    /// IPv6 clients are limited per prefix of this length (one /64 is one client).
+    pub ipv6_prefix: u8,
+    pub trusted_proxies: Vec<IpNet>,
+    pub forwarded_header: ForwardedHeader,
+    pub max_hops: u8,
+    pub tokens: TokenMode,
+    pub paths: Vec<PathRule>,
+    pub deny_paths: Vec<PathRule>,
+}
+
+impl Zone {
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn serves_path(&self, segments: &[String]) -> bool {
+        self.paths.iter().any(|r| r.matches(segments))
+            && !self.deny_paths.iter().any(|r| r.matches(segments))
+    }
+}
+
+/// One zone with its limiter.
+pub struct ActiveZone {
+    pub zone: Zone,
+    /// Shared name for logs and metric labels.
+    pub label: Arc<str>,
+    pub limiter: Arc<ZoneLimiter>,
+}
+
+/// A validated, indexed policy.
+pub struct Policy {
+    zones: Vec<ActiveZone>,
+    /// Per prefix length (longest first): network → zone index.
+    by_prefix: Vec<(u8, bool, HashMap<IpNet, usize>)>,
+}
+
+impl Policy {
+    /// Index `zones`, keeping the limiter state of zones whose limit did not change so a
+    /// reload never hands a flooding client a fresh burst.
+    pub fn build(zones: Vec<Zone>, previous: Option<&Policy>) -> Policy {
+        let mut by_len: HashMap<(u8, bool), HashMap<IpNet, usize>> = HashMap::new();
+        for (i, z) in zones.iter().enumerate() {
+            for net in &z.cidrs {
+                let v4 = matches!(net, IpNet::V4(_));
+                by_len
+                    .entry((net.prefix_len(), v4))
+                    .or_default()
+                    .insert(*net, i);
+            }
+        }
+        let mut by_prefix: Vec<(u8, bool, HashMap<IpNet, usize>)> = by_len
+            .into_iter()
+            .map(|((len, v4), m)| (len, v4, m))
+            .collect();
+        by_prefix.sort_by_key(|p| std::cmp::Reverse(p.0));
+        let zones = zones
+            .into_iter()
+            .map(|zone| {
+                let reused = previous.and_then(|p| {
+                    p.zones.iter().find(|a| {
+                        a.zone.name == zone.name
+                            && a.zone.quota == zone.quota
+                            && a.zone.ipv6_prefix == zone.ipv6_prefix
+                    })
+                });
+                let limiter = match reused {
+                    Some(a) => a.limiter.clone(),
+                    None => Arc::new(ZoneLimiter::new(zone.quota, zone.ipv6_prefix)),
+                };
+                ActiveZone {
+                    label: Arc::from(zone.name.as_str()),
+                    zone,
+                    limiter,
+                }
+            })
+            .collect();
+        Policy { zones, by_prefix }
+    }
+
+    /// The zone whose most specific CIDR contains `ip`.
+    pub fn zone_for(&self, ip: IpAddr) -> Option<&ActiveZone> {
+        let ip = ip.to_canonical();
+        let v4 = ip.is_ipv4();
+        for (len, is_v4, nets) in &self.by_prefix {
+            if *is_v4 != v4 {
+                continue;
+            }
+            let Ok(net) = IpNet::new(ip, *len) else {
+                continue;
+            };
+            if let Some(i) = nets.get(&net.trunc()) {
+                return Some(&self.zones[*i]);
+            }
+        }
+        None
+    }
+
+    pub fn zones(&self) -> &[ActiveZone] {
+        &self.zones
+    }
+
+    /// Drop limiter state of clients that are back at full burst; returns clients tracked.
+    pub fn sweep_limiters(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        for z in &self.zones {
+            if seen.insert(Arc::as_ptr(&z.limiter)) {
+                z.limiter.sweep();
+                total += z.limiter.len();
+            }
+        }
+        total
+    }
+
+    /// Human-readable table of the effective zones, most specific CIDR first.
+    pub fn describe(&self) -> String {
+        let mut rows: Vec<(u8, String)> = Vec::new();
+        for z in &self.zones {
+            for net in &z.zone.cidrs {
+                let zone = &z.zone;
+                let extra = match zone.action {
+                    Action::Deny => String::new(),
+                    Action::Allow => {
+                        let mut parts = vec![format!(
+                            "{}/s burst {}",
+                            zone.quota.per_second, zone.quota.burst
+                        )];
+                        if zone.tokens == TokenMode::Required {
+                            parts.push("tokens required".into());
+                        }
+                        if !zone.trusted_proxies.is_empty() {
+                            let proxies: Vec<String> =
+                                zone.trusted_proxies.iter().map(|p| p.to_string()).collect();
+                            parts.push(format!(
+                                "trusts {} via {}",
+                                proxies.join(","),
+                                match zone.forwarded_header {
+                                    ForwardedHeader::XForwardedFor => "X-Forwarded-For",
+                                    ForwardedHeader::Forwarded => "Forwarded",
+                                }
+                            ));
+                        }
+                        let paths: Vec<String> = zone.paths.iter().map(|p| p.to_string()).collect();
+                        if paths != ["/"] {
+                            parts.push(format!("paths {}", paths.join(",")));
+                        }
+                        if !zone.deny_paths.is_empty() {
+                            let d: Vec<String> =
+                                zone.deny_paths.iter().map(|p| p.to_string()).collect();
+                            parts.push(format!("not {}", d.join(",")));
+                        }
+                        parts.join("; ")
+                    }
+                };
+                let action = match zone.action {
+                    Action::Allow => "allow",
+                    Action::Deny => "deny",
+                };
+                rows.push((
+                    net.prefix_len(),
+                    format!(
+                        "{:<24} {:<16} {action:<6} {extra}",
+                        net.to_string(),
+                        zone.name
+                    ),
+                ));
+            }
+        }
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out = format!(
+            "{:<24} {:<16} {:<5} {}\n",
+            "CIDR", "ZONE", "ACTION", "LIMITS"
+        );
+        for (_, r) in rows {
+            out.push_str(r.trim_end());
+            out.push('\n');
+        }
+        out.push_str(&format!("{:<24} {:<16} deny\n", "any other address", "-"));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        Policy::build(
+            file::parse_files([(std::path::Path::new("t.toml"), text)]).unwrap(),
+            None,
+        )
+    }
+
+    #[test]
+    fn most_specific_cidr_wins() {
+        let p = policy(
+            "[[zone]]\nname = \"wide\"\ncidrs = [\"10.0.0.0/8\", \"::/0\"]\naction = \"allow\"\n\
+             [[zone]]\nname = \"narrow\"\ncidrs = [\"10.1.2.0/24\", \"2001:db8::/32\"]\naction = \"deny\"\n\
+             [[zone]]\nname = \"host\"\ncidrs = [\"10.1.2.3\"]\naction = \"allow\"\n",
+        );
+        let z = |ip: &str| p.zone_for(ip.parse().unwrap()).map(|z| z.zone.name.clone());
+        assert_eq!(z("10.9.9.9").as_deref(), Some("wide"));
+        assert_eq!(z("10.1.2.9").as_deref(), Some("narrow"));
+        assert_eq!(z("10.1.2.3").as_deref(), Some("host"));
+        assert_eq!(z("::ffff:10.1.2.3").as_deref(), Some("host"));
+        assert_eq!(z("2001:db8::1").as_deref(), Some("narrow"));
+        assert_eq!(z("2001:db9::1").as_deref(), Some("wide"));
+        assert_eq!(z("192.0.2.1"), None);
+    }
+
+    #[test]
+    fn path_rules() {
+        let r = PathRule::parse("/openstack/*/user_data").unwrap();
+        let segs = |s: &str| {
+            s.split('/')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert!(r.matches(&segs("/openstack/latest/user_data")));
+        assert!(r.matches(&segs("/openstack/2012-08-10/user_data")));
+        assert!(!r.matches(&segs("/openstack/latest/meta_data.json")));
+        assert!(!r.matches(&segs("/openstack/latest")));
+        assert!(PathRule::parse("/").unwrap().matches(&[]));
+    }
+
+    #[test]
+    fn reload_keeps_limiter_state_of_unchanged_zones() {
+        let text = "[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0.001, burst = 1 }\n";
+        let p1 = policy(text);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(p1.zone_for(ip).unwrap().limiter.check(ip).is_ok());
+        let p2 = Policy::build(
+            file::parse_files([(std::path::Path::new("t.toml"), text)]).unwrap(),
+            Some(&p1),
+        );
+        assert!(
+            p2.zone_for(ip).unwrap().limiter.check(ip).is_err(),
+            "the burst was already used"
+        );
+    }
+}

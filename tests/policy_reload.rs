@@ -1,0 +1,151 @@
+//! Reloads never expose an empty or partial policy: 1,000 reloads alternating valid and
+//! invalid file sets while readers check every policy they see.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{client_from, fixture, Server};
+use ironic_metadata::metrics::Metrics;
+use ironic_metadata::policy::store::PolicyStore;
+use ironic_metadata::policy::Action;
+
+/// a.toml is rewritten; b.toml never changes. A partial read (a without b) would let the
+/// quarantined host in; an empty policy would shut the node out.
+const B: &str = "[[zone]]\nname = \"quarantine\"\ncidrs = [\"127.0.0.50/32\"]\naction = \"deny\"\n";
+
+fn a_valid(n: usize) -> String {
+    format!("[[zone]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naction = \"allow\"\nrate_limit = {{ per_second = {}, burst = 100000 }}\n", 1000 + n)
+}
+const A_INVALID: &str = "[[zone]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 1 }\n";
+
+fn write_atomic(dir: &std::path::Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn a_thousand_reloads_never_expose_a_partial_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(dir.path(), "a.toml", &a_valid(0));
+    write_atomic(dir.path(), "b.toml", B);
+    let store = Arc::new(PolicyStore::load(dir.path(), Arc::new(Metrics::new())).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let node: IpAddr = "127.0.0.11".parse().unwrap();
+    let quarantined: IpAddr = "127.0.0.50".parse().unwrap();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop, seen) = (store.clone(), stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let p = store.current();
+                    assert_eq!(
+                        p.zones().len(),
+                        2,
+                        "a policy with a missing file was published"
+                    );
+                    assert_eq!(p.zone_for(node).map(|z| z.zone.action), Some(Action::Allow));
+                    assert_eq!(
+                        p.zone_for(quarantined).map(|z| z.zone.action),
+                        Some(Action::Deny)
+                    );
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let (mut applied, mut rejected) = (0, 0);
+    for i in 0..1000 {
+        if i % 2 == 0 {
+            write_atomic(dir.path(), "a.toml", &a_valid(i));
+            store.reload().unwrap();
+            applied += 1;
+        } else {
+            write_atomic(dir.path(), "a.toml", A_INVALID);
+            let err = store.reload().unwrap_err();
+            assert_eq!(err.line, 5);
+            rejected += 1;
+        }
+        // The rate in force is always the last valid one.
+        let last_valid = if i % 2 == 0 { i } else { i - 1 };
+        assert_eq!(
+            store.current().zones()[0].zone.quota.per_second,
+            (1000 + last_valid) as f64
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("a reader saw an inconsistent policy");
+    }
+    assert_eq!((applied, rejected), (500, 500));
+    assert!(
+        seen.load(Ordering::Relaxed) > 1000,
+        "readers ran during the reloads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_during_reloads_see_whole_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(dir.path(), "a.toml", &a_valid(0));
+    write_atomic(dir.path(), "b.toml", B);
+    let s = Server::start_with(
+        &fixture("nodes.json"),
+        "127.0.0.1".parse().unwrap(),
+        &["--policy-dir", dir.path().to_str().unwrap()],
+    );
+    let url = s.url("/latest/meta-data/instance-id");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let clients: Vec<_> = [("127.0.0.11", 200u16), ("127.0.0.50", 403u16)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (from, want))| {
+            let (url, stop, done) = (url.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let c = client_from(from);
+                while !stop.load(Ordering::Relaxed) {
+                    let status = c.get(&url).send().await.unwrap().status().as_u16();
+                    assert_eq!(status, want, "{from} during a reload");
+                    done[i].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Keep editing until both clients have made 300 requests under the changing policy.
+    let mut i = 0;
+    while i < 200 || done.iter().any(|d| d.load(Ordering::Relaxed) < 300) {
+        let valid = a_valid(i);
+        write_atomic(
+            dir.path(),
+            "a.toml",
+            if i % 2 == 0 { A_INVALID } else { &valid },
+        );
+        if i % 10 == 0 {
+            s.signal("HUP");
+        }
+        i += 1;
+        tokio::task::yield_now().await;
+    }
+    write_atomic(dir.path(), "a.toml", &a_valid(1));
+    common::eventually(Duration::from_secs(20), "last edit applied", || async {
+        s.metric("metadata_policy_reloads_total{result=\"applied\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(
+        s.metric("metadata_policy_reloads_total{result=\"rejected\"}")
+            .await
+            >= 1.0
+    );
+}
