@@ -36,6 +36,8 @@ pub struct Request<'a> {
     pub token: Option<&'a str>,
     /// `X-aws-ec2-metadata-token-ttl-seconds`.
     pub token_ttl: Option<&'a str>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a str>,
 }
 
 /// Shared state a request is answered from; `policy` stays the same for the whole request.
@@ -332,8 +334,35 @@ pub fn answer(catalog: &Catalog, client: IpAddr, zone: Arc<str>, route: &Route) 
     }
 }
 
+/// JSON documents carry an ETag; a matching `If-None-Match` gets 304 without a body.
+fn conditional(mut out: Outcome, if_none_match: Option<&str>) -> Outcome {
+    if out.reply.status != 200 || out.reply.content_type != crate::reply::JSON {
+        return out;
+    }
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(&out.reply.body);
+    let tag: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"{tag}\"");
+    let matches = if_none_match.is_some_and(|h| {
+        h.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+        })
+    });
+    if matches {
+        out.reply.status = 304;
+        out.reply.body = bytes::Bytes::new();
+    }
+    out.reply.headers.push(("ETag", etag));
+    out
+}
+
 /// The whole path without on-demand refresh (file inventories, tests).
 pub fn handle(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
+    conditional(handle_inner(ctx, req), req.if_none_match)
+}
+
+fn handle_inner(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
     match admit(ctx, req) {
         Admitted::Done(out) => out,
         Admitted::Node {
@@ -348,6 +377,14 @@ pub fn handle(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
 /// moment ago is answered on its first request. Before the first inventory has loaded an
 /// unknown address gets 503 rather than a 404 that would read as "no such node".
 pub async fn handle_with_refresh(
+    ctx: &Context<'_>,
+    on_demand: Option<&dyn OnDemand>,
+    req: &Request<'_>,
+) -> Outcome {
+    conditional(refreshing(ctx, on_demand, req).await, req.if_none_match)
+}
+
+async fn refreshing(
     ctx: &Context<'_>,
     on_demand: Option<&dyn OnDemand>,
     req: &Request<'_>,

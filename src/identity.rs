@@ -48,10 +48,38 @@ impl Index {
     /// Claims from every node count, served or not: a stale claim from an undeployed node
     /// makes the address contested rather than silently handing it to the other node.
     pub fn build(inventory: &Inventory, served_states: &[String]) -> Index {
+        Index::build_with(inventory, served_states, &[])
+    }
+
+    /// [`Index::build`], with DNS servers for network data generated from ports.
+    pub fn build_with(inventory: &Inventory, served_states: &[String], dns: &[IpAddr]) -> Index {
+        let mut ports: HashMap<&str, Vec<&crate::inventory::model::Port>> = HashMap::new();
+        for p in &inventory.ports {
+            if let Some(n) = p.node_uuid.as_deref() {
+                ports.entry(n).or_default().push(p);
+            }
+        }
+        let mut groups: HashMap<&str, Vec<&crate::inventory::model::Portgroup>> = HashMap::new();
+        for g in &inventory.portgroups {
+            if let Some(n) = g.node_uuid.as_deref() {
+                groups.entry(n).or_default().push(g);
+            }
+        }
         let nodes: Vec<Arc<NodeView>> = inventory
             .nodes
             .iter()
-            .map(|n| Arc::new(NodeView::from_ironic(n)))
+            .map(|n| {
+                let mut view = NodeView::from_ironic(n);
+                let p = ports.get(n.uuid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                let g = groups
+                    .get(n.uuid.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                if view.network_data().is_none() {
+                    view.generated_network_data = crate::metadata::network::generate(p, g, dns);
+                }
+                Arc::new(view)
+            })
             .collect();
         let served = nodes
             .iter()

@@ -74,6 +74,7 @@ impl ProxyHttp for MetadataGateway {
             forwarded: &fwd,
             token: first("x-aws-ec2-metadata-token"),
             token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
+            if_none_match: first("if-none-match"),
         };
         let today = gateway::today_utc();
         let policy = self.policy.current();
@@ -147,7 +148,9 @@ fn truncate(path: &str) -> &str {
 fn response_header(reply: &Reply) -> Result<ResponseHeader> {
     let mut h = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
     h.insert_header("Content-Type", reply.content_type)?;
-    h.insert_header("Content-Length", reply.body.len().to_string())?;
+    if reply.status != 304 {
+        h.insert_header("Content-Length", reply.body.len().to_string())?;
+    }
     h.insert_header("Cache-Control", "no-store")?;
     for (k, v) in &reply.headers {
         h.insert_header(*k, v.as_str())?;

@@ -14,6 +14,26 @@ const JSON: &str = "application/json";
 const ALPHA: &str = "127.0.0.11";
 const BRAVO: &str = "127.0.0.12";
 
+/// meta_data.json carries a fresh random_seed each time (as Nova's): check that it is
+/// base64 of 512 bytes, then compare the rest byte for byte with `<seed>` in its place.
+async fn check_md(s: &Server, from: &str, path: &str, body: &str) {
+    use base64::Engine;
+    let (status, ct, got) = get(&client_from(from), &s.url(path)).await;
+    assert_eq!((status, ct.as_str()), (200, JSON), "GET {path} from {from}");
+    let key = "\"random_seed\": \"";
+    let start = got.find(key).expect("random_seed present") + key.len();
+    let end = start + got[start..].find('"').unwrap();
+    let seed = base64::engine::general_purpose::STANDARD
+        .decode(&got[start..end])
+        .expect("base64 seed");
+    assert_eq!(seed.len(), 512);
+    assert_eq!(
+        format!("{}<seed>{}", &got[..start], &got[end..]),
+        body,
+        "GET {path} from {from}"
+    );
+}
+
 async fn check(s: &Server, from: &str, path: &str, status: u16, ct: &str, body: &str) {
     let got = get(&client_from(from), &s.url(path)).await;
     assert_eq!(
@@ -62,9 +82,17 @@ async fn openstack_tree_for_a_node_with_a_configdrive() {
         "meta_data.json\nuser_data\nvendor_data.json\nnetwork_data.json",
     )
     .await;
-    // Configdrive meta_data in its own key order, then Ironic's defaults for uuid and name.
-    check(&s, ALPHA, "/openstack/latest/meta_data.json", 200, JSON,
-        r#"{"hostname": "alpha.example.com", "public_keys": {"ops": "ssh-ed25519 AAAAops ops@example.com", "backup": "ssh-rsa AAAAbackup backup@example.com"}, "availability_zone": "rack-1", "uuid": "aaaaaaaa-0000-4000-8000-000000000011", "name": "alpha"}"#).await;
+    // Nova's `_metadata_as_json` keys and order, filled from the configdrive's meta_data
+    // (uuid and name default to the node's, as Ironic's `build_configdrive` does): `keys`
+    // mirrors `public_keys`, launch_index 0, no project, no devices, no dedicated CPUs.
+    check_md(&s, ALPHA, "/openstack/latest/meta_data.json",
+        r#"{"uuid": "aaaaaaaa-0000-4000-8000-000000000011", "public_keys": {"ops": "ssh-ed25519 AAAAops ops@example.com", "backup": "ssh-rsa AAAAbackup backup@example.com"}, "keys": [{"name": "ops", "type": "ssh", "data": "ssh-ed25519 AAAAops ops@example.com"}, {"name": "backup", "type": "ssh", "data": "ssh-rsa AAAAbackup backup@example.com"}], "hostname": "alpha.example.com", "name": "alpha", "launch_index": 0, "availability_zone": "rack-1", "random_seed": "<seed>", "project_id": null, "devices": [], "dedicated_cpus": []}"#).await;
+    // Each version carries exactly its keys: 2012-08-10 has no random_seed (2013-04-04),
+    // no project_id (2015-10-15), no devices (2016-06-30), no dedicated_cpus (2020-10-14).
+    check(&s, ALPHA, "/openstack/2012-08-10/meta_data.json", 200, JSON,
+        r#"{"uuid": "aaaaaaaa-0000-4000-8000-000000000011", "public_keys": {"ops": "ssh-ed25519 AAAAops ops@example.com", "backup": "ssh-rsa AAAAbackup backup@example.com"}, "keys": [{"name": "ops", "type": "ssh", "data": "ssh-ed25519 AAAAops ops@example.com"}, {"name": "backup", "type": "ssh", "data": "ssh-rsa AAAAbackup backup@example.com"}], "hostname": "alpha.example.com", "name": "alpha", "launch_index": 0, "availability_zone": "rack-1"}"#).await;
+    check_md(&s, ALPHA, "/openstack/2016-06-30/meta_data.json",
+        r#"{"uuid": "aaaaaaaa-0000-4000-8000-000000000011", "public_keys": {"ops": "ssh-ed25519 AAAAops ops@example.com", "backup": "ssh-rsa AAAAbackup backup@example.com"}, "keys": [{"name": "ops", "type": "ssh", "data": "ssh-ed25519 AAAAops ops@example.com"}, {"name": "backup", "type": "ssh", "data": "ssh-rsa AAAAbackup backup@example.com"}], "hostname": "alpha.example.com", "name": "alpha", "launch_index": 0, "availability_zone": "rack-1", "random_seed": "<seed>", "project_id": null, "devices": []}"#).await;
     check(
         &s,
         ALPHA,
@@ -132,6 +160,53 @@ async fn openstack_tree_for_a_node_with_a_configdrive() {
         "not found\n",
     )
     .await;
+    // network_data.json is not version-gated in Nova's handler: older versions answer it
+    // although their listing does not show it.
+    let (status, _, _) = get(
+        &client_from(ALPHA),
+        &s.url("/openstack/2012-08-10/network_data.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn json_documents_carry_an_etag() {
+    let s = Server::start(&fixture("nodes.json"));
+    let c = client_from(ALPHA);
+    let r = c
+        .get(s.url("/openstack/latest/network_data.json"))
+        .send()
+        .await
+        .unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26,
+        "{etag}"
+    );
+    let r = c
+        .get(s.url("/openstack/latest/network_data.json"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 304);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    let r = c
+        .get(s.url("/openstack/latest/network_data.json"))
+        .header("If-None-Match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Text answers carry none.
+    let r = c
+        .get(s.url("/latest/meta-data/hostname"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("etag").is_none());
 }
 
 #[tokio::test]
@@ -146,16 +221,126 @@ async fn ec2_tree_for_a_node_with_a_configdrive() {
         "/2009-04-04/meta-data/",
         "/ec2/latest/meta-data",
     ] {
-        check(
-            &s,
-            ALPHA,
-            p,
-            200,
-            TEXT,
-            "hostname\ninstance-id\nlocal-ipv4\npublic-keys/",
-        )
-        .await;
+        // Nova's keys for 2009-04-04, sorted, plus `mac`; keys without a value here
+        // (ami-id without an image, instance-type without a flavor, public-ipv4,
+        // security-groups, kernel and ramdisk ids) are absent rather than empty.
+        check(&s, ALPHA, p, 200, TEXT,
+            "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nplacement/\npublic-hostname\npublic-keys/\nreservation-id").await;
     }
+    // Version gating: 1.0 has neither the 2007 keys nor placement nor instance-action.
+    check(&s, ALPHA, "/1.0/meta-data/", 200, TEXT,
+        "ami-launch-index\nami-manifest-path\nhostname\ninstance-id\nlocal-ipv4\npublic-keys/\nreservation-id").await;
+    check(&s, ALPHA, "/2007-12-15/meta-data/", 200, TEXT,
+        "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-id\nlocal-hostname\nlocal-ipv4\npublic-hostname\npublic-keys/\nreservation-id").await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/ami-launch-index",
+        200,
+        TEXT,
+        "0",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/ami-manifest-path",
+        200,
+        TEXT,
+        "FIXME",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/instance-action",
+        200,
+        TEXT,
+        "none",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/local-hostname",
+        200,
+        TEXT,
+        "alpha.example.com",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-hostname",
+        200,
+        TEXT,
+        "alpha.example.com",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/mac",
+        200,
+        TEXT,
+        "52:54:00:00:00:11",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/reservation-id",
+        200,
+        TEXT,
+        "r-fad7d6fb",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/placement/",
+        200,
+        TEXT,
+        "availability-zone",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/placement/availability-zone",
+        200,
+        TEXT,
+        "rack-1",
+    )
+    .await;
+    // Nova's mapping for an instance without block device mappings.
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/block-device-mapping",
+        200,
+        TEXT,
+        "ami\nephemeral0\nroot\nswap",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/block-device-mapping/root",
+        200,
+        TEXT,
+        "/dev/sda1",
+    )
+    .await;
+    check(
+        &s,
+        ALPHA,
+        "/latest/meta-data/public-ipv4",
+        404,
+        TEXT,
+        "not found\n",
+    )
+    .await;
     check(
         &s,
         ALPHA,
@@ -279,15 +464,8 @@ async fn node_without_configdrive_gets_defaults_and_no_user_data() {
         "meta_data.json\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
     )
     .await;
-    check(
-        &s,
-        BRAVO,
-        "/openstack/latest/meta_data.json",
-        200,
-        JSON,
-        r#"{"uuid": "bbbbbbbb-0000-4000-8000-000000000012", "name": "bravo"}"#,
-    )
-    .await;
+    check_md(&s, BRAVO, "/openstack/latest/meta_data.json",
+        r#"{"uuid": "bbbbbbbb-0000-4000-8000-000000000012", "hostname": "bravo", "name": "bravo", "launch_index": 0, "availability_zone": null, "random_seed": "<seed>", "project_id": null, "devices": [], "dedicated_cpus": []}"#).await;
     // Missing user data is a 404 in both trees, as in Nova.
     check(
         &s,
@@ -321,13 +499,15 @@ async fn node_without_configdrive_gets_defaults_and_no_user_data() {
         r#"{"static": {}}"#,
     )
     .await;
+    check(&s, BRAVO, "/latest/meta-data/", 200, TEXT,
+        "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\npublic-hostname\nreservation-id").await;
     check(
         &s,
         BRAVO,
-        "/latest/meta-data/",
+        "/latest/meta-data/reservation-id",
         200,
         TEXT,
-        "hostname\ninstance-id\nlocal-ipv4",
+        "r-9e735511",
     )
     .await;
     check(&s, BRAVO, "/latest/meta-data/hostname", 200, TEXT, "bravo").await;
@@ -355,15 +535,8 @@ async fn json_user_data_and_explicit_uuid() {
         r#"{"ignition": {"version": "3.4.0"}, "passwd": {"users": [{"name": "core"}]}}"#,
     )
     .await;
-    check(
-        &s,
-        fox,
-        "/openstack/latest/meta_data.json",
-        200,
-        JSON,
-        r#"{"uuid": "0e0e0e0e-1111-4222-8333-444444444444", "name": "fox"}"#,
-    )
-    .await;
+    check(&s, fox, "/openstack/2012-08-10/meta_data.json", 200, JSON,
+        r#"{"uuid": "0e0e0e0e-1111-4222-8333-444444444444", "hostname": "fox", "name": "fox", "launch_index": 0, "availability_zone": null}"#).await;
     check(
         &s,
         fox,

@@ -156,7 +156,7 @@ class Service:
 
     def get(self, path, source):
         status, ctype, body = http_get(self.port, path, source)
-        return status, body.decode()
+        return status, mask_seed(body.decode())
 
     def ready(self):
         return json.loads(http_get(self.admin, "/readyz")[2])
@@ -181,13 +181,51 @@ class Service:
         self.proc.wait(timeout=30)
 
 
+SEED = "<seed>"
+
+
+def nova_meta_data(spec):
+    """meta_data.json as Nova's _metadata_as_json builds it for the latest version, from the
+    configdrive meta_data Ironic stored (random_seed replaced by SEED)."""
+    md = spec["configdrive"]["meta_data"]
+    out = {"uuid": md["uuid"]}
+    if md.get("meta"):
+        out["meta"] = md["meta"]
+    if md.get("public_keys"):
+        out["public_keys"] = md["public_keys"]
+        out["keys"] = [{"name": k, "type": "ssh", "data": v} for k, v in md["public_keys"].items()]
+    out["hostname"] = md.get("hostname") or md["name"]
+    out["name"] = md["name"]
+    out["launch_index"] = md.get("launch_index", 0)
+    out["availability_zone"] = md.get("availability_zone")
+    out["random_seed"] = SEED
+    out["project_id"] = md.get("project_id") or spec["instance_info"].get("project_id")
+    out["devices"] = md.get("devices", [])
+    out["dedicated_cpus"] = md.get("dedicated_cpus", [])
+    return json.dumps(out)
+
+
+def mask_seed(body):
+    """Replace the random_seed value (checked to be base64 of 512 bytes) by SEED."""
+    import base64
+    key = '"random_seed": "'
+    start = body.find(key)
+    if start < 0:
+        return body
+    start += len(key)
+    end = body.index('"', start)
+    if len(base64.b64decode(body[start:end])) != 512:
+        return body
+    return body[:start] + SEED + body[end:]
+
+
 def expected_answers(spec):
     """What a node deployed from `spec` must be served, byte for byte: Python's json.dumps of
     the configdrive parts Ironic stored (as Nova's handler and Ironic's builder print)."""
     md = dict(spec["configdrive"]["meta_data"])
     key = next(iter(md["public_keys"]))
     return {
-        "/openstack/latest/meta_data.json": json.dumps(md),
+        "/openstack/latest/meta_data.json": nova_meta_data(spec),
         "/openstack/latest/user_data": spec["configdrive"]["user_data"],
         "/openstack/latest/network_data.json": json.dumps(spec["configdrive"]["network_data"]),
         "/latest/meta-data/instance-id": md["uuid"],

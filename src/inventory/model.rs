@@ -29,6 +29,8 @@ pub struct Node {
     pub owner: Option<String>,
     #[serde(default)]
     pub lessee: Option<String>,
+    #[serde(default)]
+    pub resource_class: Option<String>,
 }
 
 /// One Ironic port (a NIC of a node).

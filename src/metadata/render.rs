@@ -1,14 +1,16 @@
-//! (node view, route) → bytes, a pure function. Text output follows Nova's `ec2_md_print`:
-//! sorted keys, sub-directories suffixed with `/`, lines joined with `\n`, no final newline.
+//! (node view, route) → bytes, a pure function except for `random_seed`. Text output
+//! follows Nova's `ec2_md_print`: sorted keys, sub-directories suffixed with `/`, lines
+//! joined with `\n`, no final newline. JSON follows Nova's `json.dumps` key order.
 
 use std::net::IpAddr;
 
+use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::pyjson;
 use super::route::{Route, EC2_VERSIONS, OPENSTACK_VERSIONS};
-use super::view::NodeView;
+use super::view::{ConfigDrive, NodeView};
 use crate::reply::{Refusal, Reply, JSON, USER_DATA};
 
 /// `/`: the EC2 versions and `latest`.
@@ -39,14 +41,15 @@ pub fn render(node: &NodeView, route: &Route, client: IpAddr) -> Result<Reply, R
     }
 }
 
+/// OpenStack versions are dates, so string order is version order.
 fn at_least(version: &str, since: &str) -> bool {
     version >= since
 }
 
 fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply, Refusal> {
-    let drive = node.drive();
-    let user_data = drive.and_then(|d| d.user_data.clone());
+    let user_data = node.drive().and_then(|d| d.user_data.clone());
     let Some(file) = file else {
+        // Nova's `_handle_version`, in its order.
         let mut names = vec!["meta_data.json"];
         if user_data.is_some() {
             names.push("user_data");
@@ -54,7 +57,7 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
         if at_least(version, "2013-10-17") {
             names.push("vendor_data.json");
         }
-        if at_least(version, "2015-10-15") && node.network_data().is_some() {
+        if at_least(version, "2015-10-15") {
             names.push("network_data.json");
         }
         if at_least(version, "2016-10-06") {
@@ -63,17 +66,15 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
         return Ok(Reply::text(names.join("\n")));
     };
     match file {
-        "meta_data.json" => {
-            let md = node.meta_data().ok_or(Refusal::NotFound)?;
-            Ok(Reply::ok(JSON, pyjson::to_vec(&md)))
-        }
+        "meta_data.json" => Ok(Reply::ok(JSON, pyjson::to_vec(&meta_data(node, version)?))),
         "user_data" => user_data
             .map(|b| Reply::ok(USER_DATA, b))
             .ok_or(Refusal::NotFound),
-        "network_data.json" => node
-            .network_data()
-            .map(|nd| Reply::ok(JSON, pyjson::to_vec(nd)))
-            .ok_or(Refusal::NotFound),
+        // Not version-gated in Nova's handler either; `{}` when there is nothing, as Nova.
+        "network_data.json" => Ok(Reply::ok(
+            JSON,
+            pyjson::to_vec(node.network_data().unwrap_or(&Value::Object(Map::new()))),
+        )),
         "vendor_data.json" if at_least(version, "2013-10-17") => {
             Ok(Reply::ok(JSON, pyjson::to_vec(&vendor_data(node)?)))
         }
@@ -89,12 +90,126 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
 /// Static vendor data: the configdrive's `vendor_data`, or `{}` as Nova serves by default.
 fn vendor_data(node: &NodeView) -> Result<Value, Refusal> {
     match &node.configdrive {
-        super::view::ConfigDrive::Unreadable(_) => Err(Refusal::NotFound),
+        ConfigDrive::Unreadable(_) => Err(Refusal::NotFound),
         _ => Ok(node
             .drive()
             .and_then(|d| d.vendor_data.clone())
             .unwrap_or_else(|| Value::Object(Map::new()))),
     }
+}
+
+fn str_of<'a>(md: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    md.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// The values both trees share, from the configdrive's meta_data with Ironic's defaults.
+struct Facts {
+    uuid: String,
+    name: String,
+    hostname: String,
+    launch_index: i64,
+    availability_zone: Option<String>,
+    /// (name, key) in document order.
+    keys: Vec<(String, String)>,
+}
+
+fn facts(node: &NodeView, md: &Map<String, Value>) -> Facts {
+    let uuid = str_of(md, "uuid").unwrap_or(&node.uuid).to_string();
+    let name = str_of(md, "name")
+        .map(str::to_string)
+        .or_else(|| node.name.clone())
+        .unwrap_or_else(|| uuid.clone());
+    let hostname = str_of(md, "hostname")
+        .map(str::to_string)
+        .unwrap_or_else(|| name.clone());
+    let keys = md
+        .get("public_keys")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Facts {
+        uuid,
+        name,
+        hostname,
+        launch_index: md.get("launch_index").and_then(Value::as_i64).unwrap_or(0),
+        availability_zone: str_of(md, "availability_zone").map(str::to_string),
+        keys,
+    }
+}
+
+/// `meta_data.json` with exactly the keys of `version`, in the order of Nova's
+/// `_metadata_as_json`. Keys a configdrive adds beyond those (`admin_pass`, `files`
+/// whose contents are not here) are not served, as Nova's metadata service does not.
+fn meta_data(node: &NodeView, version: &str) -> Result<Map<String, Value>, Refusal> {
+    let md = node.meta_data().ok_or(Refusal::NotFound)?;
+    let f = facts(node, &md);
+    let mut out = Map::new();
+    out.insert("uuid".into(), json!(f.uuid));
+    if let Some(meta) = md
+        .get("meta")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+    {
+        out.insert("meta".into(), Value::Object(meta.clone()));
+    }
+    if !f.keys.is_empty() {
+        let pk: Map<String, Value> = f.keys.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        out.insert("public_keys".into(), Value::Object(pk));
+        let keys = match md.get("keys").and_then(Value::as_array) {
+            Some(given) => Value::Array(given.clone()),
+            None => Value::Array(
+                f.keys
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "type": "ssh", "data": v}))
+                    .collect(),
+            ),
+        };
+        out.insert("keys".into(), keys);
+    }
+    out.insert("hostname".into(), json!(f.hostname));
+    out.insert("name".into(), json!(f.name));
+    out.insert("launch_index".into(), json!(f.launch_index));
+    out.insert("availability_zone".into(), json!(f.availability_zone));
+    if at_least(version, "2013-04-04") {
+        // New per answer, as Nova does; cloud-init base64-decodes it to seed entropy.
+        let mut seed = [0u8; 512];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+        out.insert(
+            "random_seed".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(seed)),
+        );
+    }
+    if at_least(version, "2015-10-15") {
+        let project = str_of(&md, "project_id")
+            .map(str::to_string)
+            .or_else(|| node.project_id.clone());
+        out.insert("project_id".into(), json!(project));
+    }
+    if at_least(version, "2016-06-30") {
+        out.insert(
+            "devices".into(),
+            md.get("devices")
+                .filter(|d| d.is_array())
+                .cloned()
+                .unwrap_or_else(|| json!([])),
+        );
+    }
+    if at_least(version, "2020-10-14") {
+        out.insert(
+            "dedicated_cpus".into(),
+            md.get("dedicated_cpus")
+                .filter(|d| d.is_array())
+                .cloned()
+                .unwrap_or_else(|| json!([])),
+        );
+    }
+    Ok(out)
 }
 
 /// One EC2 tree entry.
@@ -166,74 +281,129 @@ fn listing(children: &[(String, Entry)]) -> String {
         .join("\n")
 }
 
-fn ec2_meta_data(node: &NodeView, _version: &str, client: IpAddr) -> Result<Entry, Refusal> {
+/// EC2 versions are in chronological order in [`EC2_VERSIONS`] (`1.0` sorts first).
+fn ec2_at_least(version: &str, since: &str) -> bool {
+    let pos = |v: &str| EC2_VERSIONS.iter().position(|x| *x == v).unwrap_or(0);
+    pos(version) >= pos(since)
+}
+
+/// A short stable EC2-style id (`ami-1a2b3c4d`) derived from a value.
+fn ec2_id(prefix: &str, seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(seed.as_bytes());
+    format!("{prefix}-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+}
+
+/// Nova's `get_ec2_metadata`: keys by version; keys with no value here are left out.
+fn ec2_meta_data(node: &NodeView, version: &str, client: IpAddr) -> Result<Entry, Refusal> {
     let md = node.meta_data().ok_or(Refusal::NotFound)?;
-    let mut out: Vec<(String, Entry)> = Vec::new();
-    if let Some(id) = md.get("uuid").and_then(Value::as_str) {
-        out.push(("instance-id".into(), leaf(id)));
+    let f = facts(node, &md);
+    let mut out: Vec<(String, Entry)> = vec![
+        ("ami-launch-index".into(), leaf(f.launch_index.to_string())),
+        // Nova serves this literal.
+        ("ami-manifest-path".into(), leaf("FIXME")),
+        ("instance-id".into(), leaf(f.uuid.clone())),
+        ("hostname".into(), leaf(f.hostname.clone())),
+        ("reservation-id".into(), leaf(ec2_id("r", &f.uuid))),
+    ];
+    if let Some(image) = &node.image_source {
+        out.push(("ami-id".into(), leaf(ec2_id("ami", image))));
     }
-    let hostname = md
-        .get("hostname")
-        .and_then(Value::as_str)
-        .or_else(|| md.get("name").and_then(Value::as_str));
-    if let Some(h) = hostname {
-        out.push(("hostname".into(), leaf(h)));
-    }
-    if let Some(ip) = local_ipv4(node, client) {
+    let (ipv4, mac) = local_ipv4(node, client);
+    if let Some(ip) = ipv4 {
         out.push(("local-ipv4".into(), leaf(ip)));
     }
-    let keys = public_keys(&md);
-    if !keys.is_empty() {
-        let children = keys
-            .into_iter()
+    if !f.keys.is_empty() {
+        let children = f
+            .keys
+            .iter()
             .enumerate()
             .map(|(i, (name, key))| {
                 (
                     i.to_string(),
                     Entry::Labelled(
                         format!("{i}={name}"),
-                        vec![("openssh-key".into(), leaf(key))],
+                        vec![("openssh-key".into(), leaf(key.clone()))],
                     ),
                 )
             })
             .collect();
         out.push(("public-keys".into(), Entry::Dir(children)));
     }
+    if ec2_at_least(version, "2007-01-19") {
+        out.push(("local-hostname".into(), leaf(f.hostname.clone())));
+        out.push(("public-hostname".into(), leaf(f.hostname.clone())));
+    }
+    if ec2_at_least(version, "2007-08-29") {
+        if let Some(t) = &node.instance_type {
+            out.push(("instance-type".into(), leaf(t.clone())));
+        }
+    }
+    if ec2_at_least(version, "2007-12-15") {
+        // Nova's mapping for an instance without block device mappings (block_device.py).
+        out.push((
+            "block-device-mapping".into(),
+            Entry::Dir(vec![
+                ("ami".into(), leaf("sda1")),
+                ("ephemeral0".into(), leaf("sda2")),
+                ("root".into(), leaf("/dev/sda1")),
+                ("swap".into(), leaf("sda3")),
+            ]),
+        ));
+    }
+    if ec2_at_least(version, "2008-02-01") {
+        if let Some(az) = &f.availability_zone {
+            out.push((
+                "placement".into(),
+                Entry::Dir(vec![("availability-zone".into(), leaf(az.clone()))]),
+            ));
+        }
+    }
+    if ec2_at_least(version, "2008-09-01") {
+        out.push(("instance-action".into(), leaf("none")));
+    }
+    if ec2_at_least(version, "2009-04-04") {
+        if let Some(mac) = mac {
+            out.push(("mac".into(), leaf(mac)));
+        }
+    }
     Ok(Entry::Dir(out))
 }
 
-/// First static IPv4 address of the node's network data; else the client's own address, as
-/// Nova falls back to the request address.
-fn local_ipv4(node: &NodeView, client: IpAddr) -> Option<String> {
-    let from_data = node
-        .network_data()
+/// First static IPv4 address of the node's network data and the MAC of its link; else the
+/// client's own address, as Nova falls back to the request address.
+fn local_ipv4(node: &NodeView, client: IpAddr) -> (Option<String>, Option<String>) {
+    let nd = node.network_data();
+    let networks = nd
         .and_then(|nd| nd.get("networks"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n.get("ip_address").and_then(Value::as_str))
-        .find_map(|s| {
-            let s = s.split('/').next().unwrap_or(s);
-            match s.parse::<IpAddr>() {
-                Ok(IpAddr::V4(v4)) => Some(v4.to_string()),
-                _ => None,
-            }
-        });
-    from_data.or(match client.to_canonical() {
-        IpAddr::V4(v4) => Some(v4.to_string()),
-        IpAddr::V6(_) => None,
-    })
-}
-
-/// `(name, key)` pairs from `public_keys` (name → key) in document order; key values that
-/// are not strings are skipped.
-fn public_keys(md: &Map<String, Value>) -> Vec<(String, String)> {
-    md.get("public_keys")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+        .and_then(Value::as_array);
+    let links = nd.and_then(|nd| nd.get("links")).and_then(Value::as_array);
+    let mac_of = |link_id: &str| -> Option<String> {
+        let link = links?
+            .iter()
+            .find(|l| l.get("id").and_then(Value::as_str) == Some(link_id))?;
+        link.get("ethernet_mac_address")
+            .or_else(|| link.get("vlan_mac_address"))
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+    };
+    for n in networks.into_iter().flatten() {
+        let Some(s) = n.get("ip_address").and_then(Value::as_str) else {
+            continue;
+        };
+        let s = s.split('/').next().unwrap_or(s);
+        if let Ok(IpAddr::V4(v4)) = s.parse::<IpAddr>() {
+            let mac = n.get("link").and_then(Value::as_str).and_then(mac_of);
+            return (Some(v4.to_string()), mac);
+        }
+    }
+    let first_mac = links
+        .and_then(|l| l.first())
+        .and_then(|l| l.get("id"))
+        .and_then(Value::as_str)
+        .and_then(mac_of);
+    match client.to_canonical() {
+        IpAddr::V4(v4) => (Some(v4.to_string()), first_mac),
+        IpAddr::V6(_) => (None, first_mac),
+    }
 }

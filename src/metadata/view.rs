@@ -39,8 +39,16 @@ pub struct NodeView {
     pub configdrive: ConfigDrive,
     /// `node.network_data` when it is an object with content.
     pub static_network_data: Option<Value>,
+    /// Network data generated from the node's ports and portgroups.
+    pub generated_network_data: Option<Value>,
     /// Every address the node's network data claims (configdrive and static), deduplicated.
     pub addresses: Vec<IpAddr>,
+    /// `instance_info.project_id`, else the node's lessee, else its owner.
+    pub project_id: Option<String>,
+    /// `instance_info.flavor_name`, else the node's resource class.
+    pub instance_type: Option<String>,
+    /// `instance_info.image_source`.
+    pub image_source: Option<String>,
 }
 
 impl NodeView {
@@ -83,13 +91,27 @@ impl NodeView {
         }
         addresses.sort();
         addresses.dedup();
+        let info = |k: &str| {
+            node.instance_info
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty() && *s != MASKED)
+                .map(str::to_string)
+        };
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
         NodeView {
             uuid: node.uuid.clone(),
             name: node.name.clone().filter(|n| !n.is_empty()),
             provision_state: node.provision_state.clone(),
             configdrive,
             static_network_data,
+            generated_network_data: None,
             addresses,
+            project_id: info("project_id")
+                .or_else(|| nonempty(&node.lessee))
+                .or_else(|| nonempty(&node.owner)),
+            instance_type: info("flavor_name").or_else(|| nonempty(&node.resource_class)),
+            image_source: info("image_source"),
         }
     }
 
@@ -121,11 +143,12 @@ impl NodeView {
     }
 
     /// The network configuration the instance should apply: the one it was deployed with,
-    /// else Ironic's static one.
+    /// else Ironic's static one, else one generated from its ports.
     pub fn network_data(&self) -> Option<&Value> {
         self.drive()
             .and_then(|c| c.network_data.as_ref())
             .or(self.static_network_data.as_ref())
+            .or(self.generated_network_data.as_ref())
     }
 }
 
