@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fake_ironic::{node, Auth, FakeIronic, Mode};
+use common::fake_ironic::{node, Auth, FakeIronic, Mode, TestPki};
 use common::{client_from, eventually, get, Server};
 use serde_json::json;
 
@@ -373,4 +373,99 @@ async fn keystone_token_is_reused_renewed_on_401_and_on_expiry() {
     );
     assert_eq!(s.readyz().await["status"], "ok");
     assert!(!s.log().contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca_and_a_client_certificate() {
+    let pki = TestPki::new();
+    let fake = FakeIronic::start_tls(&pki, false).await;
+    fake.with(|s| s.nodes = vec![node(&uuid(1), "a", &ip(1))]);
+    // Trusting the CA bundle: served.
+    let ok = Server::start_ironic(
+        &fake.https_url(),
+        &["--ironic-cacert", &pki.path("ca.pem")],
+        &[],
+    );
+    assert_eq!(instance_id(&ok, &ip(1)).await, (200, uuid(1)));
+    // Without it the certificate is not trusted: the sweep fails, nothing is served.
+    let untrusted = Server::start_ironic(&fake.https_url(), &["--refresh-interval", "1"], &[]);
+    eventually(WAIT, "TLS failure", || async {
+        untrusted
+            .metric("metadata_inventory_sweep_failures_total{reason=\"connect\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(untrusted.readyz().await["ready"], false);
+
+    // An Ironic that demands a client certificate.
+    let mtls = FakeIronic::start_tls(&pki, true).await;
+    mtls.with(|s| s.nodes = vec![node(&uuid(2), "b", &ip(2))]);
+    let with_cert = Server::start_ironic(
+        &mtls.https_url(),
+        &[
+            "--ironic-cacert",
+            &pki.path("ca.pem"),
+            "--ironic-client-cert",
+            &pki.path("client.pem"),
+            "--ironic-client-key",
+            &pki.path("client.key"),
+        ],
+        &[],
+    );
+    assert_eq!(instance_id(&with_cert, &ip(2)).await, (200, uuid(2)));
+    let without = Server::start_ironic(
+        &mtls.https_url(),
+        &[
+            "--ironic-cacert",
+            &pki.path("ca.pem"),
+            "--refresh-interval",
+            "1",
+        ],
+        &[],
+    );
+    eventually(WAIT, "client certificate refused", || async {
+        without
+            .metric("metadata_inventory_sweep_failures_total{reason=\"connect\"}")
+            .await
+            + without
+                .metric("metadata_inventory_sweep_failures_total{reason=\"invalid_response\"}")
+                .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(without.readyz().await["ready"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystone_password_from_clouds_yaml() {
+    let fake = FakeIronic::start().await;
+    fake.with(|s| {
+        s.auth = Auth::Keystone {
+            lifetime_secs: 3600,
+        };
+        s.nodes = vec![node(&uuid(1), "a", &ip(1))];
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let clouds = dir.path().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  metal:\n    auth:\n      auth_url: {}/v3\n      username: metadata\n      password: pw-from-yaml\n      user_domain_name: Default\n      project_name: service\n      project_domain_name: Default\n    region_name: RegionOne\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let s = Server::launch(
+        &[],
+        "127.0.0.1".parse().unwrap(),
+        &[],
+        &[
+            ("OS_CLOUD", "metal"),
+            ("OS_CLIENT_CONFIG_FILE", clouds.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(instance_id(&s, &ip(1)).await, (200, uuid(1)));
+    assert_eq!(fake.with(|s| s.tokens_issued), 1);
+    assert!(!s.log().contains("pw-from-yaml"));
 }

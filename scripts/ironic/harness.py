@@ -9,11 +9,11 @@ ever contacted.
 
 Server:
   harness.py start [--state-dir DIR] [--auth noauth|http_basic]
-                   [--user U --password P] [--no-secrets]
+                   [--user U --password P] [--no-secrets] [--no-clean]
       Prints IRONIC_URL=..., IRONIC_PID=..., IRONIC_STATE_DIR=... (also
       written to DIR/env). --no-secrets leaves show_instance_secrets at its
       default, so instance_info.configdrive reads back as "******".
-  harness.py stop --state-dir DIR [--keep]
+  harness.py stop --state-dir DIR [--keep]      (the state dir goes unless --keep)
   harness.py run [start options] -- CMD ARGS...
       start, run CMD with IRONIC_URL etc. in its environment, stop.
 
@@ -22,9 +22,13 @@ $IRONIC_USER/$IRONIC_PASSWORD; the API version used is the server's max):
   harness.py spec --count N [--prefix P] [--start I]   print node specs (JSON)
   harness.py enroll (--count N [--prefix P] [--start I] | --spec FILE)
                     [--concurrency K] [--timeout S]
-      Create nodes (fake-hardware, network_data, portgroups, ports) and move
-      them enroll -> manageable -> available -> active with their configdrive.
+      Create nodes (fake-hardware, network_data, portgroups, ports), move them
+      enroll -> manageable -> available -> active with their configdrive dict,
+      then power them on (fake deploy leaves power_state null). Generated
+      node i is a single NIC (i % 3 == 0), an 802.3ad bond portgroup (1) or a
+      VLAN on a NIC (2); MACs 52:54:II:II:II:NN derive from i.
   harness.py delete (NODE... | --all) [--undeploy-only]
+      Undeploy (target "deleted") down to available, then DELETE the node.
   harness.py dump [--out FILE]   {"nodes": [...], "ports": [...], "portgroups": [...]}
   harness.py selftest            end-to-end check of all of the above
 """
@@ -88,7 +92,7 @@ def bcrypt_hash(venv, password):
     return out.stdout.strip()
 
 
-def write_config(state, port, auth):
+def write_config(state, port, auth, clean=True):
     auth_lines = f"auth_strategy = {auth}\n"
     if auth == "http_basic":
         auth_lines += f"http_basic_auth_user_file = {state / 'htpasswd'}\n"
@@ -113,6 +117,7 @@ host_ip = 127.0.0.1
 port = {port}
 
 [conductor]
+automated_clean = {clean}
 max_concurrent_deploy = 10000
 max_concurrent_clean = 10000
 
@@ -246,7 +251,8 @@ def start_server(args):
     (state / "policy.yaml").write_text(f'"show_instance_secrets": {rule}\n')
     if args.auth == "http_basic":
         (state / "htpasswd").write_text(f"{args.user}:{bcrypt_hash(venv, args.password)}\n")
-    write_config(state, 0, args.auth)
+    clean = not getattr(args, "no_clean", False)
+    write_config(state, 0, args.auth, clean)
     dbsync = subprocess.run([venv / "bin" / "ironic-dbsync", "--config-file", state / "ironic.conf",
                              "create_schema"], capture_output=True, text=True)
     if dbsync.returncode:
@@ -254,7 +260,7 @@ def start_server(args):
     t0 = time.monotonic()
     for attempt in range(1, 6):
         port = free_port()
-        write_config(state, port, args.auth)
+        write_config(state, port, args.auth, clean)
         offset = log_size(state)
         with open(state / "ironic.log", "ab") as logf:
             proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", state / "ironic.conf"],
@@ -701,6 +707,8 @@ def main():
         p.add_argument("--user")
         p.add_argument("--password")
         p.add_argument("--no-secrets", action="store_true", help="mask instance_info.configdrive")
+        p.add_argument("--no-clean", action="store_true",
+                       help="automated_clean = false: provide/undeploy skip cleaning (faster)")
         p.add_argument("--start-timeout", type=float, default=60.0)
 
     def client_opts(p):

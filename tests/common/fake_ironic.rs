@@ -113,6 +113,74 @@ impl FakeIronic {
         format!("http://{}", self.addr)
     }
 
+    /// The same fake behind TLS with `pki`'s server certificate; with `client_auth` it
+    /// also demands a client certificate signed by the test CA.
+    pub async fn start_tls(pki: &TestPki, client_auth: bool) -> FakeIronic {
+        let plain = FakeIronic::start().await;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(vec![pki.server_der.clone()], pki.server_key_der.clone_key())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/", get(root))
+            .route("/v1/{kind}", get(list))
+            .route("/v3/auth/tokens", post(issue_token))
+            .with_state(plain.state.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, app) = (acceptor.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper_util::service::TowerToHyperService::new(app);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        FakeIronic {
+            addr,
+            state: plain.state,
+        }
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
     pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
         f(&mut self.state.lock().unwrap())
     }
@@ -299,9 +367,16 @@ async fn issue_token(
         return (StatusCode::NOT_FOUND, "no keystone here").into_response();
     };
     let methods = &body["auth"]["identity"]["methods"];
-    let ok = methods == &json!(["application_credential"])
-        && body["auth"]["identity"]["application_credential"]["secret"] == "s3cret"
+    let identity = &body["auth"]["identity"];
+    let app_cred = methods == &json!(["application_credential"])
+        && identity["application_credential"]["secret"] == "s3cret"
         && body["auth"].get("scope").is_none();
+    let password = methods == &json!(["password"])
+        && identity["password"]["user"]["name"] == "metadata"
+        && identity["password"]["user"]["password"] == "pw-from-yaml"
+        && identity["password"]["user"]["domain"]["name"] == "Default"
+        && body["auth"]["scope"]["project"]["name"] == "service";
+    let ok = app_cred || password;
     if !ok {
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": 401, "message": "The request you have made requires authentication."}}))).into_response();
     }
@@ -338,4 +413,53 @@ pub fn node(uuid: &str, name: &str, ip: &str) -> Value {
         "network_data": {},
         "links": []
     })
+}
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, as PEM
+/// files in `dir` and DER for the fake's own TLS setup.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub server_der: rustls::pki_types::CertificateDer<'static>,
+    pub server_key_der: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["ironic-metadata".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &issuer)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
+        TestPki {
+            ca_der: ca.der().clone(),
+            server_der: server.der().clone(),
+            server_key_der: rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der())
+                .unwrap(),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
 }
