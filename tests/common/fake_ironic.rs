@@ -85,11 +85,7 @@ impl FakeIronic {
             requests: vec![],
             addr: None,
         }));
-        let app = Router::new()
-            .route("/", get(root))
-            .route("/v1/{kind}", get(list))
-            .route("/v3/auth/tokens", post(issue_token))
-            .with_state(state.clone());
+        let app = router(state.clone());
         // Its own thread and runtime: a test that loads its own runtime cannot starve it.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -141,11 +137,7 @@ impl FakeIronic {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/", get(root))
-            .route("/v1/{kind}", get(list))
-            .route("/v3/auth/tokens", post(issue_token))
-            .with_state(plain.state.clone());
+        let app = router(plain.state.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -207,6 +199,15 @@ impl FakeIronic {
                 .count()
         })
     }
+}
+
+/// The Ironic and Keystone routes the fake answers.
+fn router(state: Arc<Mutex<FakeState>>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/v1/{kind}", get(list))
+        .route("/v3/auth/tokens", post(issue_token))
+        .with_state(state)
 }
 
 fn record(state: &Mutex<FakeState>, method: &str, path: String, headers: &HeaderMap) {

@@ -1,0 +1,620 @@
+#!/usr/bin/env bash
+# Network-path end-to-end test of the exposure options in docs/exposure.md, for real, in
+# network namespaces this script creates (and always removes) on this machine. Needs root.
+#
+#   scripts/netns-e2e.sh [BINARY]        (default: target/debug/ironic-metadata)
+#
+# Topology (every address lives only inside the namespaces made here; the clients have no
+# default route; h, the host that setup-network.sh inspects, has one towards 10.77.0.1,
+# which nobody holds):
+#
+#   same segment   c1, c2, c3 ──┐
+#   (bridge in sw)    h ────────┼── sw:br0 ── srv eth0  169.254.169.254/24, as Docker's macvlan
+#                               │                       gives it; the image's entrypoint adds
+#                               │                       the on-link route to 10.77.0.0/24 and
+#                               │                       runs S1 (:80) as uid 10001
+#   routed + DNAT  rc ── rtr (nft DNAT 169.254.169.254:80 -> 10.77.100.1:8080) ── srv eth1
+#   static route   rs ──┘ (rtr: 169.254.169.254/32 via srv, no translation; S1 answers)
+#   reverse proxy  pc ── prx (nginx on 169.254.169.254:80, X-Forwarded-For) ───── srv eth2
+#                        srv lo: 10.77.100.1 = S2, 10.77.100.2 = S3 (a replica sharing the
+#                        token key, as behind BGP/anycast)
+#
+# Prints one line per assertion and finally "N passed, M failed"; exits non-zero on any
+# failure. Installs what it needs (iproute2, nftables, nginx, curl, libcap2-bin,
+# iputils-arping) with apt-get when missing.
+set -euo pipefail
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+esac
+[ "$#" -le 1 ] || { usage >&2; exit 2; }
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin_arg=${1:-$repo/target/debug/ironic-metadata}
+max_seconds=${E2E_MAX_SECONDS:-300}
+run_as=10001
+
+[ "$(id -u)" -eq 0 ] || { echo "netns-e2e: must run as root (it creates network namespaces)" >&2; exit 2; }
+[ -x "$bin_arg" ] || { echo "netns-e2e: binary not found or not executable: $bin_arg" >&2; exit 2; }
+
+# ---------------------------------------------------------------------------------------
+# Dependencies.
+
+ensure_deps() {
+  local need=()
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v nft >/dev/null 2>&1 || command -v iptables >/dev/null 2>&1 || need+=(nftables)
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v setcap >/dev/null 2>&1 || need+=(libcap2-bin)
+  command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+  command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
+  [ "${#need[@]}" -eq 0 ] && return 0
+  echo "netns-e2e: installing ${need[*]}" >&2
+  # Debian starts nginx on installation unless a policy-rc.d says no: it must not listen
+  # in this machine's own namespace.
+  local made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  local rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } || rc=$?
+  [ "$made_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || { echo "netns-e2e: apt-get install ${need[*]} failed" >&2; exit 2; }
+}
+ensure_deps
+
+# ---------------------------------------------------------------------------------------
+# Bookkeeping: assertions, our namespaces and processes, cleanup on every exit.
+
+pass=0
+fail=0
+summary_done=0
+namespaces=()
+pidfiles=()
+
+ok() { pass=$((pass + 1)); echo "ok   - $*"; }
+not_ok() { fail=$((fail + 1)); echo "FAIL - $*"; }
+
+# Unique prefix: no namespace of ours may collide with an existing one.
+while :; do
+  P="imde2e$(printf '%04x' $((RANDOM % 65536)))"
+  ip netns list | grep -q "^$P-" || break
+done
+T=$(mktemp -d "/tmp/$P.XXXXXX")
+chmod 0755 "$T"
+
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  local f pid ns
+  for f in "${pidfiles[@]}"; do
+    pid=$(cat "$f" 2>/dev/null) || continue
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+  done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for f in "${pidfiles[@]}"; do
+      pid=$(cat "$f" 2>/dev/null) || continue
+      [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.5
+  done
+  # Anything still running inside our own namespaces is ours.
+  for ns in "${namespaces[@]}"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do
+      kill -KILL "$pid" 2>/dev/null
+    done
+  done
+  for ns in "${namespaces[@]}"; do
+    ip netns del "$ns" 2>/dev/null
+  done
+  if [ "${E2E_KEEP_LOGS:-0}" = 1 ]; then
+    echo "logs kept in $T" >&2
+  else
+    rm -rf "$T"
+  fi
+  if [ "$summary_done" -eq 0 ]; then
+    not_ok "run aborted before the end (exit status $rc)"
+    echo "$pass passed, $fail failed"
+    rc=1
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started=$SECONDS
+deadline() { [ $((SECONDS - started)) -lt "$max_seconds" ]; }
+
+# wait_until SECONDS CMD...: run CMD every 0.2 s until it succeeds; false after SECONDS.
+wait_until() {
+  local limit=$1 t0=$SECONDS
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if [ $((SECONDS - t0)) -ge "$limit" ] || ! deadline; then return 1; fi
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------------------------------
+# Topology.
+
+nsx() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
+
+mkns() {
+  local n
+  for n in "$@"; do
+    ip netns add "$P-$n"
+    namespaces+=("$P-$n")
+    ip -n "$P-$n" link set lo up
+  done
+}
+
+# link NS_A IF_A NS_B IF_B: a veth pair created directly inside the two namespaces.
+link() {
+  ip link add name "$2" netns "$P-$1" type veth peer name "$4" netns "$P-$3"
+  ip -n "$P-$1" link set "$2" up
+  ip -n "$P-$3" link set "$4" up
+}
+
+mkns sw srv c1 c2 c3 h rtr rc rs prx pc
+
+# Same segment: a bridge in sw, one port per machine.
+ip -n "$P-sw" link add br0 type bridge
+ip -n "$P-sw" link set br0 up
+seg_port() { # seg_port NS MAC PORT
+  link "$1" eth0 sw "$3"
+  ip -n "$P-sw" link set "$3" master br0
+  [ -z "$2" ] || ip -n "$P-$1" link set eth0 address "$2"
+}
+seg_port srv "" psrv
+seg_port c1 52:54:00:77:00:11 pc1
+seg_port c2 52:54:00:77:00:12 pc2
+seg_port c3 52:54:00:77:00:13 pc3
+seg_port h 52:54:00:77:00:50 ph
+
+# The service's side of the segment is what Docker's macvlan network gives the container:
+# 169.254.169.254 in 169.254.169.0/24, nothing in the nodes' network.
+ip -n "$P-srv" addr add 169.254.169.254/24 dev eth0
+for c in c1:11 c2:12 c3:13; do
+  ip -n "$P-${c%%:*}" addr add "10.77.0.${c##*:}/24" dev eth0
+  ip -n "$P-${c%%:*}" route add 169.254.169.254/32 dev eth0
+done
+ip -n "$P-h" addr add 10.77.0.50/24 dev eth0
+ip -n "$P-h" route add default via 10.77.0.1 dev eth0
+
+# Routed: rc -- rtr -- srv, 169.254.169.254 routed to rtr as a DHCP option 121 route would.
+link rc eth0 rtr eth0
+link rtr eth1 srv eth1
+ip -n "$P-rc" addr add 10.78.0.2/24 dev eth0
+ip -n "$P-rc" route add 169.254.169.254/32 via 10.78.0.1
+ip -n "$P-rc" route add 10.77.100.0/24 via 10.78.0.1
+ip -n "$P-rtr" addr add 10.78.0.1/24 dev eth0
+ip -n "$P-rtr" addr add 10.77.1.1/30 dev eth1
+ip -n "$P-rtr" route add 10.77.100.0/24 via 10.77.1.2
+# Static route: rs's packets for 169.254.169.254 are forwarded untranslated to srv.
+link rs eth0 rtr eth2
+ip -n "$P-rs" addr add 10.79.0.2/24 dev eth0
+ip -n "$P-rs" route add 169.254.169.254/32 via 10.79.0.1
+ip -n "$P-rtr" addr add 10.79.0.1/24 dev eth2
+ip -n "$P-rtr" route add 169.254.169.254/32 via 10.77.1.2
+nsx rtr sysctl -qw net.ipv4.ip_forward=1
+ip -n "$P-srv" addr add 10.77.1.2/30 dev eth1
+ip -n "$P-srv" route add 10.78.0.0/24 via 10.77.1.1
+ip -n "$P-srv" route add 10.79.0.0/24 via 10.77.1.1
+ip -n "$P-srv" addr add 10.77.100.1/32 dev lo
+ip -n "$P-srv" addr add 10.77.100.2/32 dev lo
+
+if nsx rtr nft -f - <<'EOF' 2>/dev/null
+table ip e2e_nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "eth0" ip daddr 169.254.169.254 tcp dport 80 dnat to 10.77.100.1:8080
+  }
+}
+EOF
+then
+  dnat_tool=nftables
+else
+  nsx rtr iptables -t nat -A PREROUTING -i eth0 -d 169.254.169.254/32 -p tcp --dport 80 \
+    -j DNAT --to-destination 10.77.100.1:8080
+  dnat_tool=iptables
+fi
+
+# Reverse proxy: pc -- prx (nginx holding 169.254.169.254) -- srv.
+link pc eth0 prx eth0
+link prx eth1 srv eth2
+ip -n "$P-pc" addr add 10.77.5.2/24 dev eth0
+ip -n "$P-pc" route add 169.254.169.254/32 dev eth0
+ip -n "$P-prx" addr add 10.77.5.1/24 dev eth0
+ip -n "$P-prx" addr add 169.254.169.254/32 dev eth0
+ip -n "$P-prx" addr add 10.77.3.1/24 dev eth1
+ip -n "$P-prx" route add 10.77.100.0/24 via 10.77.3.2
+ip -n "$P-srv" addr add 10.77.3.2/24 dev eth2
+
+# ---------------------------------------------------------------------------------------
+# Files: binary with the image's file capability, inventory, policies, token key.
+
+bin="$T/ironic-metadata"
+cp "$bin_arg" "$bin"
+chmod 0755 "$bin"
+setcap cap_net_bind_service=+ep "$bin"
+install -m 0755 "$repo/deploy/docker/entrypoint.sh" "$T/entrypoint.sh"
+install -m 0755 "$repo/deploy/docker/healthcheck.sh" "$T/healthcheck.sh"
+
+(umask 077 && head -c 32 /dev/urandom | base64 >"$T/token.key")
+chown "$run_as:$run_as" "$T/token.key"
+chmod 0400 "$T/token.key"
+
+UUID_C1=e2e00000-0000-4000-8000-000000000011
+UUID_C2=e2e00000-0000-4000-8000-000000000012
+UUID_RC=e2e00000-0000-4000-8000-000000000078
+UUID_PC=e2e00000-0000-4000-8000-000000000005
+UUID_RS=e2e00000-0000-4000-8000-000000000079
+
+# node UUID NAME MAC IP WHERE: one node in the shape of Ironic's GET /v1/nodes?detail=True;
+# WHERE is "configdrive" (network_data in instance_info.configdrive) or "node"
+# (node.network_data).
+node() {
+  local uuid=$1 name=$2 mac=$3 ip=$4 where=$5 nd
+  nd=$(cat <<EOF
+{"links": [{"id": "port-0", "type": "phy", "ethernet_mac_address": "$mac", "mtu": 1500}],
+ "networks": [{"id": "network0", "type": "ipv4", "link": "port-0",
+   "network_id": "e2e00000-1111-4222-8333-444444444444", "ip_address": "$ip",
+   "netmask": "255.255.255.0", "routes": []}],
+ "services": []}
+EOF
+)
+  local cd_nd='' node_nd=null
+  if [ "$where" = configdrive ]; then cd_nd=", \"network_data\": $nd"; else node_nd=$nd; fi
+  cat <<EOF
+{"uuid": "$uuid", "name": "$name", "driver": "fake-hardware",
+ "provision_state": "active", "power_state": "power on", "instance_uuid": null,
+ "instance_info": {"configdrive": {"meta_data": {"hostname": "$name.e2e.test",
+   "public_keys": {"ops": "ssh-ed25519 AAAAe2e ops@$name"}}$cd_nd}},
+ "properties": {}, "extra": {}, "network_data": $node_nd}
+EOF
+}
+port() {
+  echo "{\"uuid\": \"$1\", \"address\": \"$2\", \"node_uuid\": \"$3\", \"portgroup_uuid\": null, \"pxe_enabled\": true, \"physical_network\": null, \"local_link_connection\": {}, \"extra\": {}}"
+}
+{
+  echo '{"nodes": ['
+  node "$UUID_C1" c1 52:54:00:77:00:11 10.77.0.11 configdrive; echo ','
+  node "$UUID_C2" c2 52:54:00:77:00:12 10.77.0.12 node; echo ','
+  node "$UUID_RC" rc 52:54:00:78:00:02 10.78.0.2 configdrive; echo ','
+  node "$UUID_PC" pc 52:54:00:77:05:02 10.77.5.2 node; echo ','
+  node "$UUID_RS" rs 52:54:00:79:00:02 10.79.0.2 configdrive
+  echo '], "ports": ['
+  port e2e00000-2222-4000-8000-000000000011 52:54:00:77:00:11 "$UUID_C1"; echo ','
+  port e2e00000-2222-4000-8000-000000000012 52:54:00:77:00:12 "$UUID_C2"; echo ','
+  port e2e00000-2222-4000-8000-000000000078 52:54:00:78:00:02 "$UUID_RC"; echo ','
+  port e2e00000-2222-4000-8000-000000000005 52:54:00:77:05:02 "$UUID_PC"
+  echo '], "portgroups": []}'
+} >"$T/inventory.json"
+
+# S1's policy: the segment, and the network routed to it by a static route.
+mkdir -p "$T/pol1"
+cat >"$T/pol1/segment.toml" <<'EOF'
+[[zone]]
+name = "segment"
+cidrs = ["10.77.0.0/24"]
+action = "allow"
+
+[[zone]]
+name = "static-routed"
+cidrs = ["10.79.0.0/24"]
+action = "allow"
+EOF
+
+# S2/S3's policy, laid out as Kubernetes mounts a ConfigMap (..data symlink swap).
+# $1: "trusted" or "untrusted" (the proxy's address in trusted_proxies or not).
+policy2() {
+  local trust=""
+  [ "$1" = trusted ] && trust='trusted_proxies = ["10.77.3.1/32"]'
+  cat <<EOF
+# Routed nodes: session tokens required, a small burst.
+[[zone]]
+name = "routed"
+cidrs = ["10.78.0.0/24"]
+action = "allow"
+tokens = "required"
+rate_limit = { per_second = 1, burst = 6 }
+
+# The reverse proxy's side.
+[[zone]]
+name = "proxies"
+cidrs = ["10.77.3.0/24"]
+action = "allow"
+$trust
+
+# Clients behind the proxy.
+[[zone]]
+name = "behind-proxy"
+cidrs = ["10.77.5.0/24"]
+action = "allow"
+
+# The same-segment nodes, so that a believed forgery would be answered.
+[[zone]]
+name = "segment"
+cidrs = ["10.77.0.0/24"]
+action = "allow"
+EOF
+}
+mkdir -p "$T/pol2/..v1"
+policy2 trusted >"$T/pol2/..v1/policy.toml"
+ln -s ..v1 "$T/pol2/..data"
+ln -s ..data/policy.toml "$T/pol2/policy.toml"
+chmod -R a+rX "$T/pol1" "$T/pol2" "$T/inventory.json"
+
+"$bin" policy check "$T/pol1" >/dev/null
+"$bin" policy check "$T/pol2" >/dev/null
+
+# ---------------------------------------------------------------------------------------
+# Processes.
+
+# daemon NS NAME CMD...: run CMD in the namespace in the background, bounded in time; its
+# PID (the same through every exec) lands in $T/NAME.pid, its output in $T/NAME.log.
+daemon() {
+  local ns=$1 name=$2
+  shift 2
+  pidfiles+=("$T/$name.pid")
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
+  ip netns exec "$P-$ns" timeout -k 5 "$((max_seconds + 30))" \
+    sh -c 'echo $$ >"$0"; exec "$@"' "$T/$name.pid" "$@" >"$T/$name.log" 2>&1 &
+}
+pid_of() { cat "$T/$1.pid" 2>/dev/null; }
+
+common_env=(INVENTORY_FILE="$T/inventory.json" TOKEN_KEY_FILE="$T/token.key" LOG_FORMAT=json LOG_LEVEL=info THREADS=1)
+
+# S1: as the compose macvlan variant runs it: the entrypoint starts as root, adds the
+# on-link route and drops to uid 10001; the file capability binds port 80.
+daemon srv s1 env "${common_env[@]}" POLICY_DIR="$T/pol1" \
+  BIND_ADDR=169.254.169.254 BIND_PORT=80 ADMIN_ADDR=127.0.0.1:9180 \
+  METADATA_ONLINK_SUBNETS=10.77.0.0/24 "$T/entrypoint.sh" "$bin" serve
+# S2 and S3: two replicas sharing the token key, as uid 10001 from the start.
+for s in s2:10.77.100.1:9181 s3:10.77.100.2:9182; do
+  IFS=: read -r name addr admin <<<"$s"
+  daemon srv "$name" setpriv --reuid="$run_as" --regid="$run_as" --clear-groups \
+    env "${common_env[@]}" POLICY_DIR="$T/pol2" BIND_ADDR="$addr" BIND_PORT=8080 \
+    ADMIN_ADDR="127.0.0.1:$admin" "$T/entrypoint.sh" "$bin" serve
+done
+
+mkdir -p "$T/nginx"
+cat >"$T/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user nobody nogroup;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log $T/nginx/access.log;
+  client_body_temp_path $T/nginx/body;
+  proxy_temp_path $T/nginx/proxy;
+  fastcgi_temp_path $T/nginx/fastcgi;
+  uwsgi_temp_path $T/nginx/uwsgi;
+  scgi_temp_path $T/nginx/scgi;
+  server {
+    listen 169.254.169.254:80;
+    location / {
+      proxy_pass http://10.77.100.1:8080;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_connect_timeout 3s;
+      proxy_read_timeout 5s;
+    }
+  }
+}
+EOF
+daemon prx nginx nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf"
+
+admin_ok() { nsx srv curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/readyz"; }
+for a in s1:9180 s2:9181 s3:9182; do
+  if ! wait_until 20 admin_ok "${a##*:}"; then
+    echo "--- ${a%%:*} log:" >&2
+    tail -n 20 "$T/${a%%:*}.log" >&2
+    not_ok "${a%%:*} became ready"
+    exit 1
+  fi
+done
+nginx_up() { nsx prx curl -sS -m 2 -o /dev/null http://169.254.169.254/; }
+wait_until 10 nginx_up || { cat "$T/nginx/error.log" >&2; not_ok "nginx started"; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# Requests.
+
+# get NS URL [curl args...]: sets $status, $body and $headers.
+get() {
+  local ns=$1 url=$2
+  shift 2
+  status=$(nsx "$ns" curl -sS -m 5 --connect-timeout 3 -o "$T/body" -D "$T/headers" \
+    -w '%{http_code}' "$@" "$url" 2>/dev/null) || true
+  body=$(cat "$T/body" 2>/dev/null || true)
+  headers=$(cat "$T/headers" 2>/dev/null || true)
+  rm -f "$T/body" "$T/headers"
+}
+MD=http://169.254.169.254/openstack/latest/meta_data.json
+
+# expect_node DESC UUID: the last answer was 200 with that node's meta_data.json.
+expect_node() {
+  if [ "$status" = 200 ] && grep -qF "\"uuid\": \"$2\"" <<<"$body"; then
+    ok "$1"
+  else
+    not_ok "$1 (status $status, body ${body:0:120})"
+  fi
+}
+expect_status() {
+  if [ "$status" = "$2" ]; then ok "$1"; else not_ok "$1 (status $status, want $2, body ${body:0:120})"; fi
+}
+# audit_has NAME PATTERN...: some audit line of that server's log has every pattern.
+audit_has() {
+  local name=$1 line
+  shift
+  while IFS= read -r line; do
+    local p all=1
+    for p in "$@"; do grep -qF -- "$p" <<<"$line" || { all=0; break; }; done
+    [ "$all" -eq 1 ] && return 0
+  done < <(grep -F '"target":"audit"' "$T/$name.log")
+  return 1
+}
+reloads() { # reloads ADMIN_PORT: the applied-reload counter (0 when absent)
+  nsx srv curl -fsS -m 2 "http://127.0.0.1:$1/metrics" |
+    awk '/^metadata_policy_reloads_total\{result="applied"\}/ {print $2; found=1} END {if (!found) print 0}'
+}
+
+echo "# DNAT by $dnat_tool; namespaces $P-*"
+
+echo "# a. same segment (macvlan-style 169.254.169.254, on-link route from the entrypoint)"
+s1_pid=$(pid_of s1)
+if grep -q "^Uid:[[:space:]]*${run_as}[[:space:]]" "/proc/$s1_pid/status" &&
+  grep -q '^CapBnd:[[:space:]]*0000000000000400$' "/proc/$s1_pid/status"; then
+  ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE in its bounding set, on port 80"
+else
+  not_ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE ($(grep -E '^(Uid|CapBnd)' "/proc/$s1_pid/status" | tr '\n' ' '))"
+fi
+if nsx srv ip route show 10.77.0.0/24 | grep -q 'dev eth0 scope link'; then
+  ok "the entrypoint added the on-link route to the nodes' network"
+else
+  not_ok "the entrypoint added the on-link route to the nodes' network"
+fi
+get c1 "$MD"; expect_node "c1 (52:54:00:77:00:11, 10.77.0.11) gets its own meta_data.json" "$UUID_C1"
+get c2 "$MD"; expect_node "c2 (52:54:00:77:00:12, 10.77.0.12) gets its own meta_data.json" "$UUID_C2"
+get c1 http://169.254.169.254/latest/meta-data/hostname
+if [ "$status" = 200 ] && [ "$body" = "c1.e2e.test" ]; then ok "c1's EC2 hostname is its own"; else not_ok "c1's EC2 hostname (status $status, body $body)"; fi
+get c3 "$MD"; expect_status "c3 (an address no node claims) is refused with 404" 404
+get c1 "$MD" -H 'X-Forwarded-For: 10.77.0.12'
+expect_node "c1 forging X-Forwarded-For (no trusted proxy) still gets c1's data" "$UUID_C1"
+get c1 http://169.254.169.254:9180/healthz
+if [ "$status" = 000 ]; then ok "the admin listener is not reachable from the segment"; else not_ok "the admin listener is not reachable from the segment (status $status)"; fi
+c1_mac=$(nsx srv ip neigh show 10.77.0.11 dev eth0 | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}')
+if [ "$c1_mac" = 52:54:00:77:00:11 ]; then ok "on the same segment the server's neighbour table holds c1's own MAC"; else not_ok "neighbour entry for c1 (got '$c1_mac')"; fi
+if nsx srv env ADMIN_ADDR=127.0.0.1:9180 "$T/healthcheck.sh" && nsx srv env ADMIN_ADDR=0.0.0.0:9180 "$T/healthcheck.sh"; then
+  ok "the image's health check passes against the admin listener"
+else
+  not_ok "the image's health check passes against the admin listener"
+fi
+if ! nsx srv env ADMIN_ADDR=127.0.0.1:9 "$T/healthcheck.sh" 2>/dev/null; then
+  ok "the health check fails when nothing answers"
+else
+  not_ok "the health check fails when nothing answers"
+fi
+# An unchanged policy is not swapped (nor counted) again, so the log is the witness.
+kill -HUP "$s1_pid"
+s1_hup() { grep -qF 'SIGHUP received, reloading the policy' "$T/s1.log"; }
+if wait_until 10 s1_hup && kill -0 "$s1_pid" && get c1 "$MD" && [ "$status" = 200 ]; then
+  ok "SIGHUP (the systemd unit's ExecReload) re-reads the policy; the server keeps serving"
+else
+  not_ok "SIGHUP re-reads the policy and the server keeps serving (status $status)"
+fi
+
+echo "# b. routed + DNAT (rtr: 169.254.169.254:80 -> 10.77.100.1:8080, no SNAT)"
+get rc "$MD"; expect_status "rc without a session token is refused with 401 (zone routed: tokens required)" 401
+if audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
+  ok "the service saw rc's own address 10.78.0.2 through the router (audit line)"
+else
+  not_ok "the service saw rc's own address through the router (audit: $(grep -F '"target":"audit"' "$T/s2.log" | tail -n 1))"
+fi
+get rc http://169.254.169.254/latest/api/token -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300'
+token=$body
+expect_status "rc gets a session token through the DNAT" 200
+get rc "$MD" -H "X-aws-ec2-metadata-token: $token"
+expect_node "rc with its token gets its own node's meta_data.json" "$UUID_RC"
+get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: $token"
+expect_node "a second replica sharing TOKEN_KEY_FILE accepts that token" "$UUID_RC"
+get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: ${token}x"
+expect_status "a tampered token is refused with 401" 401
+n429=0
+sent=0
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  sent=$((sent + 1))
+  get rc "$MD" -H "X-aws-ec2-metadata-token: $token"
+  if [ "$status" = 429 ]; then n429=$sent; break; fi
+done
+if [ "$n429" -gt 0 ] && grep -qi '^retry-after:' <<<"$headers"; then
+  ok "the routed zone's burst of 6 runs out: request $((n429 + 3)) gets 429 with Retry-After"
+else
+  not_ok "the routed zone's rate limit (no 429 in $sent more requests)"
+fi
+
+echo "# b2. static route (rtr forwards 169.254.169.254 to srv untranslated)"
+get rs "$MD"; expect_node "rs (10.79.0.2), routed to the service host, gets its own node" "$UUID_RS"
+
+echo "# c. reverse proxy (nginx in prx, X-Forwarded-For \$proxy_add_x_forwarded_for)"
+get pc "$MD"; expect_node "behind the trusted proxy pc gets its own node" "$UUID_PC"
+get pc "$MD" -H 'X-Forwarded-For: 10.77.0.11'
+expect_node "pc forging X-Forwarded-For: 10.77.0.11 through the proxy still gets pc's node" "$UUID_PC"
+get pc "$MD" -H 'X-Forwarded-For: 10.77.0.11, 10.77.3.1'
+expect_node "pc forging a chain that ends in the proxy's address still gets pc's node" "$UUID_PC"
+
+# Take the proxy out of trusted_proxies the way Kubernetes updates a ConfigMap volume: a
+# new ..vN directory and an atomic rename of the ..data symlink. No signal is sent.
+before=$(reloads 9181)
+mkdir "$T/pol2/..v2"
+policy2 untrusted >"$T/pol2/..v2/policy.toml"
+chmod -R a+rX "$T/pol2/..v2"
+ln -s ..v2 "$T/pol2/..data_tmp"
+mv -T "$T/pol2/..data_tmp" "$T/pol2/..data"
+rm -rf "$T/pol2/..v1"
+s2_reloaded() { [ "$(reloads 9181)" -gt "$before" ]; }
+if wait_until 15 s2_reloaded; then
+  ok "the ConfigMap-style ..data symlink swap is picked up without a signal"
+else
+  not_ok "the ConfigMap-style ..data symlink swap is picked up without a signal"
+fi
+get pc "$MD"; expect_status "with the proxy no longer trusted its own address is used: 404" 404
+if audit_has s2 '"client":"10.77.3.1"' '"zone":"proxies"'; then
+  ok "the refusal names the proxy 10.77.3.1 as the client (the header was not read)"
+else
+  not_ok "the refusal names the proxy as the client (audit: $(grep -F '"target":"audit"' "$T/s2.log" | tail -n 1))"
+fi
+get pc "$MD" -H 'X-Forwarded-For: 10.77.0.11'
+expect_status "a forged X-Forwarded-For through the untrusted proxy does not become c1: 404" 404
+
+echo "# d. scripts/setup-network.sh on a host of the segment (h)"
+setup() { nsx h "$repo/scripts/setup-network.sh" --env-file "$T/h.env" --no-token-key "$@"; }
+if out=$(setup 2>&1) && grep -qx 'METADATA_PARENT_IF=eth0' "$T/h.env" &&
+  grep -qx 'METADATA_ONLINK_SUBNETS=10.77.0.0/24' "$T/h.env"; then
+  ok "it finds the default-route interface and its network and writes them to the env file"
+else
+  not_ok "setup-network.sh writes the env file ($out; $(tr '\n' ' ' <"$T/h.env" 2>/dev/null))"
+fi
+nsx h ip route add 169.254.169.254/32 dev eth0
+get h "$MD" # fills h's neighbour table the way any earlier contact would
+if out=$(setup --dry-run 2>&1); then
+  not_ok "it refuses when 169.254.169.254 answers ARP on the segment (passed: $out)"
+elif [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q 'already answers ARP' <<<"$out"; then
+  ok "it refuses, with one message, when 169.254.169.254 is in the neighbour table: $out"
+else
+  not_ok "it refuses when 169.254.169.254 answers ARP ($out)"
+fi
+nsx h ip neigh flush dev eth0
+if setup --dry-run >/dev/null 2>&1 && ! out=$(setup --dry-run --probe 2>&1) && grep -q 'answered an ARP probe' <<<"$out"; then
+  ok "with --probe it refuses when an ARP probe is answered: $out"
+else
+  not_ok "with --probe it refuses when an ARP probe is answered ($out)"
+fi
+nsx h ip addr add 169.254.169.254/32 dev eth0
+if ! out=$(setup --dry-run 2>&1) && grep -q 'already configured on this host' <<<"$out"; then
+  ok "it refuses when 169.254.169.254 is configured on this host: $out"
+else
+  not_ok "it refuses when 169.254.169.254 is configured on this host ($out)"
+fi
+
+# ---------------------------------------------------------------------------------------
+for name in s1 s2 s3; do
+  if ! kill -0 "$(pid_of "$name")" 2>/dev/null; then not_ok "$name still running at the end"; fi
+done
+echo "# $((SECONDS - started)) s"
+summary_done=1
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
