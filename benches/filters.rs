@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ironic_metadata::gateway::{self, Context, Request};
 use ironic_metadata::identity::DEFAULT_SERVED_STATES;
 use ironic_metadata::inventory::{file, Catalog};
+use ironic_metadata::metadata::password::PasswordStore;
 use ironic_metadata::metrics::Metrics;
 use ironic_metadata::policy::store::PolicyStore;
 use ironic_metadata::policy::token::TokenKey;
@@ -35,10 +36,12 @@ fn bench(c: &mut Criterion) {
     let (catalog, store) = fixtures();
     let policy = store.current();
     let tokens = TokenKey::random();
+    let passwords = PasswordStore::new(None).unwrap();
     let ctx = Context {
         catalog: &catalog,
         policy: &policy,
         tokens: &tokens,
+        passwords: &passwords,
         now: SystemTime::now(),
         today: "2026-11-27",
     };

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// it a random key is used and tokens do not survive a restart.
     #[arg(long = "token-key-file", env = "TOKEN_KEY_FILE")]
     pub token_key_file: Option<PathBuf>,
+    /// Directory for state that must survive restarts (instance passwords). Without it
+    /// that state is kept in memory only.
+    #[arg(long = "state-dir", env = "STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use crate::identity::Lookup;
 use crate::inventory::{Catalog, OnDemand};
+use crate::metadata::password::{PasswordError, PasswordStore};
 use crate::metadata::render;
 use crate::metadata::route::{self, Route, RouteError};
 use crate::policy::forwarded::{self, ForwardedError};
@@ -38,6 +39,8 @@ pub struct Request<'a> {
     pub token_ttl: Option<&'a str>,
     /// `If-None-Match`.
     pub if_none_match: Option<&'a str>,
+    /// The request body (read only for a password POST); `None` when it was too large.
+    pub body: Option<&'a [u8]>,
 }
 
 /// Shared state a request is answered from; `policy` stays the same for the whole request.
@@ -45,6 +48,7 @@ pub struct Context<'a> {
     pub catalog: &'a Catalog,
     pub policy: &'a Policy,
     pub tokens: &'a TokenKey,
+    pub passwords: &'a PasswordStore,
     pub now: SystemTime,
     pub today: &'a str,
 }
@@ -179,7 +183,12 @@ pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
     if req.method == "PUT" {
         return Admitted::Done(put_token(ctx, req, client, label, &segments));
     }
-    if req.method != "GET" && req.method != "HEAD" {
+    // POST only where an instance sets its password (cloudbase-init).
+    let password_post = req.method == "POST"
+        && segments.len() == 3
+        && segments[0] == "openstack"
+        && segments[2] == "password";
+    if req.method != "GET" && req.method != "HEAD" && !password_post {
         return Admitted::Done(Outcome::refuse(
             Refusal::MethodNotAllowed,
             Some(client),
@@ -298,8 +307,14 @@ fn put_token(
 }
 
 /// Step 6: identity, then render.
-pub fn answer(catalog: &Catalog, client: IpAddr, zone: Arc<str>, route: &Route) -> Outcome {
-    let index = catalog.index();
+pub fn answer(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    client: IpAddr,
+    zone: Arc<str>,
+    route: &Route,
+) -> Outcome {
+    let index = ctx.catalog.index();
     let refuse = |r: Refusal, detail: String| {
         Outcome::refuse(r, Some(client), Some(zone.clone()), Some(detail))
     };
@@ -324,6 +339,15 @@ pub fn answer(catalog: &Catalog, client: IpAddr, zone: Arc<str>, route: &Route) 
             )
         }
     };
+    if let Route::OpenStack {
+        version,
+        file: Some(f),
+    } = route
+    {
+        if f == "password" && *version >= "2013-04-04" {
+            return password(ctx, req, &node, client, zone);
+        }
+    }
     match render::render(&node, route, client) {
         Ok(reply) => Outcome::answered(reply, client, zone, Some(node.uuid.clone())),
         Err(refusal) => {
@@ -357,6 +381,42 @@ fn conditional(mut out: Outcome, if_none_match: Option<&str>) -> Outcome {
     out
 }
 
+/// `/openstack/<version>/password`: GET returns the stored value (empty when none), POST
+/// stores it once per deployment (409 after that, 400 over 1020 bytes), as Nova does.
+fn password(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    node: &crate::metadata::view::NodeView,
+    client: IpAddr,
+    zone: Arc<str>,
+) -> Outcome {
+    let uuid = Some(node.uuid.clone());
+    let refuse = |r: Refusal, detail: Option<String>| {
+        let mut out = Outcome::refuse(r, Some(client), Some(zone.clone()), detail);
+        out.node = uuid.clone();
+        out
+    };
+    if req.method != "POST" {
+        let value = ctx
+            .passwords
+            .get(&node.uuid, &node.deployment)
+            .unwrap_or_default();
+        return Outcome::answered(Reply::text(value), client, zone, uuid);
+    }
+    let Some(body) = req.body else {
+        return refuse(Refusal::PasswordTooLong, None);
+    };
+    let Ok(text) = std::str::from_utf8(body) else {
+        return refuse(Refusal::BadPath, Some("password is not UTF-8".into()));
+    };
+    match ctx.passwords.set(&node.uuid, &node.deployment, text) {
+        Ok(()) => Outcome::answered(Reply::text(""), client, zone, uuid),
+        Err(PasswordError::Exists) => refuse(Refusal::PasswordExists, None),
+        Err(PasswordError::TooLong) => refuse(Refusal::PasswordTooLong, None),
+        Err(e @ PasswordError::Io(_)) => refuse(Refusal::PasswordNotStored, Some(e.to_string())),
+    }
+}
+
 /// The whole path without on-demand refresh (file inventories, tests).
 pub fn handle(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
     conditional(handle_inner(ctx, req), req.if_none_match)
@@ -369,7 +429,7 @@ fn handle_inner(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
             client,
             zone,
             route,
-        } => answer(ctx.catalog, client, zone, &route),
+        } => answer(ctx, req, client, zone, &route),
     }
 }
 
@@ -397,7 +457,7 @@ async fn refreshing(
             route,
         } => (client, zone, route),
     };
-    let out = answer(ctx.catalog, client, zone.clone(), &route);
+    let out = answer(ctx, req, client, zone.clone(), &route);
     if out.refusal != Some(Refusal::UnknownAddress) {
         return out;
     }
@@ -405,7 +465,7 @@ async fn refreshing(
         return out;
     };
     let out = if source.refresh_for(client).await {
-        answer(ctx.catalog, client, zone.clone(), &route)
+        answer(ctx, req, client, zone.clone(), &route)
     } else {
         out
     };

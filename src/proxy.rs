@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::gateway::{self, Context, Outcome, Request};
 use crate::inventory::{Catalog, OnDemand};
 use crate::ironic::Refresher;
+use crate::metadata::password::{self, PasswordStore};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::token::TokenKey;
@@ -31,7 +32,35 @@ pub struct MetadataGateway {
     on_demand: Option<Arc<dyn OnDemand>>,
     policy: Arc<PolicyStore>,
     tokens: Arc<TokenKey>,
+    passwords: Arc<PasswordStore>,
     keepalive_seconds: u64,
+}
+
+/// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
+/// (judged by Content-Length first, then by what arrives) or unreadable.
+async fn read_small_body(session: &mut Session) -> Option<Vec<u8>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > password::MAX_SIZE) {
+        return None;
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > password::MAX_SIZE {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(body),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// All values of one request header, as text (values that are not text are skipped).
@@ -56,6 +85,12 @@ impl ProxyHttp for MetadataGateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        // Only a password POST carries a body worth reading, and only a small one.
+        let body = if session.req_header().method == http::Method::POST {
+            read_small_body(session).await
+        } else {
+            Some(Vec::new())
+        };
         let header = session.req_header();
         let method = header.method.as_str();
         let path = header
@@ -75,6 +110,7 @@ impl ProxyHttp for MetadataGateway {
             token: first("x-aws-ec2-metadata-token"),
             token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
             if_none_match: first("if-none-match"),
+            body: body.as_deref(),
         };
         let today = gateway::today_utc();
         let policy = self.policy.current();
@@ -82,6 +118,7 @@ impl ProxyHttp for MetadataGateway {
             catalog: &self.catalog,
             policy: &policy,
             tokens: &self.tokens,
+            passwords: &self.passwords,
             now: std::time::SystemTime::now(),
             today: &today,
         };
@@ -260,6 +297,7 @@ pub struct Parts {
     pub refresher: Option<Arc<Refresher>>,
     pub policy: Arc<PolicyStore>,
     pub tokens: Arc<TokenKey>,
+    pub passwords: Arc<PasswordStore>,
 }
 
 pub fn run(settings: &Settings, parts: Parts, stop: Arc<Notify>) {
@@ -269,6 +307,7 @@ pub fn run(settings: &Settings, parts: Parts, stop: Arc<Notify>) {
         refresher,
         policy,
         tokens,
+        passwords,
     } = parts;
     let conf = ServerConf {
         threads: settings.threads,
@@ -288,6 +327,7 @@ pub fn run(settings: &Settings, parts: Parts, stop: Arc<Notify>) {
             on_demand: refresher.clone().map(|r| r as Arc<dyn OnDemand>),
             policy: policy.clone(),
             tokens,
+            passwords,
             keepalive_seconds: settings.keepalive_seconds,
         },
         "metadata",

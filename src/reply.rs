@@ -70,6 +70,12 @@ pub enum Refusal {
     TokenBadTtl,
     /// A token PUT that came through a proxy (carries X-Forwarded-For), or to a versioned path.
     TokenPutForbidden,
+    /// A password POST when one is already set.
+    PasswordExists,
+    /// A password POST over 1020 bytes.
+    PasswordTooLong,
+    /// The password could not be stored.
+    PasswordNotStored,
 }
 
 impl Refusal {
@@ -93,6 +99,9 @@ impl Refusal {
             Refusal::TokenRequired => "token_required",
             Refusal::TokenBadTtl => "token_bad_ttl",
             Refusal::TokenPutForbidden => "token_put_forbidden",
+            Refusal::PasswordExists => "password_exists",
+            Refusal::PasswordTooLong => "password_too_long",
+            Refusal::PasswordNotStored => "password_not_stored",
         }
     }
 
@@ -119,6 +128,9 @@ impl Refusal {
                 "missing or invalid X-aws-ec2-metadata-token-ttl-seconds\n",
             ),
             Refusal::TokenPutForbidden => (403, "forbidden\n"),
+            Refusal::PasswordExists => (409, "password already set\n"),
+            Refusal::PasswordTooLong => (400, "password too long\n"),
+            Refusal::PasswordNotStored => (500, "password not stored\n"),
         };
         let mut reply = Reply {
             status,

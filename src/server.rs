@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use crate::cli::ServeArgs;
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient, RefreshConfig, Refresher};
+use crate::metadata::password::PasswordStore;
 use crate::metrics::Metrics;
 use crate::policy::file::PolicyError;
 use crate::policy::store::PolicyStore;
@@ -34,6 +35,7 @@ pub struct Settings {
     pub source: Source,
     pub policy_dir: PathBuf,
     pub token_key_file: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub served_states: Vec<String>,
     pub threads: usize,
     pub keepalive_seconds: u64,
@@ -64,7 +66,7 @@ pub enum StartError {
     #[error("invalid policy: {0}")]
     Policy(#[from] PolicyError),
     #[error("{0}")]
-    TokenKey(String),
+    Setup(String),
     #[error("cannot listen on {addr} ({role}): {reason}")]
     Bind {
         addr: SocketAddr,
@@ -145,6 +147,7 @@ impl Settings {
             source,
             policy_dir: a.policy_dir.clone(),
             token_key_file: a.token_key_file.clone(),
+            state_dir: a.state_dir.clone(),
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
@@ -162,6 +165,7 @@ pub struct Prepared {
     pub refresher: Option<Arc<Refresher>>,
     pub policy: Arc<PolicyStore>,
     pub tokens: Arc<TokenKey>,
+    pub passwords: Arc<PasswordStore>,
 }
 
 pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
@@ -169,9 +173,11 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     let metrics = Arc::new(Metrics::new());
     let policy = Arc::new(PolicyStore::load(&settings.policy_dir, metrics.clone())?);
     let tokens = match &settings.token_key_file {
-        Some(path) => Some(TokenKey::from_file(path).map_err(StartError::TokenKey)?),
+        Some(path) => Some(TokenKey::from_file(path).map_err(StartError::Setup)?),
         None => None,
     };
+    let passwords =
+        Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
     enum Loaded {
         File(String, crate::inventory::model::Inventory),
         Ironic(Box<IronicClient>, RefreshConfig),
@@ -224,6 +230,7 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         refresher,
         policy,
         tokens,
+        passwords,
     })
 }
 
@@ -259,6 +266,7 @@ fn run_until(p: Prepared, stop: Arc<Notify>) {
         refresher: p.refresher,
         policy: p.policy,
         tokens: p.tokens,
+        passwords: p.passwords,
     };
     crate::proxy::run(&p.settings, parts, stop);
     tracing::info!("stopped");

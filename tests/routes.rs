@@ -59,7 +59,7 @@ async fn openstack_tree_for_a_node_with_a_configdrive() {
             p,
             200,
             TEXT,
-            "meta_data.json\nuser_data\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
+            "meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
         )
         .await;
     }
@@ -79,7 +79,7 @@ async fn openstack_tree_for_a_node_with_a_configdrive() {
         "/openstack/2015-10-15/",
         200,
         TEXT,
-        "meta_data.json\nuser_data\nvendor_data.json\nnetwork_data.json",
+        "meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json",
     )
     .await;
     // Nova's `_metadata_as_json` keys and order, filled from the configdrive's meta_data
@@ -461,7 +461,7 @@ async fn node_without_configdrive_gets_defaults_and_no_user_data() {
         "/openstack/latest",
         200,
         TEXT,
-        "meta_data.json\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
+        "meta_data.json\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json",
     )
     .await;
     check_md(&s, BRAVO, "/openstack/latest/meta_data.json",

@@ -31,6 +31,9 @@ pub struct Node {
     pub lessee: Option<String>,
     #[serde(default)]
     pub resource_class: Option<String>,
+    /// Changes on every provision state change: tells one deployment from the next.
+    #[serde(default)]
+    pub provision_updated_at: Option<String>,
 }
 
 /// One Ironic port (a NIC of a node).

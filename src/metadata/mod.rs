@@ -2,6 +2,7 @@
 //! (pure). Nothing here knows about HTTP servers, policies or Ironic's API.
 
 pub mod network;
+pub mod password;
 pub mod pyjson;
 pub mod render;
 pub mod route;

@@ -54,6 +54,9 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
         if user_data.is_some() {
             names.push("user_data");
         }
+        if at_least(version, "2013-04-04") {
+            names.push("password");
+        }
         if at_least(version, "2013-10-17") {
             names.push("vendor_data.json");
         }

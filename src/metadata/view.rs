@@ -49,6 +49,9 @@ pub struct NodeView {
     pub instance_type: Option<String>,
     /// `instance_info.image_source`.
     pub image_source: Option<String>,
+    /// Identifies this deployment of the node (instance and provision time): state kept
+    /// per deployment, like the password, is forgotten when the node is redeployed.
+    pub deployment: String,
 }
 
 impl NodeView {
@@ -112,6 +115,11 @@ impl NodeView {
                 .or_else(|| nonempty(&node.owner)),
             instance_type: info("flavor_name").or_else(|| nonempty(&node.resource_class)),
             image_source: info("image_source"),
+            deployment: format!(
+                "{}|{}",
+                node.instance_uuid.as_deref().unwrap_or(""),
+                node.provision_updated_at.as_deref().unwrap_or("")
+            ),
         }
     }
 
