@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::inventory::model::Inventory;
-use crate::metadata::view::NodeView;
+use crate::metadata::view::{DriveCache, NodeView};
 
 /// Provision states whose nodes are answered for when the operator does not say otherwise:
 /// a deployed instance and the states in which its first boot may already ask.
@@ -53,6 +53,18 @@ impl Index {
 
     /// [`Index::build`], with DNS servers for network data generated from ports.
     pub fn build_with(inventory: &Inventory, served_states: &[String], dns: &[IpAddr]) -> Index {
+        Index::build_cached(inventory, served_states, dns, &mut DriveCache::new()).0
+    }
+
+    /// [`Index::build_with`], reusing decoded configdrive images from `cache`; returns the
+    /// cache of the images this index uses.
+    pub fn build_cached(
+        inventory: &Inventory,
+        served_states: &[String],
+        dns: &[IpAddr],
+        cache: &mut DriveCache,
+    ) -> (Index, DriveCache) {
+        let mut used = DriveCache::new();
         let mut ports: HashMap<&str, Vec<&crate::inventory::model::Port>> = HashMap::new();
         for p in &inventory.ports {
             if let Some(n) = p.node_uuid.as_deref() {
@@ -69,7 +81,7 @@ impl Index {
             .nodes
             .iter()
             .map(|n| {
-                let mut view = NodeView::from_ironic(n);
+                let mut view = NodeView::from_ironic_cached(n, cache, &mut used);
                 let p = ports.get(n.uuid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 let g = groups
                     .get(n.uuid.as_str())
@@ -108,12 +120,13 @@ impl Index {
                 }
             }
         }
-        Index {
+        let index = Index {
             nodes,
             by_ip,
             served,
             built_at: Some(SystemTime::now()),
-        }
+        };
+        (index, used)
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Lookup {

@@ -270,6 +270,18 @@ def scenario_noauth(binary):
                    for i, spec in enumerate(nodes) for p in expected_answers(spec))
         check(same, "a dump of the real Ironic, served as a file inventory, answers identically")
 
+        # The same data as a base64 gzipped ISO 9660 configdrive, built the way Ironic
+        # builds one (openstacksdk's configdrive.build), is served identically.
+        from openstack.baremetal import configdrive as os_configdrive
+        iso_spec = specs(5, 1, "e2e-iso-")
+        cd = iso_spec[0]["configdrive"]
+        image = os_configdrive.build(cd["meta_data"], user_data=cd["user_data"].encode(),
+                                     network_data=cd["network_data"])
+        iso_spec[0]["configdrive"] = image.decode() if isinstance(image, bytes) else image
+        ironic.harness("enroll", spec=iso_spec)
+        iso_spec[0]["configdrive"] = cd
+        check_node(svc, iso_spec[0], 5, "ISO configdrive")
+
         # Deployed after start-up: answered on its first request.
         late = specs(3, 1, "e2e-")
         ironic.harness("enroll", spec=late)

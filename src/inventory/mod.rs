@@ -42,6 +42,8 @@ pub struct Catalog {
     index: ArcSwap<Index>,
     status: ArcSwap<SourceStatus>,
     served_states: Vec<String>,
+    /// Decoded configdrive images of the current index, reused by the next build.
+    drives: std::sync::Mutex<crate::metadata::view::DriveCache>,
 }
 
 impl Catalog {
@@ -53,6 +55,7 @@ impl Catalog {
                 ..SourceStatus::default()
             }),
             served_states,
+            drives: Default::default(),
         }
     }
 
@@ -67,7 +70,10 @@ impl Catalog {
 
     /// Index a fresh inventory and publish it. Returns the warnings found in it.
     pub fn publish(&self, inventory: &Inventory) -> Vec<String> {
-        let index = Index::build(inventory, &self.served_states);
+        let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
+        let (index, used) = Index::build_cached(inventory, &self.served_states, &[], &mut drives);
+        *drives = used;
+        drop(drives);
         let warnings = index_warnings(&index);
         let prev = self.status.load_full();
         // Each problem is logged once when it appears, not on every refresh.

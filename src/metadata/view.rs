@@ -1,7 +1,9 @@
 //! The node view: what the metadata handler needs from one Ironic node, extracted once when
 //! the index is built so that requests never re-parse Ironic's JSON.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -16,8 +18,8 @@ pub const MASKED: &str = "******";
 pub enum ConfigDrive {
     /// The node was deployed without one.
     Absent,
-    /// Readable contents (the JSON dict form).
-    Contents(Box<DriveContents>),
+    /// Readable contents (the JSON dict form, or a decoded image).
+    Contents(Arc<DriveContents>),
     /// Present but not usable; the reason is logged and the files it holds answer 404.
     Unreadable(String),
 }
@@ -54,8 +56,41 @@ pub struct NodeView {
     pub deployment: String,
 }
 
+/// Decoded configdrive images by (node, length, digest of the string): an image is decoded
+/// once per node and version, not on every refresh.
+pub type DriveCache = HashMap<(String, usize, u64), Result<Arc<DriveContents>, String>>;
+
+fn decode_cached(
+    node: &str,
+    text: &str,
+    old: &mut DriveCache,
+    new: &mut DriveCache,
+) -> ConfigDrive {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let key = (node.to_string(), text.len(), h.finish());
+    let decoded = match old.remove(&key) {
+        Some(d) => d,
+        None => super::configdrive::decode(text)
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
+    };
+    new.insert(key, decoded.clone());
+    match decoded {
+        Ok(c) => ConfigDrive::Contents(c),
+        Err(why) => ConfigDrive::Unreadable(why),
+    }
+}
+
 impl NodeView {
     pub fn from_ironic(node: &Node) -> NodeView {
+        NodeView::from_ironic_cached(node, &mut DriveCache::new(), &mut DriveCache::new())
+    }
+
+    /// [`NodeView::from_ironic`], taking decoded images from `old` and recording the
+    /// ones used in `new`.
+    pub fn from_ironic_cached(node: &Node, old: &mut DriveCache, new: &mut DriveCache) -> NodeView {
         let configdrive = match node.instance_info.get("configdrive") {
             None | Some(Value::Null) => ConfigDrive::Absent,
             Some(Value::String(s)) if s.is_empty() => ConfigDrive::Absent,
@@ -67,11 +102,9 @@ impl NodeView {
             Some(Value::String(s)) if s.contains("://") => ConfigDrive::Unreadable(
                 "configdrive given as a URL is not supported by this version".into(),
             ),
-            Some(Value::String(_)) => ConfigDrive::Unreadable(
-                "configdrive given as a base64 image is not supported by this version".into(),
-            ),
+            Some(Value::String(s)) => decode_cached(&node.uuid, s, old, new),
             Some(Value::Object(dict)) => match drive_from_dict(dict) {
-                Ok(c) => ConfigDrive::Contents(Box::new(c)),
+                Ok(c) => ConfigDrive::Contents(Arc::new(c)),
                 Err(why) => ConfigDrive::Unreadable(why),
             },
             Some(other) => ConfigDrive::Unreadable(format!(
