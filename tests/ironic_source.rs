@@ -469,3 +469,59 @@ async fn keystone_password_from_clouds_yaml() {
     assert_eq!(fake.with(|s| s.tokens_issued), 1);
     assert!(!s.log().contains("pw-from-yaml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configdrive_from_a_url_is_downloaded_once() {
+    let fake = FakeIronic::start().await;
+    let iso = std::fs::read_to_string(common::fixture("configdrive-iso.b64")).unwrap();
+    let mut n = node(&uuid(7), "url", "127.0.0.17");
+    n["instance_info"]["configdrive"] =
+        json!(format!("{}/configdrive/node7?temp_url_sig=abc", fake.url()));
+    n["network_data"] = json!({"links": [], "services": [], "networks": [
+        {"id": "n", "type": "ipv4", "link": "l", "network_id": "x", "ip_address": "127.0.0.17"}]});
+    let mut missing = node(&uuid(8), "gone", &ip(8));
+    missing["instance_info"]["configdrive"] = json!(format!("{}/configdrive/none", fake.url()));
+    missing["network_data"] = json!({"links": [], "services": [], "networks": [
+        {"id": "n", "type": "ipv4", "link": "l", "network_id": "x", "ip_address": ip(8)}]});
+    fake.with(|s| {
+        s.configdrives.insert("node7".into(), iso.into_bytes());
+        s.nodes = vec![n, missing];
+    });
+    let s = Server::start_ironic(&fake.url(), &["--refresh-interval", "1"], &[]);
+    eventually(WAIT, "three sweeps", || async {
+        sweeps(&s, "periodic").await >= 3.0
+    })
+    .await;
+    assert_eq!(
+        instance_id(&s, "127.0.0.17").await,
+        (200, "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f".into())
+    );
+    let (_, _, ud) = get(
+        &client_from("127.0.0.17"),
+        &s.url("/openstack/latest/user_data"),
+    )
+    .await;
+    assert_eq!(ud, "#cloud-config\nhostname: iso-node\n");
+    // Downloaded once however many sweeps ran; the missing one is retried and reported.
+    let fetches = |name: &str| {
+        fake.with(|st| {
+            st.requests
+                .iter()
+                .filter(|r| r.path == format!("/configdrive/{name}"))
+                .count()
+        })
+    };
+    assert_eq!(fetches("node7"), 1);
+    assert!(fetches("none") >= 2);
+    assert_eq!(instance_id(&s, &ip(8)).await.0, 404);
+    let ready = s.readyz().await;
+    assert!(
+        ready["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("configdrive URL could not be downloaded")),
+        "{ready}"
+    );
+    // The URL's signature never reaches the log.
+    assert!(!s.log().contains("temp_url_sig"));
+}

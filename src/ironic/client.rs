@@ -24,6 +24,8 @@ const DETAIL_QUERY_MINOR: u32 = 43;
 const PORTGROUPS_MINOR: u32 = 23;
 /// Largest answer body read from Ironic.
 const MAX_BODY: usize = 256 * 1024 * 1024;
+/// Largest configdrive downloaded from a URL (base64 of Ironic's 64 MiB limit).
+pub const MAX_CONFIGDRIVE: usize = 90 * 1024 * 1024;
 /// Renew a Keystone token this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -162,6 +164,54 @@ impl IronicClient {
             Some(u) => format!("ironic:{}", redact(u)),
             None => "ironic:keystone-catalog".into(),
         }
+    }
+
+    /// Download a configdrive Ironic stores as a URL (a Swift temp URL, say), without any
+    /// Ironic credentials, within the client's timeouts and [`MAX_CONFIGDRIVE`] bytes.
+    /// Returns the text form (base64), encoding a binary answer.
+    pub async fn fetch_configdrive(&self, url: &str) -> Result<String, ClientError> {
+        let parsed = Url::parse(url)
+            .map_err(|e| ClientError::Config(format!("invalid configdrive URL: {e}")))?;
+        if parsed.scheme() != "http" && parsed.scheme() != "https" {
+            return Err(ClientError::Config(
+                "configdrive URL scheme must be http or https".into(),
+            ));
+        }
+        let target = redact(url);
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let map = |e: reqwest::Error| ClientError::Connect {
+            target: target.clone(),
+            message: error_chain(&e),
+        };
+        let mut resp = self.http.get(parsed.clone()).send().await.map_err(map)?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Status {
+                target,
+                status: resp.status().as_u16(),
+                message: "configdrive download failed".into(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map)? {
+            if body.len() + chunk.len() > MAX_CONFIGDRIVE {
+                return Err(ClientError::Invalid {
+                    target,
+                    message: format!("configdrive larger than {MAX_CONFIGDRIVE} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // Ironic uploads the base64 text; a binary image (gzip or ISO) is encoded here.
+        let is_base64 = body
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n ".contains(b));
+        use base64::Engine;
+        Ok(if is_base64 {
+            String::from_utf8(body).unwrap_or_default()
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(body)
+        })
     }
 
     /// One full sweep: all nodes, ports and portgroups.

@@ -56,6 +56,8 @@ pub struct Refresher {
     trigger: Notify,
     progress: watch::Sender<Progress>,
     recent: Mutex<HashMap<IpAddr, Instant>>,
+    /// Configdrives downloaded from URLs, by (node, URL).
+    drives: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Refresher {
@@ -73,6 +75,7 @@ impl Refresher {
             trigger: Notify::new(),
             progress: watch::channel(Progress::default()).0,
             recent: Mutex::new(HashMap::new()),
+            drives: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,7 +129,8 @@ impl Refresher {
         self.metrics.sweeps.with_label_values(&[kind]).inc();
         self.metrics.sweep_seconds.observe(elapsed.as_secs_f64());
         let ok = match result {
-            Ok(inventory) => {
+            Ok(mut inventory) => {
+                self.resolve_configdrive_urls(&mut inventory).await;
                 self.catalog.publish(&inventory);
                 tracing::debug!(
                     target: "ironic",
@@ -151,6 +155,38 @@ impl Refresher {
         };
         self.progress.send_modify(|p| p.completed = p.started);
         ok
+    }
+
+    /// Replace configdrives stored as URLs by their content, downloaded once per node and
+    /// URL. A failed download leaves the URL, which the index reports as unreadable.
+    async fn resolve_configdrive_urls(&self, inventory: &mut crate::inventory::model::Inventory) {
+        let mut cache = std::mem::take(&mut *self.drives.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut used = HashMap::new();
+        for node in &mut inventory.nodes {
+            let Some(serde_json::Value::String(url)) = node.instance_info.get("configdrive") else {
+                continue;
+            };
+            if !url.contains("://") {
+                continue;
+            }
+            let key = (node.uuid.clone(), url.clone());
+            let content = match cache.remove(&key) {
+                Some(c) => c,
+                None => match self.client.fetch_configdrive(url).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(target: "ironic", node = %node.uuid, error = %e, "configdrive download failed");
+                        continue;
+                    }
+                },
+            };
+            node.instance_info.insert(
+                "configdrive".into(),
+                serde_json::Value::String(content.clone()),
+            );
+            used.insert(key, content);
+        }
+        *self.drives.lock().unwrap_or_else(|e| e.into_inner()) = used;
     }
 
     pub fn client(&self) -> &IronicClient {

@@ -100,7 +100,8 @@ impl NodeView {
                     .into(),
             ),
             Some(Value::String(s)) if s.contains("://") => ConfigDrive::Unreadable(
-                "configdrive given as a URL is not supported by this version".into(),
+                "configdrive URL could not be downloaded (or the source does not download URLs)"
+                    .into(),
             ),
             Some(Value::String(s)) => decode_cached(&node.uuid, s, old, new),
             Some(Value::Object(dict)) => match drive_from_dict(dict) {

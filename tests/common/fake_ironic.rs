@@ -61,6 +61,8 @@ pub struct FakeState {
     pub unauthorized: usize,
     pub requests: Vec<Recorded>,
     pub addr: Option<SocketAddr>,
+    /// Bodies served at /configdrive/{name} (a stand-in for a Swift temp URL).
+    pub configdrives: std::collections::HashMap<String, Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -84,6 +86,7 @@ impl FakeIronic {
             unauthorized: 0,
             requests: vec![],
             addr: None,
+            configdrives: Default::default(),
         }));
         let app = router(state.clone());
         // Its own thread and runtime: a test that loads its own runtime cannot starve it.
@@ -207,7 +210,20 @@ fn router(state: Arc<Mutex<FakeState>>) -> Router {
         .route("/", get(root))
         .route("/v1/{kind}", get(list))
         .route("/v3/auth/tokens", post(issue_token))
+        .route("/configdrive/{name}", get(configdrive))
         .with_state(state)
+}
+
+async fn configdrive(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    record(&state, "GET", format!("/configdrive/{name}"), &headers);
+    match state.lock().unwrap().configdrives.get(&name) {
+        Some(body) => (StatusCode::OK, body.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such object").into_response(),
+    }
 }
 
 fn record(state: &Mutex<FakeState>, method: &str, path: String, headers: &HeaderMap) {
