@@ -14,6 +14,15 @@ if ! command -v genisoimage >/dev/null && ! command -v mkisofs >/dev/null && ! c
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq genisoimage >/dev/null
 fi
 scripts/ironic/setup-venv.sh
+# cloud-init itself is not on PyPI: unpack Debian's package to run its converters.
+cloudinit_dir=.venv-ironic/cloud-init
+if [ ! -d "$cloudinit_dir/usr/lib/python3/dist-packages/cloudinit" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download cloud-init >/dev/null) || { apt-get update -qq && (cd "$tmp" && apt-get download cloud-init >/dev/null); }
+  dpkg -x "$tmp"/cloud-init_*.deb "$cloudinit_dir"
+  rm -rf "$tmp"
+fi
+export CLOUD_INIT_PATH="$PWD/$cloudinit_dir/usr/lib/python3/dist-packages"
 cargo build --bin ironic-metadata
 bin="${CARGO_TARGET_DIR:-target}/debug/ironic-metadata"
 [ -x "$bin" ] || { echo "e2e: $bin was not built" >&2; exit 1; }

@@ -258,6 +258,7 @@ def scenario_noauth(binary):
         wait_for(lambda: svc.ready()["ready"], "first sweep")
         for i, spec in enumerate(nodes):
             check_node(svc, spec, i, "real Ironic, noauth")
+            cloud_init_accepts(svc, spec, i)
         eq(svc.get("/openstack/latest/meta_data.json", "127.0.3.200"),
            (404, "no metadata for this address\n"), "an address no node claims is refused")
 
@@ -311,6 +312,33 @@ def scenario_noauth(binary):
             if s:
                 s.stop()
         ironic.close()
+
+
+def cloud_init_accepts(svc, spec, index):
+    """cloud-init's own converter (convert_net_json, from Debian's package) turns what we
+    serve into a network config with the node's links and its static address."""
+    path = os.environ.get("CLOUD_INIT_PATH")
+    if not path:
+        return check(False, "CLOUD_INIT_PATH is not set (run through scripts/e2e.sh)")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    from cloudinit.sources.helpers import openstack as ci_openstack
+    status, body = svc.get("/openstack/latest/network_data.json", ip_of(index))
+    nd = json.loads(body)
+    macs = {}
+    for n, link in enumerate(l for l in nd["links"] if "ethernet_mac_address" in l):
+        macs.setdefault(link["ethernet_mac_address"].lower(), f"eth{n}")
+    try:
+        cfg = ci_openstack.convert_net_json(nd, known_macs=macs)
+    except Exception as e:  # noqa: BLE001 - any failure is the finding
+        return check(False, f"cloud-init converts {spec['name']}'s network_data", repr(e))
+    kinds = sorted({c["type"] for c in cfg["config"]})
+    # The harness's node kinds end their links with a phy, a bond or a vlan.
+    want = {"phy": ["nameserver", "physical"], "bond": ["bond", "nameserver", "physical"],
+            "vlan": ["nameserver", "physical", "vlan"]}[spec["network_data"]["links"][-1]["type"]]
+    static = [s for c in cfg["config"] for s in c.get("subnets", []) if s.get("type") == "static"]
+    return check(status == 200 and kinds == want and any(s.get("address") == ip_of(index) for s in static),
+                 f"cloud-init converts {spec['name']}'s network_data ({', '.join(kinds)})", json.dumps(cfg)[:400])
 
 
 def scenario_masked(binary):
