@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// it a random key is used and tokens do not survive a restart.
     #[arg(long = "token-key-file", env = "TOKEN_KEY_FILE")]
     pub token_key_file: Option<PathBuf>,
+    /// DNS servers announced in network_data.json generated from Ironic ports
+    /// (comma-separated addresses).
+    #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
+    pub dns_servers: Vec<IpAddr>,
     /// Directory for state that must survive restarts (instance passwords). Without it
     /// that state is kept in memory only.
     #[arg(long = "state-dir", env = "STATE_DIR")]

@@ -36,6 +36,7 @@ pub struct Settings {
     pub policy_dir: PathBuf,
     pub token_key_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
+    pub dns_servers: Vec<std::net::IpAddr>,
     pub served_states: Vec<String>,
     pub threads: usize,
     pub keepalive_seconds: u64,
@@ -148,6 +149,7 @@ impl Settings {
             policy_dir: a.policy_dir.clone(),
             token_key_file: a.token_key_file.clone(),
             state_dir: a.state_dir.clone(),
+            dns_servers: a.dns_servers.clone(),
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
@@ -203,7 +205,10 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     }));
     let (catalog, refresher) = match loaded {
         Loaded::File(source, inventory) => {
-            let catalog = Arc::new(Catalog::new(source, settings.served_states.clone()));
+            let catalog = Arc::new(
+                Catalog::new(source, settings.served_states.clone())
+                    .with_dns(settings.dns_servers.clone()),
+            );
             catalog.publish(&inventory);
             tracing::info!(
                 nodes = inventory.nodes.len(),
@@ -214,10 +219,10 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
             (catalog, None)
         }
         Loaded::Ironic(client, refresh) => {
-            let catalog = Arc::new(Catalog::new(
-                client.describe(),
-                settings.served_states.clone(),
-            ));
+            let catalog = Arc::new(
+                Catalog::new(client.describe(), settings.served_states.clone())
+                    .with_dns(settings.dns_servers.clone()),
+            );
             tracing::info!(source = %client.describe(), "inventory from Ironic");
             let refresher = Refresher::new(*client, catalog.clone(), metrics.clone(), refresh);
             (catalog, Some(Arc::new(refresher)))

@@ -42,6 +42,7 @@ pub struct Catalog {
     index: ArcSwap<Index>,
     status: ArcSwap<SourceStatus>,
     served_states: Vec<String>,
+    dns: Vec<IpAddr>,
     /// Decoded configdrive images of the current index, reused by the next build.
     drives: std::sync::Mutex<crate::metadata::view::DriveCache>,
 }
@@ -55,8 +56,15 @@ impl Catalog {
                 ..SourceStatus::default()
             }),
             served_states,
+            dns: Vec::new(),
             drives: Default::default(),
         }
+    }
+
+    /// DNS servers announced in network data generated from ports.
+    pub fn with_dns(mut self, dns: Vec<IpAddr>) -> Catalog {
+        self.dns = dns;
+        self
     }
 
     /// The current index; cheap, lock-free, and consistent for as long as it is held.
@@ -71,7 +79,8 @@ impl Catalog {
     /// Index a fresh inventory and publish it. Returns the warnings found in it.
     pub fn publish(&self, inventory: &Inventory) -> Vec<String> {
         let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
-        let (index, used) = Index::build_cached(inventory, &self.served_states, &[], &mut drives);
+        let (index, used) =
+            Index::build_cached(inventory, &self.served_states, &self.dns, &mut drives);
         *drives = used;
         drop(drives);
         let warnings = index_warnings(&index);
