@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::token::TokenKey;
 use crate::reply::Reply;
-use crate::server::Settings;
+use crate::server::Prepared;
 
 /// Answers metadata requests; holds only shared, read-mostly state.
 pub struct MetadataGateway {
@@ -291,24 +291,16 @@ impl BackgroundService for PolicyService {
 
 /// Build and run the pingora server until it is stopped. Blocks the calling thread; must
 /// not be called from inside a tokio runtime.
-pub struct Parts {
-    pub catalog: Arc<Catalog>,
-    pub metrics: Arc<Metrics>,
-    pub refresher: Option<Arc<Refresher>>,
-    pub policy: Arc<PolicyStore>,
-    pub tokens: Arc<TokenKey>,
-    pub passwords: Arc<PasswordStore>,
-}
-
-pub fn run(settings: &Settings, parts: Parts, stop: Arc<Notify>) {
-    let Parts {
+pub fn run(prepared: Prepared, stop: Arc<Notify>) {
+    let Prepared {
+        settings,
         catalog,
         metrics,
         refresher,
         policy,
         tokens,
         passwords,
-    } = parts;
+    } = prepared;
     let conf = ServerConf {
         threads: settings.threads,
         grace_period_seconds: Some(settings.shutdown_grace_seconds),

@@ -265,15 +265,7 @@ pub fn run(prepared: Prepared) {
 
 fn run_until(p: Prepared, stop: Arc<Notify>) {
     tracing::info!(listen = %p.settings.listen, admin = %p.settings.admin, "serving metadata");
-    let parts = crate::proxy::Parts {
-        catalog: p.catalog,
-        metrics: p.metrics,
-        refresher: p.refresher,
-        policy: p.policy,
-        tokens: p.tokens,
-        passwords: p.passwords,
-    };
-    crate::proxy::run(&p.settings, parts, stop);
+    crate::proxy::run(p, stop);
     tracing::info!("stopped");
 }
 

@@ -89,22 +89,10 @@ impl FakeIronic {
             configdrives: Default::default(),
         }));
         let app = router(state.clone());
-        // Its own thread and runtime: a test that loads its own runtime cannot starve it.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        state.lock().unwrap().addr = Some(addr);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
+        let addr = serve_on_own_thread(move |listener| async move {
+            axum::serve(listener, app).await.unwrap();
         });
+        state.lock().unwrap().addr = Some(addr);
         FakeIronic { addr, state }
     }
 
@@ -137,34 +125,23 @@ impl FakeIronic {
             .with_single_cert(vec![pki.server_der.clone()], pki.server_key_der.clone_key())
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = router(plain.state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
+        let addr = serve_on_own_thread(move |listener| async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
                     };
-                    let (acceptor, app) = (acceptor.clone(), app.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let service = hyper_util::service::TowerToHyperService::new(app);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
-            });
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
         });
         FakeIronic {
             addr,
@@ -202,6 +179,29 @@ impl FakeIronic {
                 .count()
         })
     }
+}
+
+/// Bind a free loopback port and run `serve` on it in a thread with its own runtime, so a
+/// test that loads its own runtime cannot starve the fake.
+fn serve_on_own_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(
+            async move { serve(tokio::net::TcpListener::from_std(listener).unwrap()).await },
+        );
+    });
+    addr
 }
 
 /// The Ironic and Keystone routes the fake answers.
