@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a str>,
     /// The request body (read only for a password POST); `None` when it was too large.
     pub body: Option<&'a [u8]>,
+    /// The request announces a body (Content-Length above 0 or Transfer-Encoding).
+    pub has_body: bool,
 }
 
 /// Shared state a request is answered from; `policy` stays the same for the whole request.
@@ -182,6 +184,15 @@ pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
     };
     if req.method == "PUT" {
         return Admitted::Done(put_token(ctx, req, client, label, &segments));
+    }
+    // Reads carry no body; a client sending one is refused before anything else is done.
+    if req.has_body && (req.method == "GET" || req.method == "HEAD") {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::BodyNotAccepted,
+            Some(client),
+            Some(label),
+            None,
+        ));
     }
     // POST only where an instance sets its password (cloudbase-init).
     let password_post = req.method == "POST"

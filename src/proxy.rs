@@ -111,6 +111,10 @@ impl ProxyHttp for MetadataGateway {
             token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
             if_none_match: first("if-none-match"),
             body: body.as_deref(),
+            has_body: header.headers.contains_key("transfer-encoding")
+                || first("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0),
         };
         let today = gateway::today_utc();
         let policy = self.policy.current();

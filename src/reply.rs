@@ -76,6 +76,8 @@ pub enum Refusal {
     PasswordTooLong,
     /// The password could not be stored.
     PasswordNotStored,
+    /// A body on a request that takes none (anything but the token PUT and password POST).
+    BodyNotAccepted,
 }
 
 impl Refusal {
@@ -102,6 +104,7 @@ impl Refusal {
             Refusal::PasswordExists => "password_exists",
             Refusal::PasswordTooLong => "password_too_long",
             Refusal::PasswordNotStored => "password_not_stored",
+            Refusal::BodyNotAccepted => "body_not_accepted",
         }
     }
 
@@ -131,6 +134,7 @@ impl Refusal {
             Refusal::PasswordExists => (409, "password already set\n"),
             Refusal::PasswordTooLong => (400, "password too long\n"),
             Refusal::PasswordNotStored => (500, "password not stored\n"),
+            Refusal::BodyNotAccepted => (413, "request body not accepted\n"),
         };
         let mut reply = Reply {
             status,

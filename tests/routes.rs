@@ -706,6 +706,15 @@ async fn hostile_paths_get_clean_answers() {
     .await;
     let long = format!("/openstack/{}", "a".repeat(2000));
     check(&s, ALPHA, &long, 414, TEXT, "request path too long\n").await;
+    // Reads carry no body.
+    let r = client_from(ALPHA)
+        .get(s.url("/openstack/latest/meta_data.json"))
+        .body("x".repeat(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(r.text().await.unwrap(), "request body not accepted\n");
     // The admin endpoints do not exist on the metadata listener.
     check(&s, ALPHA, "/metrics", 404, TEXT, "not found\n").await;
     check(&s, ALPHA, "/healthz", 404, TEXT, "not found\n").await;
