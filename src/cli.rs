@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::DEFAULT_SERVED_STATES;
@@ -124,6 +125,12 @@ pub struct ServeArgs {
         default_value_t = 15
     )]
     pub keepalive_seconds: u64,
+    /// Most header lines a request may carry (more: 431).
+    #[arg(long = "max-header-count", env = "MAX_HEADER_COUNT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1024).map(usize::from))]
+    pub max_header_count: usize,
+    /// Most bytes of headers a request may carry (more: 431).
+    #[arg(long = "max-header-bytes", env = "MAX_HEADER_BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=1048576).map(|v| v as usize))]
+    pub max_header_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(
         long = "shutdown-grace-seconds",

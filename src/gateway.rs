@@ -43,6 +43,8 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
     /// The request announces a body (Content-Length above 0 or Transfer-Encoding).
     pub has_body: bool,
+    /// The request's headers exceed the configured count or size.
+    pub headers_too_large: bool,
 }
 
 /// Shared state a request is answered from; `policy` stays the same for the whole request.
@@ -184,6 +186,14 @@ pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
     };
     if req.method == "PUT" {
         return Admitted::Done(put_token(ctx, req, client, label, &segments));
+    }
+    if req.headers_too_large {
+        return Admitted::Done(Outcome::refuse(
+            Refusal::HeadersTooLarge,
+            Some(client),
+            Some(label),
+            None,
+        ));
     }
     // Reads carry no body; a client sending one is refused before anything else is done.
     if req.has_body && (req.method == "GET" || req.method == "HEAD") {

@@ -34,6 +34,8 @@ pub struct MetadataGateway {
     tokens: Arc<TokenKey>,
     passwords: Arc<PasswordStore>,
     keepalive_seconds: u64,
+    max_header_count: usize,
+    max_header_bytes: usize,
 }
 
 /// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
@@ -111,6 +113,13 @@ impl ProxyHttp for MetadataGateway {
             token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
             if_none_match: first("if-none-match"),
             body: body.as_deref(),
+            headers_too_large: header.headers.len() > self.max_header_count
+                || header
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                    .sum::<usize>()
+                    > self.max_header_bytes,
             has_body: header.headers.contains_key("transfer-encoding")
                 || first("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -325,6 +334,8 @@ pub fn run(prepared: Prepared, stop: Arc<Notify>) {
             tokens,
             passwords,
             keepalive_seconds: settings.keepalive_seconds,
+            max_header_count: settings.max_header_count,
+            max_header_bytes: settings.max_header_bytes,
         },
         "metadata",
     );

@@ -78,6 +78,8 @@ pub enum Refusal {
     PasswordNotStored,
     /// A body on a request that takes none (anything but the token PUT and password POST).
     BodyNotAccepted,
+    /// More header lines or header bytes than any metadata client sends.
+    HeadersTooLarge,
 }
 
 impl Refusal {
@@ -105,6 +107,7 @@ impl Refusal {
             Refusal::PasswordTooLong => "password_too_long",
             Refusal::PasswordNotStored => "password_not_stored",
             Refusal::BodyNotAccepted => "body_not_accepted",
+            Refusal::HeadersTooLarge => "headers_too_large",
         }
     }
 
@@ -135,6 +138,7 @@ impl Refusal {
             Refusal::PasswordTooLong => (400, "password too long\n"),
             Refusal::PasswordNotStored => (500, "password not stored\n"),
             Refusal::BodyNotAccepted => (413, "request body not accepted\n"),
+            Refusal::HeadersTooLarge => (431, "request headers too large\n"),
         };
         let mut reply = Reply {
             status,

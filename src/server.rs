@@ -40,6 +40,8 @@ pub struct Settings {
     pub served_states: Vec<String>,
     pub threads: usize,
     pub keepalive_seconds: u64,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
     pub shutdown_grace_seconds: u64,
 }
 
@@ -153,6 +155,8 @@ impl Settings {
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
+            max_header_count: a.max_header_count,
+            max_header_bytes: a.max_header_bytes,
             shutdown_grace_seconds: a.shutdown_grace_seconds,
         })
     }

@@ -706,6 +706,23 @@ async fn hostile_paths_get_clean_answers() {
     .await;
     let long = format!("/openstack/{}", "a".repeat(2000));
     check(&s, ALPHA, &long, 414, TEXT, "request path too long\n").await;
+    // More header lines or bytes than any metadata client sends: 431 (defaults 64, 16 KiB).
+    let mut req = client_from(ALPHA).get(s.url("/latest/meta-data/instance-id"));
+    for i in 0..70 {
+        req = req.header(format!("x-filler-{i}"), "1");
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (431, "request headers too large\n".into())
+    );
+    let r = client_from(ALPHA)
+        .get(s.url("/latest/meta-data/instance-id"))
+        .header("x-big", "a".repeat(17000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
     // Reads carry no body.
     let r = client_from(ALPHA)
         .get(s.url("/openstack/latest/meta_data.json"))
