@@ -7,29 +7,39 @@ use crate::inventory::Catalog;
 use crate::metrics::{age_seconds, Metrics};
 use crate::reply::{Refusal, Reply, JSON};
 
-pub fn handle(method: &str, path: &str, catalog: &Catalog, metrics: &Metrics) -> Reply {
+/// `listening`: whether the metadata listener accepts connections yet (the two listeners
+/// start independently).
+pub fn handle(
+    method: &str,
+    path: &str,
+    catalog: &Catalog,
+    metrics: &Metrics,
+    listening: bool,
+) -> Reply {
     if method != "GET" && method != "HEAD" {
         return Refusal::MethodNotAllowed.reply();
     }
     match path.split('?').next().unwrap_or("") {
         "/healthz" => Reply::text("ok\n"),
-        "/readyz" => readyz(catalog),
+        "/readyz" => readyz(catalog, listening),
         "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(catalog)),
         _ => Refusal::NotFound.reply(),
     }
 }
 
-fn readyz(catalog: &Catalog) -> Reply {
+fn readyz(catalog: &Catalog, listening: bool) -> Reply {
     let status = catalog.status();
     let index = catalog.index();
+    let ready = status.ready && listening;
     // Degraded: still serving the last good index, but the source is failing.
-    let state = match (status.ready, status.last_error.is_some()) {
+    let state = match (ready, status.last_error.is_some()) {
         (false, _) => "starting",
         (true, false) => "ok",
         (true, true) => "degraded",
     };
     let body = json!({
-        "ready": status.ready,
+        "ready": ready,
+        "listening": listening,
         "status": state,
         "source": status.source,
         "nodes": index.nodes().len(),
@@ -39,7 +49,7 @@ fn readyz(catalog: &Catalog) -> Reply {
         "warnings": status.warnings,
     });
     let mut reply = Reply::ok(JSON, format!("{body}\n"));
-    if !status.ready {
+    if !ready {
         reply.status = 503;
     }
     reply

@@ -223,19 +223,56 @@ async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
 pub struct AdminApp {
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
+    /// The metadata listener's address, checked until it first accepts a connection.
+    listen: std::net::SocketAddr,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl AdminApp {
+    /// pingora starts listeners without telling when they are bound: ask the metadata
+    /// port itself (the loopback of its family when it listens on every address).
+    async fn metadata_listening(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.listening.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut target = self.listen;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let up = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            tokio::net::TcpStream::connect(target),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        if up {
+            self.listening.store(true, Ordering::Relaxed);
+        }
+        up
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let listening = self.metadata_listening().await;
         let header = session.req_header();
         let path = header
             .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let reply =
-            crate::admin::handle(header.method.as_str(), path, &self.catalog, &self.metrics);
+        let reply = crate::admin::handle(
+            header.method.as_str(),
+            path,
+            &self.catalog,
+            &self.metrics,
+            listening,
+        );
         let mut builder = http::Response::builder()
             .status(reply.status)
             .header("Content-Type", reply.content_type)
@@ -340,7 +377,15 @@ pub fn run(prepared: Prepared, stop: Arc<Notify>) {
         "metadata",
     );
     gateway.add_tcp(&settings.listen.to_string());
-    let mut admin = Service::new("admin".to_string(), AdminApp { catalog, metrics });
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp {
+            catalog,
+            metrics,
+            listen: settings.listen,
+            listening: Default::default(),
+        },
+    );
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
     server.add_service(gateway);

@@ -228,6 +228,8 @@ async fn admin_listener_reports_health_readiness_and_metrics() {
     assert_eq!((status, ct.as_str()), (200, "application/json"));
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], true);
+    // Ready means the metadata listener accepts connections too.
+    assert_eq!(ready["listening"], true);
     assert_eq!(ready["nodes"], 7);
     assert_eq!(ready["served_nodes"], 6);
     assert!(ready["source"].as_str().unwrap().starts_with("file:"));
