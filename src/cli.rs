@@ -125,6 +125,17 @@ pub struct ServeArgs {
         default_value_t = 15
     )]
     pub keepalive_seconds: u64,
+    /// Seconds a client has to send a request's headers, counted from its first byte
+    /// (and, on a new connection, from the accept). Slower: the connection is closed.
+    #[arg(long = "header-timeout-seconds", env = "HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout_seconds: u64,
+    /// Most connections the metadata listener holds at once (more: 503, then closed).
+    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    pub max_connections: usize,
+    /// Most connections one client address (an IPv6 client: its zone's prefix) holds at
+    /// once; trusted proxies are exempt (more: 429, then closed).
+    #[arg(long = "max-connections-per-client", env = "MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
+    pub max_connections_per_client: usize,
     /// Most header lines a request may carry (more: 431).
     #[arg(long = "max-header-count", env = "MAX_HEADER_COUNT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1024).map(usize::from))]
     pub max_header_count: usize,

@@ -73,7 +73,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn refuse(
+    pub fn refuse(
         refusal: Refusal,
         client: Option<IpAddr>,
         zone: Option<Arc<str>>,
@@ -184,9 +184,6 @@ pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
             ))
         }
     };
-    if req.method == "PUT" {
-        return Admitted::Done(put_token(ctx, req, client, label, &segments));
-    }
     if req.headers_too_large {
         return Admitted::Done(Outcome::refuse(
             Refusal::HeadersTooLarge,
@@ -194,6 +191,9 @@ pub fn admit(ctx: &Context<'_>, req: &Request<'_>) -> Admitted {
             Some(label),
             None,
         ));
+    }
+    if req.method == "PUT" {
+        return Admitted::Done(put_token(ctx, req, client, label, &segments));
     }
     // Reads carry no body; a client sending one is refused before anything else is done.
     if req.has_body && (req.method == "GET" || req.method == "HEAD") {

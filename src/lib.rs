@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod conn;
 pub mod gateway;
 pub mod identity;
 pub mod inventory;

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub policy_zones: IntGauge,
     /// Clients the rate limiters track (after the last sweep).
     pub ratelimit_clients: IntGauge,
+    /// Connections the metadata listener holds now.
+    pub connections_open: IntGauge,
+    /// Connections closed at accept time, by reason (`total_limit`, `client_limit`).
+    pub connections_refused: IntCounterVec,
+    /// Connections closed because a request's headers did not arrive in time.
+    pub header_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +105,23 @@ impl Metrics {
             "metadata_ratelimit_tracked_clients",
             "Client addresses the rate limiters hold state for",
         );
+        let connections_open = gauge(
+            "metadata_connections_open",
+            "Connections the metadata listener holds",
+        );
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "metadata_connections_refused_total",
+                "Connections closed when accepted, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let header_timeouts = IntCounter::new(
+            "metadata_header_timeouts_total",
+            "Connections closed because request headers did not arrive in time",
+        )
+        .expect("static metric definition");
         let ironic_requests = IntCounter::new(
             "metadata_ironic_requests_total",
             "HTTP requests sent to Ironic and Keystone",
@@ -118,6 +141,9 @@ impl Metrics {
             Box::new(policy_reloads.clone()),
             Box::new(policy_zones.clone()),
             Box::new(ratelimit_clients.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(header_timeouts.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -136,6 +162,9 @@ impl Metrics {
             policy_reloads,
             policy_zones,
             ratelimit_clients,
+            connections_open,
+            connections_refused,
+            header_timeouts,
         }
     }
 

@@ -2,19 +2,25 @@
 //! `request_filter` from [`crate::gateway::handle`]; there is no upstream hop.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 use tokio::sync::Notify;
 
+use crate::conn::ConnLimits;
 use crate::gateway::{self, Context, Outcome, Request};
 use crate::inventory::{Catalog, OnDemand};
 use crate::ironic::Refresher;
@@ -22,7 +28,7 @@ use crate::metadata::password::{self, PasswordStore};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::token::TokenKey;
-use crate::reply::Reply;
+use crate::reply::{Refusal, Reply};
 use crate::server::Prepared;
 
 /// Answers metadata requests; holds only shared, read-mostly state.
@@ -36,7 +42,12 @@ pub struct MetadataGateway {
     keepalive_seconds: u64,
     max_header_count: usize,
     max_header_bytes: usize,
+    /// Also bounds how long a password POST may take to send its body.
+    header_timeout: Duration,
 }
+
+/// Put on each request's session by [`Guarded`]; set once the request's headers are in.
+struct HeadersIn(Arc<AtomicBool>);
 
 /// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
 /// (judged by Content-Length first, then by what arrives) or unreadable.
@@ -80,6 +91,19 @@ impl ProxyHttp for MetadataGateway {
 
     fn new_ctx(&self) -> Self::CTX {}
 
+    /// pingora hands over the connection context [`Guarded`] attached once the request
+    /// headers are read: tell it that this request is no longer a slow-header suspect.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(flag) = prev_ctx.downcast::<HeadersIn>() {
+            flag.0.store(true, Ordering::Release);
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         // pingora keeps idle downstream connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_seconds));
@@ -89,7 +113,17 @@ impl ProxyHttp for MetadataGateway {
             .map(|a| a.ip());
         // Only a password POST carries a body worth reading, and only a small one.
         let body = if session.req_header().method == http::Method::POST {
-            read_small_body(session).await
+            match tokio::time::timeout(self.header_timeout, read_small_body(session)).await {
+                Ok(body) => body,
+                Err(_) => {
+                    let outcome = Outcome::refuse(Refusal::BodyTimeout, None, None, None);
+                    let path = session.req_header().uri.path().to_owned();
+                    record(&self.metrics, &outcome, "POST", &path, peer);
+                    session.set_keepalive(None);
+                    write_reply(session, outcome.reply).await?;
+                    return Ok(true);
+                }
+            }
         } else {
             Some(Vec::new())
         };
@@ -217,6 +251,160 @@ async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
         session.write_response_body(Some(reply.body), true).await?;
     }
     Ok(())
+}
+
+/// The metadata listener's connection handling around pingora's HTTP/1 loop: caps open
+/// connections (in total and per client) when they are accepted, and closes a connection
+/// whose request headers do not arrive within the header timeout. pingora alone would wait
+/// 60 s per `read()` with no overall deadline, so a client dripping bytes could hold a
+/// connection forever.
+struct Guarded {
+    proxy: Arc<HttpProxy<MetadataGateway>>,
+    conns: Arc<ConnLimits>,
+    policy: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    header_timeout: Duration,
+    keepalive: Duration,
+}
+
+impl Guarded {
+    /// Tell a refused client why, then close. A fresh socket's send buffer takes these few
+    /// bytes at once; a client that does not read them is not waited for.
+    async fn refuse(&self, mut stream: Stream, refusal: crate::conn::ConnRefusal) {
+        use tokio::io::AsyncWriteExt;
+        self.metrics
+            .connections_refused
+            .with_label_values(&[refusal.reason()])
+            .inc();
+        let (status, text) = match refusal.status() {
+            429 => (
+                "429 Too Many Requests",
+                "too many connections from this client\n",
+            ),
+            _ => ("503 Service Unavailable", "too many connections\n"),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{text}",
+            text.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+
+    /// Wait until the client sends its next request's first byte, for at most `idle`.
+    async fn first_byte(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Wait {
+        let mut stopping = shutdown.clone();
+        if *stopping.borrow() {
+            return Wait::Closed;
+        }
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            r = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => match r {
+                Ok(Ok(true)) => Wait::Arrived,
+                Ok(_) => Wait::Closed,
+                Err(_) => Wait::TimedOut,
+            },
+            _ = stopping.changed() => Wait::Closed,
+        }
+    }
+}
+
+enum Wait {
+    Arrived,
+    /// The client closed, or the server is stopping.
+    Closed,
+    TimedOut,
+}
+
+#[async_trait]
+impl ServerApp for Guarded {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Fail closed: a connection without a peer address has nobody to answer for.
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))?;
+        let key = self.policy.current().connection_key(peer);
+        let _slot = match self.conns.acquire(key) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::info!(
+                    target: "audit",
+                    event = "connection_refused",
+                    reason = refusal.reason(),
+                    peer = %peer,
+                    "connection refused"
+                );
+                self.refuse(stream, refusal).await;
+                return None;
+            }
+        };
+        self.metrics.connections_open.set(self.conns.open() as i64);
+        let mut persistent = None;
+        let mut first = true;
+        loop {
+            // A new connection must start its request within the header timeout; between
+            // requests, an idle keep-alive connection is kept for the keep-alive time.
+            let idle = if first {
+                self.header_timeout
+            } else {
+                self.keepalive
+            };
+            match Self::first_byte(&mut stream, idle, shutdown).await {
+                Wait::Arrived => {}
+                Wait::Closed => break,
+                Wait::TimedOut => {
+                    if first {
+                        self.metrics.header_timeouts.inc();
+                    }
+                    break;
+                }
+            }
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(Some(self.keepalive.as_secs()));
+            if let Some(settings) = persistent.take() {
+                pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            let headers_in = Arc::new(AtomicBool::new(false));
+            session.set_connection_user_context(Some(Box::new(HeadersIn(headers_in.clone()))));
+            let request = self.proxy.process_new_http(session, shutdown);
+            tokio::pin!(request);
+            let reused = tokio::select! {
+                r = &mut request => r,
+                _ = tokio::time::sleep(self.header_timeout) => {
+                    if headers_in.load(Ordering::Acquire) {
+                        // Headers are in: the answer is bounded by the handler's own timeouts.
+                        request.await
+                    } else {
+                        self.metrics.header_timeouts.inc();
+                        tracing::debug!(peer = %peer, "request headers not received in time; closing");
+                        None
+                    }
+                }
+            };
+            let Some(reused) = reused else { break };
+            let (next, settings) = reused.consume();
+            stream = next;
+            persistent = settings;
+            first = false;
+        }
+        drop(_slot);
+        self.metrics.connections_open.set(self.conns.open() as i64);
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
 }
 
 /// The admin listener: health, readiness, metrics.
@@ -361,7 +549,8 @@ pub fn run(prepared: Prepared, stop: Arc<Notify>) {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
-    let mut gateway = pingora::proxy::http_proxy_service_with_name(
+    let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         MetadataGateway {
             catalog: catalog.clone(),
@@ -373,8 +562,22 @@ pub fn run(prepared: Prepared, stop: Arc<Notify>) {
             keepalive_seconds: settings.keepalive_seconds,
             max_header_count: settings.max_header_count,
             max_header_bytes: settings.max_header_bytes,
+            header_timeout,
         },
-        "metadata",
+    );
+    let mut gateway = Service::new(
+        "metadata".to_string(),
+        Guarded {
+            proxy: Arc::new(proxy),
+            conns: ConnLimits::new(
+                settings.max_connections,
+                settings.max_connections_per_client,
+            ),
+            policy: policy.clone(),
+            metrics: metrics.clone(),
+            header_timeout,
+            keepalive: Duration::from_secs(settings.keepalive_seconds),
+        },
     );
     gateway.add_tcp(&settings.listen.to_string());
     let mut admin = Service::new(

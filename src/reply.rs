@@ -80,6 +80,8 @@ pub enum Refusal {
     BodyNotAccepted,
     /// More header lines or header bytes than any metadata client sends.
     HeadersTooLarge,
+    /// A password POST whose body did not arrive within the header timeout.
+    BodyTimeout,
 }
 
 impl Refusal {
@@ -108,6 +110,7 @@ impl Refusal {
             Refusal::PasswordNotStored => "password_not_stored",
             Refusal::BodyNotAccepted => "body_not_accepted",
             Refusal::HeadersTooLarge => "headers_too_large",
+            Refusal::BodyTimeout => "body_timeout",
         }
     }
 
@@ -139,6 +142,7 @@ impl Refusal {
             Refusal::PasswordNotStored => (500, "password not stored\n"),
             Refusal::BodyNotAccepted => (413, "request body not accepted\n"),
             Refusal::HeadersTooLarge => (431, "request headers too large\n"),
+            Refusal::BodyTimeout => (408, "request body not received in time\n"),
         };
         let mut reply = Reply {
             status,

@@ -42,6 +42,9 @@ pub struct Settings {
     pub keepalive_seconds: u64,
     pub max_header_count: usize,
     pub max_header_bytes: usize,
+    pub header_timeout_seconds: u64,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub shutdown_grace_seconds: u64,
 }
 
@@ -157,6 +160,9 @@ impl Settings {
             keepalive_seconds: a.keepalive_seconds,
             max_header_count: a.max_header_count,
             max_header_bytes: a.max_header_bytes,
+            header_timeout_seconds: a.header_timeout_seconds,
+            max_connections: a.max_connections,
+            max_connections_per_client: a.max_connections_per_client,
             shutdown_grace_seconds: a.shutdown_grace_seconds,
         })
     }

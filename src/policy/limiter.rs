@@ -28,6 +28,17 @@ fn governor_quota(q: Quota) -> governor::Quota {
         .allow_burst(burst)
 }
 
+/// The address a client is counted under: itself for IPv4 (and IPv4-mapped IPv6), its
+/// prefix of `ipv6_prefix` bits for IPv6.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 => IpNet::new(v6, ipv6_prefix)
+            .map(|n| n.trunc().addr())
+            .unwrap_or(v6),
+    }
+}
+
 impl ZoneLimiter<DefaultClock> {
     pub fn new(quota: Quota, ipv6_prefix: u8) -> Self {
         ZoneLimiter::with_clock(quota, ipv6_prefix, DefaultClock::default())
@@ -44,12 +55,7 @@ impl<C: Clock + Clone> ZoneLimiter<C> {
     }
 
     fn key(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            v4 @ IpAddr::V4(_) => v4,
-            v6 => IpNet::new(v6, self.ipv6_prefix)
-                .map(|n| n.trunc().addr())
-                .unwrap_or(v6),
-        }
+        client_key(ip, self.ipv6_prefix)
     }
 
     /// Ok, or how long until this client may ask again.

@@ -202,6 +202,17 @@ impl Policy {
         None
     }
 
+    /// The key a connection from `peer` is counted under for the per-client connection
+    /// cap: `None` for a trusted proxy of its zone (it carries many clients), otherwise the
+    /// address as its zone's rate limiter keys it (IPv6 by prefix; a /64 outside any zone).
+    pub fn connection_key(&self, peer: IpAddr) -> Option<IpAddr> {
+        match self.zone_for(peer) {
+            Some(z) if z.zone.trusts(peer) => None,
+            Some(z) => Some(limiter::client_key(peer, z.zone.ipv6_prefix)),
+            None => Some(limiter::client_key(peer, 64)),
+        }
+    }
+
     pub fn zones(&self) -> &[ActiveZone] {
         &self.zones
     }
