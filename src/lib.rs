@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod cli;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod inventory;
@@ -16,6 +18,8 @@ pub mod ironic;
 pub mod metadata;
 pub mod metrics;
 pub mod policy;
+#[cfg(feature = "server")]
 pub mod proxy;
 pub mod reply;
+#[cfg(feature = "server")]
 pub mod server;

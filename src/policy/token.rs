@@ -52,6 +52,10 @@ impl TokenKey {
     }
 
     /// A random key: tokens then die with the process and are not shared between replicas.
+    pub fn from_bytes(key: [u8; 32]) -> TokenKey {
+        TokenKey(key)
+    }
+
     pub fn random() -> TokenKey {
         TokenKey(rand::random())
     }
