@@ -23,7 +23,7 @@ fn fixtures() -> (Catalog, PolicyStore) {
         .map(|s| s.to_string())
         .collect();
     let catalog = Catalog::new("bench", served);
-    catalog.publish(&file::load(&root.join("tests/fixtures/nodes.json")).unwrap());
+    catalog.publish(file::load(&root.join("tests/fixtures/nodes.json")).unwrap());
     let policy = PolicyStore::load(
         &root.join("tests/fixtures/policies/open"),
         Arc::new(Metrics::new()),

@@ -47,48 +47,55 @@ pub struct Index {
 impl Index {
     /// Claims from every node count, served or not: a stale claim from an undeployed node
     /// makes the address contested rather than silently handing it to the other node.
-    pub fn build(inventory: &Inventory, served_states: &[String]) -> Index {
+    pub fn build(inventory: Inventory, served_states: &[String]) -> Index {
         Index::build_with(inventory, served_states, &[])
     }
 
     /// [`Index::build`], with DNS servers for network data generated from ports.
-    pub fn build_with(inventory: &Inventory, served_states: &[String], dns: &[IpAddr]) -> Index {
+    pub fn build_with(inventory: Inventory, served_states: &[String], dns: &[IpAddr]) -> Index {
         Index::build_cached(inventory, served_states, dns, &mut DriveCache::new()).0
     }
 
     /// [`Index::build_with`], reusing decoded configdrive images from `cache`; returns the
     /// cache of the images this index uses.
     pub fn build_cached(
-        inventory: &Inventory,
+        inventory: Inventory,
         served_states: &[String],
         dns: &[IpAddr],
         cache: &mut DriveCache,
     ) -> (Index, DriveCache) {
+        let Inventory {
+            nodes,
+            ports: all_ports,
+            portgroups: all_groups,
+        } = inventory;
         let mut used = DriveCache::new();
         let mut ports: HashMap<&str, Vec<&crate::inventory::model::Port>> = HashMap::new();
-        for p in &inventory.ports {
+        for p in &all_ports {
             if let Some(n) = p.node_uuid.as_deref() {
                 ports.entry(n).or_default().push(p);
             }
         }
         let mut groups: HashMap<&str, Vec<&crate::inventory::model::Portgroup>> = HashMap::new();
-        for g in &inventory.portgroups {
+        for g in &all_groups {
             if let Some(n) = g.node_uuid.as_deref() {
                 groups.entry(n).or_default().push(g);
             }
         }
-        let nodes: Vec<Arc<NodeView>> = inventory
-            .nodes
-            .iter()
+        // Each node is dropped as soon as its view is built, so the memory of Ironic's
+        // answer is reused for the views instead of adding to it.
+        let nodes: Vec<Arc<NodeView>> = nodes
+            .into_iter()
             .map(|n| {
-                let mut view = NodeView::from_ironic_cached(n, cache, &mut used);
+                let mut view = NodeView::from_ironic_cached(&n, cache, &mut used);
                 let p = ports.get(n.uuid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 let g = groups
                     .get(n.uuid.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
                 if view.network_data().is_none() {
-                    view.generated_network_data = crate::metadata::network::generate(p, g, dns);
+                    view.generated_network_data = crate::metadata::network::generate(p, g, dns)
+                        .map(|v| crate::metadata::view::Doc::new(&v));
                 }
                 Arc::new(view)
             })
@@ -171,7 +178,7 @@ mod tests {
     use serde_json::json;
 
     fn inv(v: serde_json::Value) -> Inventory {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_str(&v.to_string()).unwrap()
     }
 
     fn nd(ip: &str) -> serde_json::Value {
@@ -189,7 +196,7 @@ mod tests {
     #[test]
     fn exact_match_only() {
         let idx = Index::build(
-            &inv(
+            inv(
                 json!({"nodes": [{"uuid": "a", "provision_state": "active", "network_data": nd("192.0.2.1")}]}),
             ),
             &served(),
@@ -208,7 +215,7 @@ mod tests {
     #[test]
     fn contested_address_belongs_to_nobody() {
         let idx = Index::build(
-            &inv(json!({"nodes": [
+            inv(json!({"nodes": [
                 {"uuid": "b", "provision_state": "active", "network_data": nd("192.0.2.1")},
                 {"uuid": "a", "provision_state": "available", "network_data": nd("192.0.2.1")},
                 {"uuid": "c", "provision_state": "active", "network_data": nd("192.0.2.1")}]})),
@@ -224,7 +231,7 @@ mod tests {
     #[test]
     fn unserved_state_is_refused() {
         let idx = Index::build(
-            &inv(
+            inv(
                 json!({"nodes": [{"uuid": "a", "provision_state": "available", "network_data": nd("192.0.2.1")}]}),
             ),
             &served(),

@@ -345,7 +345,7 @@ impl ServerApp for Guarded {
                 return None;
             }
         };
-        self.metrics.connections_open.set(self.conns.open() as i64);
+        self.metrics.connections_open.inc();
         let mut persistent = None;
         let mut first = true;
         loop {
@@ -398,7 +398,7 @@ impl ServerApp for Guarded {
             first = false;
         }
         drop(_slot);
-        self.metrics.connections_open.set(self.conns.open() as i64);
+        self.metrics.connections_open.dec();
         None
     }
 

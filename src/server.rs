@@ -219,9 +219,10 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
                 Catalog::new(source, settings.served_states.clone())
                     .with_dns(settings.dns_servers.clone()),
             );
-            catalog.publish(&inventory);
+            let nodes = inventory.nodes.len();
+            catalog.publish(inventory);
             tracing::info!(
-                nodes = inventory.nodes.len(),
+                nodes,
                 served = catalog.index().served_count(),
                 source = %catalog.status().source,
                 "inventory loaded"

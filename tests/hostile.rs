@@ -291,7 +291,11 @@ async fn connection_caps_per_client_and_in_total() {
     assert_eq!(body(&answer), "too many connections from this client\n");
     // Another client is not affected.
     still_serves(&s).await;
-    // Fill the total: 4 + 6 from other addresses.
+    // Its connection closes with its client; then fill the total: 4 + 6 from elsewhere.
+    eventually(WAIT, "the other client's connection closed", || async {
+        s.metric("metadata_connections_open").await == 4.0
+    })
+    .await;
     for i in 0..6u8 {
         held.push(connect(&s, IpAddr::V4(Ipv4Addr::new(127, 2, 1, i + 1))).await);
     }

@@ -77,7 +77,7 @@ impl Catalog {
     }
 
     /// Index a fresh inventory and publish it. Returns the warnings found in it.
-    pub fn publish(&self, inventory: &Inventory) -> Vec<String> {
+    pub fn publish(&self, inventory: Inventory) -> Vec<String> {
         let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
         let (index, used) =
             Index::build_cached(inventory, &self.served_states, &self.dns, &mut drives);

@@ -2,12 +2,14 @@
 //! pagination, authenticates (none, HTTP basic, Keystone token reused until expiry and
 //! renewed once on 401). Errors carry a reason label for metrics and never a credential.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -318,24 +320,28 @@ impl IronicClient {
                 target: redact(next.as_str()),
                 message,
             };
-            let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(&body)
+            // Each item is parsed straight from the page's text: a page is never held as
+            // a parsed tree.
+            let doc: HashMap<String, &RawValue> = serde_json::from_slice(&body)
                 .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
-            let items = match doc.remove(kind) {
-                Some(Value::Array(items)) => items,
-                _ => return Err(invalid(format!("no {kind:?} list in the answer"))),
-            };
+            let items: Vec<&RawValue> = doc
+                .get(kind)
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .ok_or_else(|| invalid(format!("no {kind:?} list in the answer")))?;
             let page_len = items.len();
             for (i, item) in items.into_iter().enumerate() {
-                let v: T = serde_json::from_value(item)
+                let v: T = serde_json::from_str(item.get())
                     .map_err(|e| invalid(format!("{kind}[{}]: {e}", out.len() + i)))?;
                 out.push(v);
             }
             // Follow the marker of `next`, not its host: Ironic builds `next` from its
             // public endpoint, which may not be the address we reach it at.
-            let marker = match doc.get("next").and_then(Value::as_str) {
-                Some(n) if page_len > 0 => {
-                    marker_of(n).ok_or_else(|| invalid(format!("next link without marker: {n}")))?
-                }
+            let next_link = doc
+                .get("next")
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+            let marker = match next_link {
+                Some(n) if page_len > 0 => marker_of(&n)
+                    .ok_or_else(|| invalid(format!("next link without marker: {n}")))?,
                 _ => return Ok(out),
             };
             if !seen_markers.insert(marker.clone()) {

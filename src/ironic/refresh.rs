@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
 use super::client::IronicClient;
+use crate::inventory::model::Raw;
 use crate::inventory::{Catalog, OnDemand};
 use crate::metrics::Metrics;
 
@@ -131,13 +132,18 @@ impl Refresher {
         let ok = match result {
             Ok(mut inventory) => {
                 self.resolve_configdrive_urls(&mut inventory).await;
-                self.catalog.publish(&inventory);
+                let (nodes, ports, portgroups) = (
+                    inventory.nodes.len(),
+                    inventory.ports.len(),
+                    inventory.portgroups.len(),
+                );
+                self.catalog.publish(inventory);
                 tracing::debug!(
                     target: "ironic",
                     kind,
-                    nodes = inventory.nodes.len(),
-                    ports = inventory.ports.len(),
-                    portgroups = inventory.portgroups.len(),
+                    nodes,
+                    ports,
+                    portgroups,
                     seconds = elapsed.as_secs_f64(),
                     "sweep done"
                 );
@@ -163,7 +169,7 @@ impl Refresher {
         let mut cache = std::mem::take(&mut *self.drives.lock().unwrap_or_else(|e| e.into_inner()));
         let mut used = HashMap::new();
         for node in &mut inventory.nodes {
-            let Some(serde_json::Value::String(url)) = node.instance_info.get("configdrive") else {
+            let Some(url) = node.instance_info.get("configdrive").and_then(Raw::string) else {
                 continue;
             };
             if !url.contains("://") {
@@ -172,7 +178,7 @@ impl Refresher {
             let key = (node.uuid.clone(), url.clone());
             let content = match cache.remove(&key) {
                 Some(c) => c,
-                None => match self.client.fetch_configdrive(url).await {
+                None => match self.client.fetch_configdrive(&url).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(target: "ironic", node = %node.uuid, error = %e, "configdrive download failed");
@@ -182,7 +188,7 @@ impl Refresher {
             };
             node.instance_info.insert(
                 "configdrive".into(),
-                serde_json::Value::String(content.clone()),
+                Raw::new(&serde_json::Value::String(content.clone())),
             );
             used.insert(key, content);
         }

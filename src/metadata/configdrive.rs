@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::view::DriveContents;
+use super::view::{Doc, DriveContents};
 
 /// Ironic's limit for a configdrive is 64 MiB.
 pub const MAX_IMAGE: usize = 64 * 1024 * 1024;
@@ -78,10 +78,10 @@ pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
     }
     .filter(Value::is_object);
     Ok(DriveContents {
-        meta_data,
+        meta_data: Doc::new(&meta_data),
         user_data: file("user_data").filter(|u| !u.is_empty()).map(Bytes::from),
-        network_data,
-        vendor_data,
+        network_data: network_data.as_ref().map(Doc::new),
+        vendor_data: vendor_data.as_ref().map(Doc::new),
     })
 }
 
@@ -259,9 +259,12 @@ mod fixture_tests {
         ))
         .unwrap();
         let d = decode(&text).unwrap();
-        assert_eq!(d.meta_data["uuid"], "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f");
         assert_eq!(
-            d.meta_data["public_keys"]["ops"],
+            d.meta_data.value()["uuid"],
+            "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+        );
+        assert_eq!(
+            d.meta_data.value()["public_keys"]["ops"],
             "ssh-ed25519 AAAAiso ops@example.com"
         );
         assert_eq!(
@@ -269,11 +272,11 @@ mod fixture_tests {
             Some(&b"#cloud-config\nhostname: iso-node\n"[..])
         );
         assert_eq!(
-            d.network_data.as_ref().unwrap()["networks"][0]["ip_address"],
+            d.network_data.as_ref().unwrap().value()["networks"][0]["ip_address"],
             "127.0.0.17"
         );
         assert_eq!(
-            d.vendor_data.as_ref().unwrap()["cloud-init"],
+            d.vendor_data.as_ref().unwrap().value()["cloud-init"],
             "#cloud-config\nruncmd: [true]\n"
         );
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::pyjson;
 use super::route::{Route, EC2_VERSIONS, OPENSTACK_VERSIONS};
-use super::view::{ConfigDrive, NodeView};
+use super::view::{ConfigDrive, Doc, NodeView};
 use crate::reply::{Refusal, Reply, JSON, USER_DATA};
 
 /// `/`: the EC2 versions and `latest`.
@@ -76,28 +76,36 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
         // Not version-gated in Nova's handler either; `{}` when there is nothing, as Nova.
         "network_data.json" => Ok(Reply::ok(
             JSON,
-            pyjson::to_vec(node.network_data().unwrap_or(&Value::Object(Map::new()))),
+            node.network_data()
+                .map(Doc::body)
+                .unwrap_or_else(|| Bytes::from_static(b"{}")),
         )),
         "vendor_data.json" if at_least(version, "2013-10-17") => {
-            Ok(Reply::ok(JSON, pyjson::to_vec(&vendor_data(node)?)))
+            Ok(Reply::ok(JSON, vendor_data(node)?))
         }
         "vendor_data2.json" if at_least(version, "2016-10-06") => {
-            let mut v2 = Map::new();
-            v2.insert("static".into(), vendor_data(node)?);
-            Ok(Reply::ok(JSON, pyjson::to_vec(&v2)))
+            // `{"static": <vendor data>}`, laid out as json.dumps lays it out.
+            let v = vendor_data(node)?;
+            let mut body = Vec::with_capacity(v.len() + 12);
+            body.extend_from_slice(b"{\"static\": ");
+            body.extend_from_slice(&v);
+            body.push(b'}');
+            Ok(Reply::ok(JSON, body))
         }
         _ => Err(Refusal::NotFound),
     }
 }
 
-/// Static vendor data: the configdrive's `vendor_data`, or `{}` as Nova serves by default.
-fn vendor_data(node: &NodeView) -> Result<Value, Refusal> {
+/// Static vendor data as served: the configdrive's `vendor_data`, or `{}` as Nova serves
+/// by default.
+fn vendor_data(node: &NodeView) -> Result<Bytes, Refusal> {
     match &node.configdrive {
         ConfigDrive::Unreadable(_) => Err(Refusal::NotFound),
         _ => Ok(node
             .drive()
-            .and_then(|d| d.vendor_data.clone())
-            .unwrap_or_else(|| Value::Object(Map::new()))),
+            .and_then(|d| d.vendor_data.as_ref())
+            .map(Doc::body)
+            .unwrap_or_else(|| Bytes::from_static(b"{}"))),
     }
 }
 
@@ -376,7 +384,8 @@ fn ec2_meta_data(node: &NodeView, version: &str, client: IpAddr) -> Result<Entry
 /// First static IPv4 address of the node's network data and the MAC of its link; else the
 /// client's own address, as Nova falls back to the request address.
 fn local_ipv4(node: &NodeView, client: IpAddr) -> (Option<String>, Option<String>) {
-    let nd = node.network_data();
+    let nd = node.network_data().map(Doc::value);
+    let nd = nd.as_ref();
     let networks = nd
         .and_then(|nd| nd.get("networks"))
         .and_then(Value::as_array);

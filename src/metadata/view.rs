@@ -8,7 +8,52 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::inventory::model::Node;
+use crate::inventory::model::{Node, Raw};
+
+/// A JSON document kept as the bytes it is served as (Python's `json.dumps` layout, see
+/// [`super::pyjson`]): a few hundred bytes where a parsed tree takes kilobytes. Files served
+/// whole go out as these bytes; the rest is parsed back when a request needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc(Bytes);
+
+impl Default for Doc {
+    /// `{}`.
+    fn default() -> Doc {
+        Doc(Bytes::from_static(b"{}"))
+    }
+}
+
+impl Doc {
+    pub fn new<T: serde::Serialize + ?Sized>(value: &T) -> Doc {
+        Doc(Bytes::from(super::pyjson::to_vec(value)))
+    }
+
+    /// The document as served (a cheap, shared copy).
+    pub fn body(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    pub fn value(&self) -> Value {
+        // The bytes were written from a `Value` by this module: they always parse.
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// The document as an object (empty when it is not one).
+    pub fn object(&self) -> Map<String, Value> {
+        match self.value() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Ironic replaces secrets it will not show with this literal (`node_sanitize`).
 pub const MASKED: &str = "******";
@@ -27,10 +72,13 @@ pub enum ConfigDrive {
 /// The four parts of a configdrive, as Ironic's `build_configdrive` takes them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DriveContents {
-    pub meta_data: Map<String, Value>,
+    /// An object.
+    pub meta_data: Doc,
     pub user_data: Option<Bytes>,
-    pub network_data: Option<Value>,
-    pub vendor_data: Option<Value>,
+    /// An object.
+    pub network_data: Option<Doc>,
+    /// An object.
+    pub vendor_data: Option<Doc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +88,9 @@ pub struct NodeView {
     pub provision_state: Option<String>,
     pub configdrive: ConfigDrive,
     /// `node.network_data` when it is an object with content.
-    pub static_network_data: Option<Value>,
+    pub static_network_data: Option<Doc>,
     /// Network data generated from the node's ports and portgroups.
-    pub generated_network_data: Option<Value>,
+    pub generated_network_data: Option<Doc>,
     /// Every address the node's network data claims (configdrive and static), deduplicated.
     pub addresses: Vec<IpAddr>,
     /// `instance_info.project_id`, else the node's lessee, else its owner.
@@ -91,7 +139,8 @@ impl NodeView {
     /// [`NodeView::from_ironic`], taking decoded images from `old` and recording the
     /// ones used in `new`.
     pub fn from_ironic_cached(node: &Node, old: &mut DriveCache, new: &mut DriveCache) -> NodeView {
-        let configdrive = match node.instance_info.get("configdrive") {
+        let configdrive_value = node.instance_info.get("configdrive").map(Raw::value);
+        let configdrive = match configdrive_value.as_ref() {
             None | Some(Value::Null) => ConfigDrive::Absent,
             Some(Value::String(s)) if s.is_empty() => ConfigDrive::Absent,
             Some(Value::String(s)) if s == MASKED => ConfigDrive::Unreadable(
@@ -113,27 +162,35 @@ impl NodeView {
                 json_kind(other)
             )),
         };
-        let static_network_data = match &node.network_data {
-            Some(Value::Object(m)) if !m.is_empty() => Some(Value::Object(m.clone())),
+        let mut addresses = Vec::new();
+        let drive_network = match &configdrive {
+            ConfigDrive::Contents(c) => c.network_data.as_ref(),
             _ => None,
         };
-        let mut addresses = Vec::new();
-        if let ConfigDrive::Contents(c) = &configdrive {
-            if let Some(nd) = &c.network_data {
-                collect_addresses(nd, &mut addresses);
+        if let Some(nd) = drive_network {
+            collect_addresses(&nd.value(), &mut addresses);
+        }
+        drop(configdrive_value);
+        let static_value = node.network_data.as_ref().map(Raw::value);
+        let static_network_data = match &static_value {
+            Some(v @ Value::Object(m)) if !m.is_empty() => {
+                collect_addresses(v, &mut addresses);
+                let doc = Doc::new(v);
+                // Often the very document the configdrive holds: keep one copy.
+                Some(match drive_network {
+                    Some(same) if *same == doc => same.clone(),
+                    _ => doc,
+                })
             }
-        }
-        if let Some(nd) = &static_network_data {
-            collect_addresses(nd, &mut addresses);
-        }
+            _ => None,
+        };
         addresses.sort();
         addresses.dedup();
         let info = |k: &str| {
             node.instance_info
                 .get(k)
-                .and_then(Value::as_str)
+                .and_then(Raw::string)
                 .filter(|s| !s.is_empty() && *s != MASKED)
-                .map(str::to_string)
         };
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
         NodeView {
@@ -163,7 +220,7 @@ impl NodeView {
     pub fn meta_data(&self) -> Option<Map<String, Value>> {
         let mut md = match &self.configdrive {
             ConfigDrive::Absent => Map::new(),
-            ConfigDrive::Contents(c) => c.meta_data.clone(),
+            ConfigDrive::Contents(c) => c.meta_data.object(),
             ConfigDrive::Unreadable(_) => return None,
         };
         if !md.contains_key("uuid") {
@@ -186,7 +243,7 @@ impl NodeView {
 
     /// The network configuration the instance should apply: the one it was deployed with,
     /// else Ironic's static one, else one generated from its ports.
-    pub fn network_data(&self) -> Option<&Value> {
+    pub fn network_data(&self) -> Option<&Doc> {
         self.drive()
             .and_then(|c| c.network_data.as_ref())
             .or(self.static_network_data.as_ref())
@@ -196,8 +253,8 @@ impl NodeView {
 
 fn drive_from_dict(dict: &Map<String, Value>) -> Result<DriveContents, String> {
     let meta_data = match dict.get("meta_data") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        None | Some(Value::Null) => Doc::new(&Map::new()),
+        Some(v @ Value::Object(_)) => Doc::new(v),
         Some(v) => return Err(not_object("meta_data", v)),
     };
     // Ironic's builder: a dict or list becomes its JSON text, a non-empty string its UTF-8
@@ -218,12 +275,12 @@ fn drive_from_dict(dict: &Map<String, Value>) -> Result<DriveContents, String> {
     };
     let network_data = match dict.get("network_data") {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v @ Value::Object(_)) => Some(Doc::new(v)),
         Some(v) => return Err(not_object("network_data", v)),
     };
     let vendor_data = match dict.get("vendor_data") {
         None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(v @ Value::Object(_)) => Some(Doc::new(v)),
         Some(v) => return Err(not_object("vendor_data", v)),
     };
     Ok(DriveContents {
@@ -279,7 +336,7 @@ mod tests {
     use serde_json::json;
 
     fn node(v: Value) -> Node {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_str(&v.to_string()).unwrap()
     }
 
     #[test]
