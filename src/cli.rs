@@ -125,8 +125,8 @@ pub struct ServeArgs {
         default_value_t = 15
     )]
     pub keepalive_seconds: u64,
-    /// Seconds a client has to send a request's headers, counted from its first byte
-    /// (and, on a new connection, from the accept). Slower: the connection is closed.
+    /// Seconds a new connection has to send its first request's headers (a kept-alive
+    /// one: the keep-alive time plus this). Slower: the connection is closed.
     #[arg(long = "header-timeout-seconds", env = "HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub header_timeout_seconds: u64,
     /// Most connections the metadata listener holds at once (more: 503, then closed).

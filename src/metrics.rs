@@ -169,9 +169,27 @@ impl Metrics {
     }
 
     pub fn observe(&self, status: u16, refusal: Option<&'static str>, zone: Option<&str>) {
-        self.requests
-            .with_label_values(&[status.to_string().as_str()])
-            .inc();
+        let label = match status {
+            200 => "200",
+            304 => "304",
+            400 => "400",
+            401 => "401",
+            403 => "403",
+            404 => "404",
+            429 => "429",
+            503 => "503",
+            other => {
+                self.requests
+                    .with_label_values(&[other.to_string().as_str()])
+                    .inc();
+                return self.count_refusal(refusal, zone);
+            }
+        };
+        self.requests.with_label_values(&[label]).inc();
+        self.count_refusal(refusal, zone);
+    }
+
+    fn count_refusal(&self, refusal: Option<&'static str>, zone: Option<&str>) {
         if let Some(reason) = refusal {
             self.denied
                 .with_label_values(&[reason, zone.unwrap_or("-")])

@@ -170,8 +170,7 @@ impl ProxyHttp for MetadataGateway {
             today: &today,
         };
         let outcome = gateway::handle_with_refresh(&ctx, self.on_demand.as_deref(), &req).await;
-        let (method, path) = (method.to_owned(), path.to_owned());
-        record(&self.metrics, &outcome, &method, &path, peer);
+        record(&self.metrics, &outcome, method, path, peer);
         write_reply(session, outcome.reply).await?;
         Ok(true)
     }
@@ -192,16 +191,15 @@ impl ProxyHttp for MetadataGateway {
 fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: Option<IpAddr>) {
     let reason = outcome.refusal.map(|r| r.reason());
     metrics.observe(outcome.reply.status, reason, outcome.zone.as_deref());
-    let client = outcome.client.map(|c| c.to_string());
-    let peer = peer.map(|p| p.to_string());
+    let (client, peer) = (Addr(outcome.client), Addr(peer));
     match outcome.refusal {
         Some(r) if r.is_denial() => tracing::info!(
             target: "audit",
             event = "denied",
             reason = r.reason(),
             status = outcome.reply.status,
-            client = client.as_deref().unwrap_or("-"),
-            peer = peer.as_deref().unwrap_or("-"),
+            client = %client,
+            peer = %peer,
             zone = outcome.zone.as_deref().unwrap_or("-"),
             method,
             path = %truncate(path),
@@ -211,12 +209,24 @@ fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: 
         _ => tracing::debug!(
             target: "access",
             status = outcome.reply.status,
-            client = client.as_deref().unwrap_or("-"),
+            client = %client,
             node = outcome.node.as_deref().unwrap_or("-"),
             method,
             path = %truncate(path),
             "request answered"
         ),
+    }
+}
+
+/// An address for a log line, `-` when there is none; formatted only if the line is.
+struct Addr(Option<IpAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -293,30 +303,6 @@ impl Guarded {
         })
         .await;
     }
-
-    /// Wait until the client sends its next request's first byte, for at most `idle`.
-    async fn first_byte(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Wait {
-        let mut stopping = shutdown.clone();
-        if *stopping.borrow() {
-            return Wait::Closed;
-        }
-        let mut byte = [0u8; 1];
-        tokio::select! {
-            r = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => match r {
-                Ok(Ok(true)) => Wait::Arrived,
-                Ok(_) => Wait::Closed,
-                Err(_) => Wait::TimedOut,
-            },
-            _ = stopping.changed() => Wait::Closed,
-        }
-    }
-}
-
-enum Wait {
-    Arrived,
-    /// The client closed, or the server is stopping.
-    Closed,
-    TimedOut,
 }
 
 #[async_trait]
@@ -347,25 +333,12 @@ impl ServerApp for Guarded {
         };
         self.metrics.connections_open.inc();
         let mut persistent = None;
-        let mut first = true;
+        // A new connection must complete its first request's headers within the header
+        // timeout. A kept-alive one may first idle for the keep-alive time (pingora closes
+        // it then), so its next headers are due within both. Nothing is read ahead here:
+        // pingora's own read is the only one.
+        let mut deadline = self.header_timeout;
         loop {
-            // A new connection must start its request within the header timeout; between
-            // requests, an idle keep-alive connection is kept for the keep-alive time.
-            let idle = if first {
-                self.header_timeout
-            } else {
-                self.keepalive
-            };
-            match Self::first_byte(&mut stream, idle, shutdown).await {
-                Wait::Arrived => {}
-                Wait::Closed => break,
-                Wait::TimedOut => {
-                    if first {
-                        self.metrics.header_timeouts.inc();
-                    }
-                    break;
-                }
-            }
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive(Some(self.keepalive.as_secs()));
             if let Some(settings) = persistent.take() {
@@ -380,7 +353,7 @@ impl ServerApp for Guarded {
             tokio::pin!(request);
             let reused = tokio::select! {
                 r = &mut request => r,
-                _ = tokio::time::sleep(self.header_timeout) => {
+                _ = tokio::time::sleep(deadline) => {
                     if headers_in.load(Ordering::Acquire) {
                         // Headers are in: the answer is bounded by the handler's own timeouts.
                         request.await
@@ -395,7 +368,7 @@ impl ServerApp for Guarded {
             let (next, settings) = reused.consume();
             stream = next;
             persistent = settings;
-            first = false;
+            deadline = self.keepalive + self.header_timeout;
         }
         drop(_slot);
         self.metrics.connections_open.dec();

@@ -32,6 +32,17 @@ async fn check_md(s: &Server, from: &str, path: &str, body: &str) {
         body,
         "GET {path} from {from}"
     );
+    // The next answer is the same document with a seed of its own.
+    let (_, _, again) = get(&client_from(from), &s.url(path)).await;
+    assert_eq!(
+        (&again[..start], &again[end..]),
+        (&got[..start], &got[end..])
+    );
+    assert_ne!(
+        &again[start..end],
+        &got[start..end],
+        "the seed is fresh per answer"
+    );
 }
 
 async fn check(s: &Server, from: &str, path: &str, status: u16, ct: &str, body: &str) {

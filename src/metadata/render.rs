@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::pyjson;
 use super::route::{Route, EC2_VERSIONS, OPENSTACK_VERSIONS};
-use super::view::{ConfigDrive, Doc, NodeView};
+use super::view::{ConfigDrive, Doc, MetaTemplate, NodeView};
 use crate::reply::{Refusal, Reply, JSON, USER_DATA};
 
 /// `/`: the EC2 versions and `latest`.
@@ -69,7 +69,7 @@ fn openstack(node: &NodeView, version: &str, file: Option<&str>) -> Result<Reply
         return Ok(Reply::text(names.join("\n")));
     };
     match file {
-        "meta_data.json" => Ok(Reply::ok(JSON, pyjson::to_vec(&meta_data(node, version)?))),
+        "meta_data.json" => Ok(Reply::ok(JSON, meta_data_json(node, version)?)),
         "user_data" => user_data
             .map(|b| Reply::ok(USER_DATA, b))
             .ok_or(Refusal::NotFound),
@@ -154,10 +154,44 @@ fn facts(node: &NodeView, md: &Map<String, Value>) -> Facts {
     }
 }
 
+/// Length of `random_seed`: base64 of 512 bytes.
+const SEED_LEN: usize = 684;
+
+/// `meta_data.json` as served. Everything but `random_seed` depends on the node and the
+/// version only, so the document is rendered once per node and version, and each answer
+/// copies it with fresh seed bytes written over the seed's place.
+fn meta_data_json(node: &NodeView, version: &str) -> Result<Bytes, Refusal> {
+    let template = node
+        .render_cache
+        .meta_data(version, || meta_data_template(node, version))?;
+    let Some(at) = template.seed_at else {
+        return Ok(template.body.clone());
+    };
+    let mut body = template.body.to_vec();
+    let mut seed = [0u8; 512];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
+    base64::engine::general_purpose::STANDARD
+        .encode_slice(seed, &mut body[at..at + SEED_LEN])
+        .map_err(|_| Refusal::NotFound)?;
+    Ok(Bytes::from(body))
+}
+
+/// Render with two different seed placeholders: where the two documents differ is the
+/// seed's place, whatever the node's own data holds.
+fn meta_data_template(node: &NodeView, version: &str) -> Result<MetaTemplate, Refusal> {
+    let a = pyjson::to_vec(&meta_data(node, version, &"A".repeat(SEED_LEN))?);
+    let b = pyjson::to_vec(&meta_data(node, version, &"B".repeat(SEED_LEN))?);
+    let seed_at = a.iter().zip(&b).position(|(x, y)| x != y);
+    Ok(MetaTemplate {
+        body: Bytes::from(a),
+        seed_at,
+    })
+}
+
 /// `meta_data.json` with exactly the keys of `version`, in the order of Nova's
 /// `_metadata_as_json`. Keys a configdrive adds beyond those (`admin_pass`, `files`
 /// whose contents are not here) are not served, as Nova's metadata service does not.
-fn meta_data(node: &NodeView, version: &str) -> Result<Map<String, Value>, Refusal> {
+fn meta_data(node: &NodeView, version: &str, seed: &str) -> Result<Map<String, Value>, Refusal> {
     let md = node.meta_data().ok_or(Refusal::NotFound)?;
     let f = facts(node, &md);
     let mut out = Map::new();
@@ -188,13 +222,9 @@ fn meta_data(node: &NodeView, version: &str) -> Result<Map<String, Value>, Refus
     out.insert("launch_index".into(), json!(f.launch_index));
     out.insert("availability_zone".into(), json!(f.availability_zone));
     if at_least(version, "2013-04-04") {
-        // New per answer, as Nova does; cloud-init base64-decodes it to seed entropy.
-        let mut seed = [0u8; 512];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut seed);
-        out.insert(
-            "random_seed".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(seed)),
-        );
+        // New per answer, as Nova does (see `meta_data_json`); cloud-init base64-decodes it
+        // to seed entropy.
+        out.insert("random_seed".into(), json!(seed));
     }
     if at_least(version, "2015-10-15") {
         let project = str_of(&md, "project_id")

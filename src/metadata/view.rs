@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::route::OPENSTACK_VERSIONS;
 use crate::inventory::model::{Node, Raw};
+use crate::reply::Refusal;
 
 /// A JSON document kept as the bytes it is served as (Python's `json.dumps` layout, see
 /// [`super::pyjson`]): a few hundred bytes where a parsed tree takes kilobytes. Files served
@@ -102,6 +104,59 @@ pub struct NodeView {
     /// Identifies this deployment of the node (instance and provision time): state kept
     /// per deployment, like the password, is forgotten when the node is redeployed.
     pub deployment: String,
+    /// Documents rendered on first request (empty until then).
+    pub render_cache: RenderCache,
+}
+
+/// A rendered `meta_data.json` and where its `random_seed` value sits.
+#[derive(Debug, Clone)]
+pub struct MetaTemplate {
+    pub body: Bytes,
+    pub seed_at: Option<usize>,
+}
+
+type MetaSlots = Box<[OnceLock<Result<MetaTemplate, Refusal>>]>;
+
+/// Per-node cache of rendered documents, one slot per OpenStack version, allocated when
+/// the node is first asked. It never takes part in comparisons and is not cloned.
+#[derive(Default)]
+pub struct RenderCache(OnceLock<MetaSlots>);
+
+impl RenderCache {
+    /// The `meta_data.json` template of `version`, rendered by `render` the first time.
+    pub fn meta_data(
+        &self,
+        version: &str,
+        render: impl FnOnce() -> Result<MetaTemplate, Refusal>,
+    ) -> Result<&MetaTemplate, Refusal> {
+        let Some(i) = OPENSTACK_VERSIONS.iter().position(|v| *v == version) else {
+            return Err(Refusal::NotFound);
+        };
+        let slots = self.0.get_or_init(|| {
+            (0..OPENSTACK_VERSIONS.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        slots[i].get_or_init(render).as_ref().map_err(|r| *r)
+    }
+}
+
+impl std::fmt::Debug for RenderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RenderCache")
+    }
+}
+
+impl Clone for RenderCache {
+    fn clone(&self) -> RenderCache {
+        RenderCache::default()
+    }
+}
+
+impl PartialEq for RenderCache {
+    fn eq(&self, _: &RenderCache) -> bool {
+        true
+    }
 }
 
 /// Decoded configdrive images by (node, length, digest of the string): an image is decoded
@@ -211,6 +266,7 @@ impl NodeView {
                 node.instance_uuid.as_deref().unwrap_or(""),
                 node.provision_updated_at.as_deref().unwrap_or("")
             ),
+            render_cache: RenderCache::default(),
         }
     }
 
