@@ -28,6 +28,24 @@ pub enum Command {
     /// Work with policy directories.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print what one node of an inventory file is served for PATH, as if it asked.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    /// Inventory file (the `--inventory` format: nodes, ports and portgroups as Ironic
+    /// lists them).
+    #[arg(long = "inventory")]
+    pub inventory: PathBuf,
+    /// The node, by UUID or name.
+    #[arg(long = "node")]
+    pub node: String,
+    /// DNS servers announced in network data generated from ports.
+    #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
+    pub dns_servers: Vec<IpAddr>,
+    /// A metadata path, e.g. /openstack/latest/network_data.json.
+    pub path: String,
 }
 
 #[derive(Debug, Subcommand)]

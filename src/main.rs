@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ironic_metadata::cli::{Cli, Command, LogFormat, PolicyCommand};
+use ironic_metadata::inventory::file;
+use ironic_metadata::metadata::render;
 use ironic_metadata::policy;
 use ironic_metadata::server;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +26,36 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Render(args) => {
+            let rendered = file::load(&args.inventory)
+                .map_err(|e| e.to_string())
+                .and_then(|inv| {
+                    render::render_offline(
+                        inv,
+                        &args.node,
+                        &args.path,
+                        &args.dns_servers,
+                        &ironic_metadata::gateway::today_utc(),
+                    )
+                });
+            match rendered {
+                Ok(reply) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    match out.write_all(&reply.body).and_then(|()| out.flush()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             if let Err(msg) = init_logging(&args.log_level, args.log_format) {
                 eprintln!("error: {msg}");

@@ -271,6 +271,8 @@ def scenario_noauth(binary):
                    for i, spec in enumerate(nodes) for p in expected_answers(spec))
         check(same, "a dump of the real Ironic, served as a file inventory, answers identically")
 
+        generated_network_data_is_valid(binary, ironic)
+
         # The same data as a base64 gzipped ISO 9660 configdrive, built the way Ironic
         # builds one (openstacksdk's configdrive.build), is served identically.
         from openstack.baremetal import configdrive as os_configdrive
@@ -312,6 +314,52 @@ def scenario_noauth(binary):
             if s:
                 s.stop()
         ironic.close()
+
+
+def generated_network_data_is_valid(binary, ironic):
+    """Nodes with neither node.network_data nor a configdrive network_data get theirs
+    generated from their ports and portgroups (a phy, a bond, a VLAN on a port). What
+    `ironic-metadata render` prints for them must be accepted by Ironic's own API, which
+    validates network_data against its schema, and converted by cloud-init."""
+    nodes = specs(20, 3, "e2e-gen-")
+    for spec in nodes:
+        del spec["network_data"]
+        del spec["configdrive"]["network_data"]
+        if spec["name"].endswith("22"):  # the VLAN kind: the VLAN lives on the port
+            spec["ports"][0]["extra"] = {"vlan_id": 120}
+    ironic.harness("enroll", spec=nodes)
+    client = harness.Client(ironic.url)
+    dump = Path(tempfile.mkstemp(suffix=".json")[1])
+    dump.write_text(json.dumps(harness.dump(client)))
+    path = os.environ.get("CLOUD_INIT_PATH")
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
+    from cloudinit.sources.helpers import openstack as ci_openstack
+    want = {"e2e-gen-00020": ["nameserver", "physical"],
+            "e2e-gen-00021": ["bond", "nameserver", "physical"],
+            "e2e-gen-00022": ["nameserver", "physical", "vlan"]}
+    for spec in nodes:
+        name = spec["name"]
+        out = subprocess.run([binary, "render", "--inventory", str(dump), "--node", name,
+                              "--dns-servers", "198.18.0.53", "/openstack/latest/network_data.json"],
+                             capture_output=True, text=True)
+        if not check(out.returncode == 0, f"render prints {name}'s generated network_data", out.stderr):
+            continue
+        nd = json.loads(out.stdout)
+        try:
+            created = client.request("POST", "/v1/nodes", {"driver": "fake-hardware",
+                                                           "name": f"{name}-schema", "network_data": nd})
+            accepted, why = created.get("network_data") == nd, "stored differently"
+        except Exception as e:  # noqa: BLE001 - Ironic's refusal is the finding
+            accepted, why = False, str(e)
+        check(accepted, f"Ironic's API accepts {name}'s generated network_data (its schema)", why)
+        macs = {l["ethernet_mac_address"]: f"eth{n}" for n, l in enumerate(nd["links"]) if l["type"] == "phy"}
+        try:
+            cfg = ci_openstack.convert_net_json(nd, known_macs=macs)
+            kinds = sorted({c["type"] for c in cfg["config"]})
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            kinds = repr(e)
+        eq(kinds, want[name], f"cloud-init converts {name}'s generated network_data")
 
 
 def cloud_init_accepts(svc, spec, index):

@@ -449,3 +449,38 @@ fn local_ipv4(node: &NodeView, client: IpAddr) -> (Option<String>, Option<String
         IpAddr::V6(_) => (None, first_mac),
     }
 }
+
+/// What `node` (a UUID or name in `inventory`) is served for `path`, whatever its
+/// provision state, as if it asked from its first address: the `render` command, for
+/// operators checking a node's documents before it boots.
+pub fn render_offline(
+    inventory: crate::inventory::model::Inventory,
+    node: &str,
+    path: &str,
+    dns: &[IpAddr],
+    today: &str,
+) -> Result<Reply, String> {
+    let index = crate::identity::Index::build_with(inventory, &[], dns);
+    let view = index
+        .nodes()
+        .iter()
+        .find(|n| n.uuid == node || n.name.as_deref() == Some(node))
+        .ok_or_else(|| format!("no node {node:?} in the inventory"))?;
+    let route = super::route::parse(path).map_err(|e| format!("{path}: {e}"))?;
+    let client = view
+        .addresses
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match route {
+        Route::OpenStackVersions => Ok(openstack_versions(today)),
+        route => render(view, &route, client).map_err(|r| {
+            let reply = r.reply();
+            format!(
+                "{path}: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body).trim_end()
+            )
+        }),
+    }
+}
