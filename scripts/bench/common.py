@@ -1,0 +1,357 @@
+"""Shared pieces of the benchmark scenarios: free ports, the service under test, HTTP on
+loopback, a many-source-address load engine, statistics and the description of the machine.
+
+Python standard library only. Every server listens on a free 127.0.0.1 port; every client
+address is in 127.0.0.0/8.
+"""
+
+import errno
+import http.client
+import json
+import os
+import platform
+import selectors
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[2]
+
+# Zone for the scenarios that must never be rate limited: every loopback client, at the
+# highest rate and burst the policy accepts.
+OPEN_POLICY = """\
+[[zone]]
+name = "bench"
+cidrs = ["127.0.0.0/8", "::1/128"]
+action = "allow"
+rate_limit = { per_second = 100000, burst = 1000000 }
+"""
+
+
+def log(msg):
+    print(f"bench: {msg}", flush=True)
+
+
+def scale():
+    """BENCH_SCALE (default 1) shrinks durations and counts for quick checks."""
+    value = float(os.environ.get("BENCH_SCALE", "1") or "1")
+    if not 0 < value <= 1:
+        raise SystemExit("BENCH_SCALE must be in (0, 1]")
+    return value
+
+
+def scaled(n, minimum=1):
+    return max(minimum, int(round(n * scale())))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, what, timeout, interval=0.02):
+    """Poll `cond` until true; the servers make it true by their own work."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_get(port, path, source="127.0.0.1", timeout=30):
+    """(status, body bytes) of one GET on a fresh connection from `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers={"Host": "169.254.169.254"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def rss_bytes(pid):
+    """VmRSS of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit(f"no VmRSS for pid {pid}")
+
+
+def write_policy(directory, text=OPEN_POLICY):
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench.toml").write_text(text)
+    return directory
+
+
+class Service:
+    """One ironic-metadata process on free loopback ports (metadata and admin)."""
+
+    def __init__(self, binary, source_args, workdir, policy_dir, extra=(), cpus=None, env=None):
+        self.port, self.admin = free_port(), free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="service-", suffix=".log", dir=workdir)[1])
+        cmd = [str(binary), "serve", *source_args, "--bind", "127.0.0.1", "--port", str(self.port),
+               "--admin", f"127.0.0.1:{self.admin}", "--policy-dir", str(policy_dir),
+               "--log-format", "json", "--log-level", "warn", *extra]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        # Nothing from the caller's environment may choose another source or listener.
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
+                                      "THREADS", "REFRESH_", "LOG_"))}
+        self.started = time.monotonic()
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(cmd, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf)
+
+    def readyz(self):
+        """The /readyz document, or None while the admin listener is not up."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
+            conn.request("GET", "/readyz")
+            body = conn.getresponse().read()
+            conn.close()
+            return json.loads(body)
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+
+    def wait_ready(self, timeout=120, interval=0.01):
+        """Seconds from process start until /readyz says ready."""
+        def ready():
+            if self.proc.poll() is not None:
+                raise SystemExit(f"ironic-metadata exited with {self.proc.returncode}:\n{self.log_tail()}")
+            doc = self.readyz()
+            return doc is not None and doc.get("ready") is True
+        wait_for(ready, "ironic-metadata to be ready", timeout, interval)
+        return time.monotonic() - self.started
+
+    def metrics(self):
+        """Prometheus samples: {'name{labels}': value}."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0.0)
+
+    def rss(self):
+        return rss_bytes(self.proc.pid)
+
+    def log_tail(self, lines=20):
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def client_address(base, i):
+    """The i-th client address of a /16-aligned block: 127.<base>.0.1 onwards (i < 2**24)."""
+    n = (base << 16) + i + 1
+    return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+def run_clients(port, clients, concurrency, timeout=60.0):
+    """Loopback load from many source addresses, on one thread with non-blocking sockets.
+
+    clients: list of (source address, [request bytes, ...]); each request goes on a fresh
+    connection from that source (as cloud-init's readurl does), after the previous one
+    finished. At most `concurrency` connections are open at once (all clients at once when
+    it is at least their number). Returns a list per client of (seconds, response bytes or
+    an error string) per request.
+    """
+    sel = selectors.DefaultSelector()
+    results = [[] for _ in clients]
+    pending = list(range(len(clients)))[::-1]  # clients not started yet (popped from the end)
+    state = {}  # socket -> [client, request index, start, response bytearray, sent]
+    open_count = 0
+    deadline = time.monotonic() + timeout
+
+    def start(c, k):
+        nonlocal open_count
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.bind((clients[c][0], 0))
+            err = s.connect_ex(("127.0.0.1", port))
+        except OSError as e:
+            s.close()
+            finish_error(c, k, time.monotonic(), f"connect: {e}")
+            return
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            finish_error(c, k, time.monotonic(), f"connect: {os.strerror(err)}")
+            return
+        state[s] = [c, k, time.monotonic(), bytearray(), False]
+        sel.register(s, selectors.EVENT_WRITE)
+        open_count += 1
+
+    def finish_error(c, k, t0, error):
+        results[c].append((time.monotonic() - t0, error))
+        advance(c, k)
+
+    def advance(c, k):
+        if k + 1 < len(clients[c][1]):
+            start(c, k + 1)
+        elif pending:
+            start(pending.pop(), 0)
+
+    while pending and open_count < concurrency:
+        start(pending.pop(), 0)
+    while state:
+        if time.monotonic() > deadline:
+            for s, (c, k, t0, _, _) in list(state.items()):
+                results[c].append((time.monotonic() - t0, "timeout"))
+                sel.unregister(s)
+                s.close()
+            break
+        for key, events in sel.select(timeout=1.0):
+            s = key.fileobj
+            c, k, t0, buf, sent = state[s]
+            try:
+                if events & selectors.EVENT_WRITE and not sent:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    s.sendall(clients[c][1][k])
+                    state[s][4] = True
+                    sel.modify(s, selectors.EVENT_READ)
+                    continue
+                data = s.recv(65536)
+                if data:
+                    buf += data
+                    continue
+                outcome = bytes(buf)
+            except OSError as e:
+                outcome = f"{type(e).__name__}: {e}"
+            elapsed = time.monotonic() - t0
+            sel.unregister(s)
+            s.close()
+            del state[s]
+            open_count -= 1
+            results[c].append((elapsed, outcome))
+            advance(c, k)
+    sel.close()
+    return results
+
+
+def get_request(path):
+    return f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n".encode()
+
+
+def split_response(raw):
+    """(status, body) of a raw HTTP/1.1 response read to the end (Connection: close)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = bytearray(), body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2:]
+        body = bytes(out)
+    return status, body
+
+
+def percentile(values, p):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def machine():
+    """CPU, cores, memory, kernel and OS of this machine, and whether it was busy."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    os_name = platform.system()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": mem_kib * 1024,
+        "kernel": platform.release(),
+        "os": os_name,
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def source_commit():
+    """The checked-out commit, read from .git without running git (no index refresh)."""
+    git = TOP / ".git"
+    try:
+        if git.is_file():  # a worktree: "gitdir: PATH"
+            git = (TOP / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        common = git
+        if (git / "commondir").exists():
+            common = (git / (git / "commondir").read_text().strip()).resolve()
+        for base in (git, common):
+            if (base / ref).exists():
+                return (base / ref).read_text().strip()
+        packed = common / "packed-refs"
+        if packed.exists():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0]
+    except OSError:
+        pass
+    return "unknown"
+
+
+def tool_version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    text = (out.stdout + out.stderr).strip().splitlines()
+    if not text:
+        return None
+    # "nginx version: nginx/1.22.1", "wrk debian/4.1.0-3+b2 [epoll] ...", "curl 7.88.1 (...) ..."
+    words = text[0].replace("nginx version: ", "").split()
+    return " ".join(words[:2])

@@ -1,0 +1,215 @@
+"""Scenario hotpath: the same meta_data.json body served by nginx as a static file and by
+ironic-metadata through its whole request path (client address, zone, rate limit, hygiene,
+token, identity, render), at the same number of worker threads, under wrk.
+
+For each thread count N, both servers run side by side on free loopback ports and take turns
+(nginx, ours, nginx, ours, ...) for ROUNDS rounds; every measured run follows a short
+warm-up run on the same server. wrk keeps 50 keep-alive connections open; a Lua done() hook
+prints the exact p50/p99/p99.9 from wrk's histogram.
+
+With N = 1 the server is pinned to CPU 0 and wrk to CPU 1; with N = 2 all share both CPUs.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from common import TOP, Service, free_port, log, median, scaled, wait_for, write_policy
+
+PATH = "/openstack/latest/meta_data.json"
+CONNECTIONS = 50
+
+WRK_LUA = r"""
+-- Prints one JSON line with wrk's totals and exact percentiles (microseconds).
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+    '"latency_us": {"min": %d, "mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+NGINX_CONF = """\
+# Static files on one loopback port, nothing outside this directory.
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    types {{ }}
+    default_type application/json;
+    sendfile on;
+    keepalive_timeout 15s;
+    keepalive_requests 100000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {dir}/www;
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, workdir, port, workers, body, cpus=None):
+        self.dir, self.port = Path(workdir), port
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        target = self.dir / "www" / PATH.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+        # Started as root, nginx's workers drop to nobody: the tree must be readable to them.
+        for p in [self.dir, *self.dir.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=workers, dir=self.dir, port=port))
+        cmd = [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-e", str(self.dir / "error.log"),
+               "-c", str(conf)]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "stderr.log", "wb"))
+
+        def serving():
+            if self.proc.poll() is not None:
+                raise SystemExit("nginx exited:\n" + (self.dir / "stderr.log").read_text()
+                                 + (self.dir / "error.log").read_text())
+            try:
+                return get(self.port)[0] == 200
+            except OSError:
+                return False
+        try:
+            wait_for(serving, "nginx", 30)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def get(port):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", PATH)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wrk(port, seconds, threads, lua, cpus=None):
+    cmd = ["wrk", "-t", str(threads), "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "5s",
+           "-s", str(lua), f"http://127.0.0.1:{port}{PATH}"]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            doc = json.loads(line[len("WRK_JSON "):])
+            lat = doc["latency_us"]
+            errors = sum(doc["errors"].values())
+            return {
+                "requests": doc["requests"],
+                "rps": doc["requests"] / (doc["duration_us"] / 1e6),
+                "p50_ms": lat["p50"] / 1000, "p90_ms": lat["p90"] / 1000,
+                "p99_ms": lat["p99"] / 1000, "p999_ms": lat["p999"] / 1000,
+                "mean_ms": lat["mean"] / 1000, "max_ms": lat["max"] / 1000,
+                "errors": errors, "error_detail": doc["errors"],
+            }
+    raise SystemExit(f"wrk printed no summary (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+
+def summarize(runs):
+    out = {}
+    for key in ("rps", "p50_ms", "p99_ms", "p999_ms"):
+        out[key] = median([r[key] for r in runs])
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
+def run(ctx):
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise SystemExit("hotpath needs wrk and nginx (scripts/bench.sh installs them)")
+    work = ctx.workdir / "hotpath"
+    work.mkdir()
+    # nginx's workers (nobody, when started as root) must reach the document root.
+    ctx.workdir.chmod(0o711)
+    work.chmod(0o755)
+    lua = work / "report.lua"
+    lua.write_text(WRK_LUA)
+    policy = write_policy(work / "policy")
+    inventory = TOP / "examples" / "inventory.json"
+    duration = scaled(8, 2)
+    warmup = 1
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    results = {
+        "path": PATH, "inventory": "examples/inventory.json (node web-0 claims 127.0.0.1)",
+        "connections": CONNECTIONS, "duration_s": duration, "warmup_s": warmup, "rounds": rounds,
+        "wrk_threads": 1, "by_threads": {},
+    }
+    for n in (1, 2):
+        # N = 1: server on CPU 0, wrk on CPU 1. N = 2: both servers' threads and wrk share
+        # the two CPUs.
+        server_cpus, wrk_cpus = ("0", "1") if n == 1 and (os.cpu_count() or 1) >= 2 else (None, None)
+        # wrk's 50 connections all come from 127.0.0.1: above the default per-client cap
+        # of 32 connections, which a metadata client never reaches.
+        ours = Service(ctx.binary, ["--inventory", str(inventory)], work, policy,
+                       extra=["--threads", str(n), "--max-connections-per-client", "1000"],
+                       cpus=server_cpus)
+        nginx = None
+        try:
+            ours.wait_ready(30)
+            status = get(ours.port)[0]
+            if status != 200:
+                raise SystemExit(f"ironic-metadata answered {status} for {PATH} from 127.0.0.1")
+            # The body as ours serves it, fetched with curl as any client would.
+            body_file = work / f"meta_data-{n}.json"
+            subprocess.run(["curl", "-sf", "-o", str(body_file), f"http://127.0.0.1:{ours.port}{PATH}"], check=True)
+            body = body_file.read_bytes()
+            nginx = Nginx(work / f"nginx-{n}", free_port(), n, body, cpus=server_cpus)
+            same = get(nginx.port)[1] == body
+            if not same:
+                raise SystemExit("nginx does not serve the body byte for byte")
+            results["body_bytes"] = len(body)
+            runs = []
+            for r in range(1, rounds + 1):
+                for name, port in (("nginx", nginx.port), ("ours", ours.port)):
+                    wrk(port, warmup, 1, lua, wrk_cpus)
+                    res = wrk(port, duration, 1, lua, wrk_cpus)
+                    res.update(server=name, round=r)
+                    runs.append(res)
+                    log(f"hotpath N={n} round {r} {name:5}: {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms"
+                        f"  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p999_ms']:.3f} ms  errors {res['errors']}")
+        finally:
+            ours.stop()
+            if nginx:
+                nginx.stop()
+        med = {s: summarize([r for r in runs if r["server"] == s]) for s in ("nginx", "ours")}
+        ratio = {
+            "rps": med["ours"]["rps"] / med["nginx"]["rps"],
+            "p99": med["ours"]["p99_ms"] / med["nginx"]["p99_ms"],
+            "p999": med["ours"]["p999_ms"] / med["nginx"]["p999_ms"],
+        }
+        results["by_threads"][str(n)] = {"pinned": server_cpus is not None, "runs": runs,
+                                         "median": med, "ratio": ratio}
+        log(f"hotpath N={n}: ours/nginx req/s {ratio['rps']:.2f}, p99 {ratio['p99']:.2f}")
+    results["pinning"] = ("N=1: server on CPU 0, wrk on CPU 1; N=2: no pinning (servers and wrk share both CPUs)"
+                          if results["by_threads"]["1"]["pinned"] else "no pinning")
+    return results
