@@ -283,6 +283,8 @@ def scenario_noauth(binary):
         iso_spec[0]["configdrive"] = image.decode() if isinstance(image, bytes) else image
         ironic.harness("enroll", spec=iso_spec)
         iso_spec[0]["configdrive"] = cd
+        # What is checked here is the decoding, not how soon the node is indexed.
+        wait_for(lambda: svc.get("/latest/meta-data/instance-id", ip_of(5))[0] == 200, "ISO node indexed")
         check_node(svc, iso_spec[0], 5, "ISO configdrive")
 
         # Deployed after start-up: answered on its first request.
@@ -321,11 +323,11 @@ def generated_network_data_is_valid(binary, ironic):
     generated from their ports and portgroups (a phy, a bond, a VLAN on a port). What
     `ironic-metadata render` prints for them must be accepted by Ironic's own API, which
     validates network_data against its schema, and converted by cloud-init."""
-    nodes = specs(20, 3, "e2e-gen-")
+    nodes = specs(21, 3, "e2e-gen-")  # kinds phy, bond, vlan (harness: index % 3)
     for spec in nodes:
         del spec["network_data"]
         del spec["configdrive"]["network_data"]
-        if spec["name"].endswith("22"):  # the VLAN kind: the VLAN lives on the port
+        if spec["name"].endswith("23"):  # the VLAN kind: the VLAN lives on the port
             spec["ports"][0]["extra"] = {"vlan_id": 120}
     ironic.harness("enroll", spec=nodes)
     client = harness.Client(ironic.url)
@@ -335,9 +337,9 @@ def generated_network_data_is_valid(binary, ironic):
     if path and path not in sys.path:
         sys.path.insert(0, path)
     from cloudinit.sources.helpers import openstack as ci_openstack
-    want = {"e2e-gen-00020": ["nameserver", "physical"],
-            "e2e-gen-00021": ["bond", "nameserver", "physical"],
-            "e2e-gen-00022": ["nameserver", "physical", "vlan"]}
+    want = {"e2e-gen-00021": ["nameserver", "physical"],
+            "e2e-gen-00022": ["bond", "nameserver", "physical"],
+            "e2e-gen-00023": ["nameserver", "physical", "vlan"]}
     for spec in nodes:
         name = spec["name"]
         out = subprocess.run([binary, "render", "--inventory", str(dump), "--node", name,
