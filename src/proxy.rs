@@ -317,7 +317,7 @@ impl ServerApp for Guarded {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))?;
         let key = self.policy.current().connection_key(peer);
-        let _slot = match self.conns.acquire(key) {
+        let slot = match self.conns.acquire(key) {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::info!(
@@ -370,7 +370,7 @@ impl ServerApp for Guarded {
             persistent = settings;
             deadline = self.keepalive + self.header_timeout;
         }
-        drop(_slot);
+        drop(slot);
         self.metrics.connections_open.dec();
         None
     }

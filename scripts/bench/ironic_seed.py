@@ -47,14 +47,7 @@ def node_address(i):
 
 def node_spec(i):
     """The harness's node i, with its IPv4 address moved to node_address(i)."""
-    spec = harness.node_spec(i, PREFIX)
-    for nd in (spec["network_data"], spec["configdrive"]["network_data"]):
-        for net in nd["networks"]:
-            if net["type"] == "ipv4":
-                net["ip_address"] = node_address(i)
-                net["netmask"] = "255.255.0.0"
-                net["routes"] = []
-    return spec
+    return harness.with_ipv4(harness.node_spec(i, PREFIX), node_address(i), "255.255.0.0")
 
 
 def node_uuid(i):

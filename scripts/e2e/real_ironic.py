@@ -69,17 +69,8 @@ def ip_of(i):
 
 def specs(start, count, prefix):
     """Harness node specs with their IPv4 address moved into 127.0.3.0/24."""
-    out = []
-    for i in range(start, start + count):
-        spec = harness.node_spec(i, prefix)
-        for nd in (spec["network_data"], spec["configdrive"]["network_data"]):
-            for net in nd["networks"]:
-                if net["type"] == "ipv4":
-                    net["ip_address"] = ip_of(i)
-                    net["netmask"] = "255.255.255.0"
-                    net["routes"] = []
-        out.append(spec)
-    return out
+    return [harness.with_ipv4(harness.node_spec(i, prefix), ip_of(i), "255.255.255.0")
+            for i in range(start, start + count)]
 
 
 class Ironic:

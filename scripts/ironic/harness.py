@@ -492,6 +492,18 @@ def node_spec(index, prefix="node-"):
     }
 
 
+def with_ipv4(spec, address, netmask):
+    """The spec with its static IPv4 network (in node.network_data and in the configdrive)
+    moved to `address`, without routes: for clients that pose as nodes on loopback."""
+    for nd in (spec["network_data"], spec["configdrive"]["network_data"]):
+        for net in nd["networks"]:
+            if net["type"] == "ipv4":
+                net["ip_address"] = address
+                net["netmask"] = netmask
+                net["routes"] = []
+    return spec
+
+
 def cmd_spec(args):
     json.dump([node_spec(args.start + i, args.prefix) for i in range(args.count)], sys.stdout, indent=1)
     print()
