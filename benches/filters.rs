@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
     let passwords = PasswordStore::new(None).unwrap();
     let ctx = Context {
         catalog: &catalog,
+        neighbours: &ironic_metadata::neighbour::Netlink,
         policy: &policy,
         tokens: &tokens,
         passwords: &passwords,

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use macaddr::MacAddr6;
+
 use crate::inventory::model::Inventory;
 use crate::metadata::view::{DriveCache, NodeView};
 
@@ -40,6 +42,7 @@ pub enum Lookup {
 pub struct Index {
     nodes: Vec<Arc<NodeView>>,
     by_ip: HashMap<IpAddr, Claim>,
+    by_mac: HashMap<MacAddr6, Claim>,
     served: Vec<bool>,
     built_at: Option<SystemTime>,
 }
@@ -93,6 +96,14 @@ impl Index {
                     .get(n.uuid.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
+                view.macs = p
+                    .iter()
+                    .map(|p| p.address.as_str())
+                    .chain(g.iter().filter_map(|g| g.address.as_deref()))
+                    .filter_map(|m| m.trim().parse::<MacAddr6>().ok())
+                    .collect();
+                view.macs.sort_unstable();
+                view.macs.dedup();
                 if view.network_data().is_none() {
                     view.generated_network_data = crate::metadata::network::generate(p, g, dns)
                         .map(|v| crate::metadata::view::Doc::new(&v));
@@ -109,27 +120,19 @@ impl Index {
             })
             .collect();
         let mut by_ip: HashMap<IpAddr, Claim> = HashMap::new();
+        let mut by_mac: HashMap<MacAddr6, Claim> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
             for ip in &node.addresses {
-                match by_ip.get_mut(ip) {
-                    None => {
-                        by_ip.insert(*ip, Claim::One(i));
-                    }
-                    Some(Claim::One(j)) => {
-                        let mut uuids = vec![nodes[*j].uuid.clone(), node.uuid.clone()];
-                        uuids.sort();
-                        by_ip.insert(*ip, Claim::Contested(uuids));
-                    }
-                    Some(Claim::Contested(uuids)) => {
-                        uuids.push(node.uuid.clone());
-                        uuids.sort();
-                    }
-                }
+                claim(&mut by_ip, *ip, i, &nodes);
+            }
+            for mac in &node.macs {
+                claim(&mut by_mac, *mac, i, &nodes);
             }
         }
         let index = Index {
             nodes,
             by_ip,
+            by_mac,
             served,
             built_at: Some(SystemTime::now()),
         };
@@ -137,7 +140,17 @@ impl Index {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Lookup {
-        match self.by_ip.get(&ip.to_canonical()) {
+        self.resolve(self.by_ip.get(&ip.to_canonical()))
+    }
+
+    /// The node one of whose Ironic ports (or portgroups) has this MAC; a MAC on two nodes
+    /// belongs to neither.
+    pub fn lookup_mac(&self, mac: MacAddr6) -> Lookup {
+        self.resolve(self.by_mac.get(&mac))
+    }
+
+    fn resolve(&self, claim: Option<&Claim>) -> Lookup {
+        match claim {
             None => Lookup::Unknown,
             Some(Claim::Contested(uuids)) => Lookup::Contested(uuids.clone()),
             Some(Claim::One(i)) if self.served[*i] => Lookup::Found(self.nodes[*i].clone()),
@@ -169,6 +182,29 @@ impl Index {
 
     pub fn built_at(&self) -> Option<SystemTime> {
         self.built_at
+    }
+}
+
+/// Records that node `i` claims `key`; a second claimant makes it contested.
+fn claim<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Claim>,
+    key: K,
+    i: usize,
+    nodes: &[Arc<NodeView>],
+) {
+    match map.get_mut(&key) {
+        None => {
+            map.insert(key, Claim::One(i));
+        }
+        Some(Claim::One(j)) => {
+            let mut uuids = vec![nodes[*j].uuid.clone(), nodes[i].uuid.clone()];
+            uuids.sort();
+            map.insert(key, Claim::Contested(uuids));
+        }
+        Some(Claim::Contested(uuids)) => {
+            uuids.push(nodes[i].uuid.clone());
+            uuids.sort();
+        }
     }
 }
 

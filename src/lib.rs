@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod ironic;
 pub mod metadata;
 pub mod metrics;
+pub mod neighbour;
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod proxy;

@@ -11,15 +11,32 @@ use ironic_metadata::policy;
 use ironic_metadata::server;
 use tracing_subscriber::EnvFilter;
 
+/// Writes a command's output; a reader that went away (`| head`) ends it quietly.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => match policy::file::load_dir(&dir) {
             Ok(zones) => {
                 let n = zones.len();
-                print!("{}", policy::Policy::build(zones, None).describe());
-                println!("{}: {n} zone(s), valid", dir.display());
-                ExitCode::SUCCESS
+                let text = format!(
+                    "{}{}: {n} zone(s), valid\n",
+                    policy::Policy::build(zones, None).describe(),
+                    dir.display()
+                );
+                write_stdout(text.as_bytes())
             }
             Err(e) => {
                 eprintln!("error: invalid policy: {e}");
@@ -39,17 +56,7 @@ fn main() -> ExitCode {
                     )
                 });
             match rendered {
-                Ok(reply) => {
-                    use std::io::Write;
-                    let mut out = std::io::stdout().lock();
-                    match out.write_all(&reply.body).and_then(|()| out.flush()) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            ExitCode::FAILURE
-                        }
-                    }
-                }
+                Ok(reply) => write_stdout(&reply.body),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

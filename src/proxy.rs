@@ -163,6 +163,7 @@ impl ProxyHttp for MetadataGateway {
         let policy = self.policy.current();
         let ctx = Context {
             catalog: &self.catalog,
+            neighbours: &crate::neighbour::Netlink,
             policy: &policy,
             tokens: &self.tokens,
             passwords: &self.passwords,

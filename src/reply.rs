@@ -82,6 +82,13 @@ pub enum Refusal {
     HeadersTooLarge,
     /// A password POST whose body did not arrive within the header timeout.
     BodyTimeout,
+    /// The zone verifies MACs and the client's neighbour MAC is not a port of its node.
+    MacMismatch,
+    /// The zone verifies MACs and the client has none to verify (routed, behind a proxy, no
+    /// neighbour entry).
+    MacUnverifiable,
+    /// The kernel's neighbour table could not be read.
+    NeighbourLookupFailed,
 }
 
 impl Refusal {
@@ -111,6 +118,9 @@ impl Refusal {
             Refusal::BodyNotAccepted => "body_not_accepted",
             Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::BodyTimeout => "body_timeout",
+            Refusal::MacMismatch => "mac_mismatch",
+            Refusal::MacUnverifiable => "mac_unverifiable",
+            Refusal::NeighbourLookupFailed => "neighbour_lookup_failed",
         }
     }
 
@@ -119,10 +129,13 @@ impl Refusal {
     pub fn reply(self) -> Reply {
         let (status, body): (u16, &'static str) = match self {
             Refusal::NoClientAddress => (403, "client address unknown\n"),
-            Refusal::UnknownAddress | Refusal::ContestedAddress | Refusal::NodeNotServed => {
-                (404, "no metadata for this address\n")
-            }
+            Refusal::UnknownAddress
+            | Refusal::ContestedAddress
+            | Refusal::NodeNotServed
+            | Refusal::MacMismatch
+            | Refusal::MacUnverifiable => (404, "no metadata for this address\n"),
             Refusal::NotReady => (503, "metadata not available yet\n"),
+            Refusal::NeighbourLookupFailed => (503, "metadata not available\n"),
             Refusal::NotFound => (404, "not found\n"),
             Refusal::BadPath => (400, "bad request path\n"),
             Refusal::PathTooLong => (414, "request path too long\n"),
@@ -152,7 +165,9 @@ impl Refusal {
         };
         match self {
             Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),
-            Refusal::NotReady => reply.headers.push(("Retry-After", "5".into())),
+            Refusal::NotReady | Refusal::NeighbourLookupFailed => {
+                reply.headers.push(("Retry-After", "5".into()))
+            }
             Refusal::RateLimited(secs) => {
                 reply.headers.push(("Retry-After", secs.max(1).to_string()))
             }

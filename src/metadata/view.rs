@@ -95,6 +95,8 @@ pub struct NodeView {
     pub generated_network_data: Option<Doc>,
     /// Every address the node's network data claims (configdrive and static), deduplicated.
     pub addresses: Vec<IpAddr>,
+    /// The MACs of the node's Ironic ports and portgroups, sorted, deduplicated.
+    pub macs: Vec<macaddr::MacAddr6>,
     /// `instance_info.project_id`, else the node's lessee, else its owner.
     pub project_id: Option<String>,
     /// `instance_info.flavor_name`, else the node's resource class.
@@ -256,6 +258,7 @@ impl NodeView {
             static_network_data,
             generated_network_data: None,
             addresses,
+            macs: Vec::new(),
             project_id: info("project_id")
                 .or_else(|| nonempty(&node.lessee))
                 .or_else(|| nonempty(&node.owner)),

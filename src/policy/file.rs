@@ -47,6 +47,10 @@ struct ZoneFile {
     paths: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     deny_paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    verify_mac: Option<Spanned<bool>>,
+    #[serde(default)]
+    identify_by_mac: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +331,20 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         .iter()
         .map(|p| rule("deny_paths", p))
         .collect::<Result<_, _>>()?;
+    let verify_mac = z.verify_mac.as_ref().is_some_and(|v| *v.get_ref());
+    let identify_by_mac = match &z.identify_by_mac {
+        Some(v) if *v.get_ref() && !verify_mac => {
+            return Err(src.err(
+                v.span(),
+                format!(
+                "zone {name:?}: field identify_by_mac: needs verify_mac = true in the same zone \
+                     (a node found by its MAC is served only to that MAC)"
+            ),
+            ))
+        }
+        Some(v) => *v.get_ref(),
+        None => false,
+    };
     Ok(Zone {
         name,
         cidrs,
@@ -339,6 +357,8 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         tokens: z.tokens.unwrap_or_default(),
         paths,
         deny_paths,
+        verify_mac,
+        identify_by_mac,
     })
 }
 
@@ -372,7 +392,7 @@ mod tests {
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.1/8\"]\naction = \"allow\"\n",
              "p.toml:3: zone \"a\": field cidrs: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\ncolour = \"blue\"\n",
-             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`"),
+             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 5 }\n",
              "p.toml:5: zone \"a\": field rate_limit.per_second: 0 is outside 0.000012 (one a day) to 100000"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 1, burst = 0 }\n",
@@ -383,6 +403,10 @@ mod tests {
              "p.toml:3: zone \"a\": field cidrs: must list at least one CIDR"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\n[[zone]]\nname = \"a\"\ncidrs = [\"10.1.0.0/16\"]\naction = \"deny\"\n",
              "p.toml:5: zone \"a\": field name: duplicate zone name (first declared at p.toml:1)"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nidentify_by_mac = true\n",
+             "p.toml:5: zone \"a\": field identify_by_mac: needs verify_mac = true in the same zone (a node found by its MAC is served only to that MAC)"),
+            ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nverify_mac = \"yes\"\n",
+             "p.toml:5: invalid type: string \"yes\", expected a boolean"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\npaths = [\"openstack\"]\n",
              "p.toml:5: zone \"a\": field paths: \"openstack\" must start with '/'"),
         ];

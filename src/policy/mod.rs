@@ -113,6 +113,10 @@ pub struct Zone {
     pub tokens: TokenMode,
     pub paths: Vec<PathRule>,
     pub deny_paths: Vec<PathRule>,
+    /// An on-link client's MAC (from the neighbour table) must be a port of its node.
+    pub verify_mac: bool,
+    /// A client whose address no node claims is identified by its MAC's Ironic port.
+    pub identify_by_mac: bool,
 }
 
 impl Zone {
@@ -245,6 +249,11 @@ impl Policy {
                         )];
                         if zone.tokens == TokenMode::Required {
                             parts.push("tokens required".into());
+                        }
+                        if zone.identify_by_mac {
+                            parts.push("MAC verified, identifies".into());
+                        } else if zone.verify_mac {
+                            parts.push("MAC verified".into());
                         }
                         if !zone.trusted_proxies.is_empty() {
                             let proxies: Vec<String> =

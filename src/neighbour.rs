@@ -1,0 +1,281 @@
+//! Who is on the link. For a client address this asks the kernel two exact questions over
+//! rtnetlink: the route it would use to reach the client, and, when that route is on a link
+//! of this host, the link-layer (MAC) address its neighbour table holds for the client. No
+//! table dumps and no external commands: two small messages per lookup.
+//!
+//! A MAC is only evidence for a client on the same segment as this host. Behind a router the
+//! neighbour table holds the router's MAC, so a routed client reads as [`L2::Routed`], never
+//! as a MAC.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+
+use macaddr::MacAddr6;
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// What the link layer says about a client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum L2 {
+    /// On a link of this host; the neighbour table maps the address to this MAC.
+    Mac(MacAddr6),
+    /// Reached through this gateway: the MAC seen is the router's, not the client's.
+    Routed(IpAddr),
+    /// An address of this host itself (loopback or local).
+    Local,
+    /// On a link of this host, with no usable neighbour entry (none, incomplete or failed).
+    NoEntry,
+    /// An IPv6 link-local address: without its interface it may name a host on any link.
+    LinkLocal,
+    /// The kernel has no usable route to the address (unreachable, blackhole, ...).
+    NoRoute,
+}
+
+impl L2 {
+    /// Why this is not a MAC, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            L2::Mac(m) => format!("neighbour MAC {}", mac_text(m)),
+            L2::Routed(gw) => format!("routed via {gw}, not on a link of this host"),
+            L2::Local => "an address of this host".into(),
+            L2::NoEntry => "no neighbour entry with a link-layer address".into(),
+            L2::LinkLocal => "IPv6 link-local address (ambiguous without its interface)".into(),
+            L2::NoRoute => "no route to the address".into(),
+        }
+    }
+}
+
+/// MACs as Ironic writes them: lower case, colon-separated.
+pub fn mac_text(m: &MacAddr6) -> String {
+    m.to_string().to_ascii_lowercase()
+}
+
+/// Looks up the link-layer facts of a client address.
+pub trait Neighbours: Send + Sync {
+    fn resolve(&self, ip: IpAddr) -> io::Result<L2>;
+}
+
+/// The kernel's tables, over rtnetlink, in this process's network namespace.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Netlink;
+
+impl Neighbours for Netlink {
+    fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
+        let ip = ip.to_canonical();
+        if let IpAddr::V6(v6) = ip {
+            if v6.is_unicast_link_local() {
+                return Ok(L2::LinkLocal);
+            }
+        }
+        let socket = open()?;
+        let route = match ask(&socket, 1, route_request(ip))? {
+            Some(RouteNetlinkMessage::NewRoute(r)) => r,
+            Some(other) => return Err(unexpected(&other)),
+            None => return Ok(L2::NoRoute),
+        };
+        match route.header.kind {
+            RouteType::Unicast => {}
+            RouteType::Local => return Ok(L2::Local),
+            _ => return Ok(L2::NoRoute),
+        }
+        let mut oif = None;
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
+                    return Ok(L2::Routed(IpAddr::V4(*g)))
+                }
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
+                    return Ok(L2::Routed(IpAddr::V6(*g)))
+                }
+                RouteAttribute::Via(_) | RouteAttribute::MultiPath(_) => {
+                    return Ok(L2::Routed(ip));
+                }
+                _ => {}
+            }
+        }
+        let Some(oif) = oif else {
+            return Ok(L2::NoRoute);
+        };
+        let neigh = match ask(&socket, 2, neighbour_request(ip, oif))? {
+            Some(RouteNetlinkMessage::NewNeighbour(n)) => n,
+            Some(other) => return Err(unexpected(&other)),
+            None => return Ok(L2::NoEntry),
+        };
+        Ok(from_neighbour(&neigh))
+    }
+}
+
+/// A fixed table, for tests and for rendering without a network.
+#[derive(Debug, Default, Clone)]
+pub struct Fixed(pub HashMap<IpAddr, L2>);
+
+impl Neighbours for Fixed {
+    fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
+        Ok(self
+            .0
+            .get(&ip.to_canonical())
+            .cloned()
+            .unwrap_or(L2::NoEntry))
+    }
+}
+
+fn from_neighbour(n: &NeighbourMessage) -> L2 {
+    // Entries being resolved or that failed to resolve carry no address worth believing;
+    // NOARP entries (loopback, point-to-point) carry a placeholder.
+    match n.header.state {
+        NeighbourState::Reachable
+        | NeighbourState::Stale
+        | NeighbourState::Delay
+        | NeighbourState::Probe
+        | NeighbourState::Permanent => {}
+        _ => return L2::NoEntry,
+    }
+    n.attributes
+        .iter()
+        .find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+            _ => None,
+        })
+        .map(MacAddr6::from)
+        .filter(|m| !m.is_nil() && !m.is_broadcast() && !m.is_multicast())
+        .map_or(L2::NoEntry, L2::Mac)
+}
+
+fn open() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn route_request(ip: IpAddr) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(ip);
+    m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+    RouteNetlinkMessage::GetRoute(m)
+}
+
+fn neighbour_request(ip: IpAddr, ifindex: u32) -> RouteNetlinkMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family(ip);
+    m.header.ifindex = ifindex;
+    let dst = match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    };
+    m.attributes.push(NeighbourAttribute::Destination(dst));
+    RouteNetlinkMessage::GetNeighbour(m)
+}
+
+/// Sends one request and returns its answer; `None` when the kernel says there is none.
+fn ask(
+    socket: &Socket,
+    seq: u32,
+    msg: RouteNetlinkMessage,
+) -> io::Result<Option<RouteNetlinkMessage>> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    header.sequence_number = seq;
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+    req.finalize();
+    let mut buf = vec![0; req.header.length as usize];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut rx = vec![0u8; 8192];
+    loop {
+        let n = socket.recv(&mut &mut rx[..], 0)?;
+        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[..n])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        if reply.header.sequence_number != seq {
+            continue;
+        }
+        return match reply.payload {
+            NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
+            NetlinkPayload::Error(e) if e.code.is_none() => Ok(None),
+            NetlinkPayload::Error(e) => {
+                let err = e.to_io();
+                // No such entry, or no route at all (unreachable, no device).
+                match err.raw_os_error() {
+                    Some(libc::ENOENT | libc::ENODEV | libc::ENETUNREACH | libc::EHOSTUNREACH) => {
+                        Ok(None)
+                    }
+                    _ => Err(err),
+                }
+            }
+            NetlinkPayload::Done(_) => Ok(None),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected netlink answer",
+            )),
+        };
+    }
+}
+
+fn unexpected(_: &RouteNetlinkMessage) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "unexpected netlink answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local_not_a_mac() {
+        assert_eq!(
+            Netlink.resolve("127.0.0.1".parse().unwrap()).unwrap(),
+            L2::Local
+        );
+        assert_eq!(
+            Netlink
+                .resolve("::ffff:127.0.0.1".parse().unwrap())
+                .unwrap(),
+            L2::Local
+        );
+    }
+
+    #[test]
+    fn ipv6_link_local_is_ambiguous() {
+        assert_eq!(
+            Netlink.resolve("fe80::1".parse().unwrap()).unwrap(),
+            L2::LinkLocal
+        );
+    }
+
+    #[test]
+    fn states_without_a_usable_address_are_no_entry() {
+        let mac = [0x52, 0x54, 0, 0x77, 0, 0x11];
+        let entry = |state, lladdr: &[u8]| {
+            let mut m = NeighbourMessage::default();
+            m.header.state = state;
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()));
+            from_neighbour(&m)
+        };
+        assert_eq!(
+            entry(NeighbourState::Stale, &mac),
+            L2::Mac(MacAddr6::from(mac))
+        );
+        assert_eq!(entry(NeighbourState::Incomplete, &mac), L2::NoEntry);
+        assert_eq!(entry(NeighbourState::Failed, &mac), L2::NoEntry);
+        assert_eq!(entry(NeighbourState::Noarp, &[0; 6]), L2::NoEntry);
+        assert_eq!(entry(NeighbourState::Reachable, &[0; 6]), L2::NoEntry);
+        assert_eq!(entry(NeighbourState::Reachable, &mac[..4]), L2::NoEntry);
+    }
+}
