@@ -1,12 +1,17 @@
 //! Configdrives Ironic stores as a string: base64 of a gzipped (or raw) ISO 9660 image, as
-//! Nova and Ironic's own builder make them. Only `openstack/latest/*` is read, through the
-//! Joliet tree (names as written) or the primary one. Every size and offset inside the
-//! image is checked against the image itself; nothing here can panic or read out of bounds.
+//! Nova and Ironic's own builder make them. The image is read with the `hadris-iso` crate,
+//! through the Joliet tree (names as written) or the primary one, and only
+//! `openstack/latest/*`. Sizes recorded in the image are never trusted for allocation:
+//! directories and files over the limits below are skipped, and reads stop at the limit.
 
 use std::io::Read;
 
 use base64::Engine;
 use bytes::Bytes;
+use hadris_fs::{ErrorKind, MountOptions, OpenOptions};
+use hadris_iso::sync::IsoFs;
+use hadris_iso::Namespace;
+use hadris_storage::{BlockSize, MemDevice};
 use serde_json::Value;
 
 use super::view::{Doc, DriveContents};
@@ -15,8 +20,8 @@ use super::view::{Doc, DriveContents};
 pub const MAX_IMAGE: usize = 64 * 1024 * 1024;
 /// Largest single file read from the image.
 pub const MAX_FILE: usize = 16 * 1024 * 1024;
-/// Directory records read before giving up.
-const MAX_RECORDS: usize = 4096;
+/// Largest directory looked through (about 1,000 entries; a configdrive has a dozen).
+const MAX_DIR: u64 = 64 * 1024;
 const SECTOR: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +60,7 @@ pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
     } else {
         raw
     };
-    let iso = Iso::open(&image)?;
+    let iso = Iso::open(image)?;
     let file = |name: &str| iso.read(&["openstack", "latest", name]);
     let json = |name: &'static str| -> Result<Option<Value>, DriveError> {
         match file(name) {
@@ -85,139 +90,66 @@ pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
     })
 }
 
-/// A directory record's extent.
-#[derive(Debug, Clone, Copy)]
-struct Extent {
-    lba: usize,
-    len: usize,
-    dir: bool,
+/// A mounted image, read through its Joliet tree when it has one (names as written),
+/// otherwise through the primary tree. The Rock Ridge tree is never used: its continuation
+/// areas let a small hostile image cost seconds of CPU per lookup.
+type Volume = hadris_fs::sync::Volume<IsoFs<MemDevice<Vec<u8>>>>;
+
+struct Iso {
+    volume: Volume,
 }
 
-struct Iso<'a> {
-    image: &'a [u8],
-    root: Extent,
-    joliet: bool,
-}
-
-fn u32_le(b: &[u8], at: usize) -> Option<usize> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
-}
-
-impl<'a> Iso<'a> {
-    fn open(image: &'a [u8]) -> Result<Iso<'a>, DriveError> {
-        let mut primary = None;
-        let mut joliet = None;
-        for n in 16..64 {
-            let Some(d) = image.get(n * SECTOR..(n + 1) * SECTOR) else {
-                return Err(DriveError::NotIso("no volume descriptor set terminator"));
-            };
-            if &d[1..6] != b"CD001" {
-                return Err(DriveError::NotIso("bad volume descriptor"));
+impl Iso {
+    fn open(image: Vec<u8>) -> Result<Iso, DriveError> {
+        let block = BlockSize::new(SECTOR as u32).ok_or(DriveError::NotIso("bad block size"))?;
+        let device = MemDevice::new(image, block);
+        let fs = match IsoFs::mount_namespace(device, MountOptions::new(), Namespace::Joliet) {
+            Ok(fs) => fs,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                IsoFs::mount_namespace(e.into_device(), MountOptions::new(), Namespace::Primary)
+                    .map_err(|_| DriveError::NotIso("no readable volume descriptor"))?
             }
-            let root = Iso::record(d.get(156..190).unwrap_or(&[]));
-            match d[0] {
-                1 => primary = root,
-                // Joliet: a supplementary descriptor with a UCS-2 escape sequence.
-                2 if matches!(&d[88..91], b"%/@" | b"%/C" | b"%/E") => joliet = root,
-                255 => break,
-                _ => {}
-            }
-        }
-        match (joliet, primary) {
-            (Some(root), _) => Ok(Iso {
-                image,
-                root,
-                joliet: true,
-            }),
-            (None, Some(root)) => Ok(Iso {
-                image,
-                root,
-                joliet: false,
-            }),
-            _ => Err(DriveError::NotIso("no primary volume descriptor")),
-        }
-    }
-
-    fn record(r: &[u8]) -> Option<Extent> {
-        if r.len() < 34 || (r[0] as usize) < 34 {
-            return None;
-        }
-        Some(Extent {
-            lba: u32_le(r, 2)?,
-            len: u32_le(r, 10)?,
-            dir: r[25] & 2 != 0,
+            Err(_) => return Err(DriveError::NotIso("no readable volume descriptor")),
+        };
+        Ok(Iso {
+            volume: hadris_fs::sync::Volume::new(fs),
         })
     }
 
-    fn data(&self, e: Extent, max: usize) -> Option<&'a [u8]> {
-        if e.len > max {
-            return None;
-        }
-        let start = e.lba.checked_mul(SECTOR)?;
-        self.image.get(start..start.checked_add(e.len)?)
-    }
-
-    fn name(&self, raw: &[u8]) -> String {
-        let name = if self.joliet {
-            let units: Vec<u16> = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16_lossy(&units)
-        } else {
-            String::from_utf8_lossy(raw).into_owned()
-        };
-        let name = name.split(';').next().unwrap_or("");
-        name.strip_suffix('.').unwrap_or(name).to_string()
-    }
-
-    fn find(&self, dir: Extent, want: &str) -> Option<Extent> {
-        let data = self.data(dir, MAX_FILE)?;
-        let mut at = 0;
-        let mut seen = 0;
-        while at < data.len() && seen < MAX_RECORDS {
-            let len = data[at] as usize;
-            if len == 0 {
-                // Records never span sectors: skip to the next one.
-                at = (at / SECTOR + 1) * SECTOR;
-                continue;
-            }
-            let rec = data.get(at..at + len)?;
-            seen += 1;
-            at += len;
-            let name_len = *rec.get(32)? as usize;
-            let raw = rec.get(33..33 + name_len)?;
-            if raw == [0] || raw == [1] {
-                continue;
-            }
-            let matches = if self.joliet {
-                self.name(raw) == want
-            } else {
-                self.name(raw).eq_ignore_ascii_case(want)
-            };
-            if matches {
-                return Iso::record(rec);
-            }
-        }
-        None
-    }
-
+    /// A file's bytes; `None` when it is absent, not a file, too large, or any directory on
+    /// the way is larger than [`MAX_DIR`] (lookups scan directories record by record).
     fn read(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let mut at = self.root;
-        for (i, part) in path.iter().enumerate() {
-            if !at.dir {
-                return None;
-            }
-            at = self.find(at, part)?;
-            if i + 1 < path.len() && !at.dir {
-                return None;
-            }
-        }
-        if at.dir {
+        let (file, dirs) = path.split_last()?;
+        let small_dir = |p: &str| {
+            self.volume
+                .metadata(p)
+                .is_ok_and(|m| m.file_type().is_dir() && m.len() <= MAX_DIR)
+        };
+        let mut at = String::new();
+        if !small_dir("/") {
             return None;
         }
-        self.data(at, MAX_FILE).map(<[u8]>::to_vec)
+        for dir in dirs {
+            at = format!("{at}/{dir}");
+            if !small_dir(&at) {
+                return None;
+            }
+        }
+        at = format!("{at}/{file}");
+        let meta = self.volume.metadata(&at).ok()?;
+        if !meta.file_type().is_file() || meta.len() > MAX_FILE as u64 {
+            return None;
+        }
+        // The recorded length is not trusted either: extents may repeat, so reading stops
+        // at the limit whatever the records say.
+        let mut out = Vec::new();
+        self.volume
+            .open(&at, OpenOptions::new().read())
+            .ok()?
+            .take(MAX_FILE as u64 + 1)
+            .read_to_end(&mut out)
+            .ok()?;
+        (out.len() <= MAX_FILE).then_some(out)
     }
 }
 
@@ -279,5 +211,39 @@ mod fixture_tests {
             d.vendor_data.as_ref().unwrap().value()["cloud-init"],
             "#cloud-config\nruncmd: [true]\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    /// Crafted images in fuzz/seeds/configdrive/hostile-* (a form byte, then gzip): a
+    /// Joliet directory that points back at the root, a directory record claiming 4 GiB, a
+    /// Rock Ridge NM entry too short to hold a name, and 2,000 records each pointing at a
+    /// 4 MiB Rock Ridge continuation area.
+    #[test]
+    fn crafted_images_decode_or_fail_cleanly() {
+        let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/configdrive");
+        for name in [
+            "hostile-loop-joliet",
+            "hostile-bigdir",
+            "hostile-rr-nm4",
+            "hostile-many-ce",
+        ] {
+            let bytes = std::fs::read(format!("{seeds}/{name}")).unwrap();
+            let text = base64::engine::general_purpose::STANDARD.encode(&bytes[1..]);
+            let got = decode(&text).map(|d| d.meta_data.value()["uuid"].clone());
+            match name {
+                // The oversized record is not on the way to openstack/latest: the files
+                // still read.
+                "hostile-bigdir" => assert!(got.as_ref().is_ok_and(Value::is_string), "{got:?}"),
+                _ => assert_eq!(
+                    got,
+                    Err(DriveError::NotIso("no openstack/latest/meta_data.json")),
+                    "{name}"
+                ),
+            }
+        }
     }
 }
