@@ -4,8 +4,10 @@
 //! - `bond-vlan`: a configdrive dict with three SSH keys, `meta`, `devices`, JSON user data
 //!   (a dict), vendor data, and network data with an LACP bond, a VLAN on it, IPv4 and IPv6;
 //! - `plain-static`: no configdrive, Ironic's static `node.network_data`, no user data;
-//! - `iso`: a base64 gzipped ISO 9660 configdrive as Nova and Ironic build it (a URL
-//!   configdrive is downloaded into this same form: `tests/ironic_source.rs`).
+//! - `iso`: a base64 gzipped ISO 9660 configdrive as Nova and Ironic build it;
+//! - the same `iso` node read from an Ironic API whose `instance_info.configdrive` is a URL
+//!   (as Ironic stores it when the image went to Swift or a web server): every answer must be
+//!   byte for byte those of `iso`.
 //!
 //! Every crawled path must match a rule of [`WHY`], which names the Nova or Ironic code the
 //! answer follows (sections of the project's metadata-format digest in parentheses).
@@ -17,7 +19,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{client_from, fixture, Server};
+use common::fake_ironic::FakeIronic;
+use common::{client_from, eventually, fixture, Server};
 
 /// (path pattern, what the answer follows). `*` is one path segment.
 const WHY: &[(&str, &str)] = &[
@@ -125,7 +128,10 @@ async fn crawl(s: &Server, from: &str) -> String {
 
 async fn golden(node: &str, from: &str) {
     let s = Server::start(&fixture("golden.json"));
-    let got = crawl(&s, from).await;
+    compare(node, crawl(&s, from).await);
+}
+
+fn compare(node: &str, got: String) {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{node}.txt"));
@@ -165,4 +171,43 @@ async fn node_with_static_network_data_and_no_configdrive() {
 #[tokio::test]
 async fn node_with_an_iso_configdrive() {
     golden("iso", "127.0.0.17").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_a_configdrive_url() {
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("golden.json")).unwrap()).unwrap();
+    let fake = FakeIronic::start().await;
+    let mut nodes = inventory["nodes"].as_array().unwrap().clone();
+    let iso = nodes.iter_mut().find(|n| n["name"] == "iso").unwrap();
+    let image = iso["instance_info"]["configdrive"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    iso["instance_info"]["configdrive"] =
+        serde_json::json!(format!("{}/configdrive/iso?temp_url_sig=x", fake.url()));
+    fake.with(|st| {
+        st.configdrives.insert("iso".into(), image.into_bytes());
+        st.nodes = nodes;
+        st.ports = inventory["ports"].as_array().unwrap().clone();
+        st.portgroups = inventory["portgroups"].as_array().unwrap().clone();
+    });
+    let s = Server::start_ironic(&fake.url(), &[], &[]);
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the inventory is loaded",
+        || async { s.readyz().await["ready"] == true },
+    )
+    .await;
+    compare("iso", crawl(&s, "127.0.0.17").await);
+    let fetched = fake.with(|st| {
+        st.requests
+            .iter()
+            .filter(|r| r.path == "/configdrive/iso")
+            .count()
+    });
+    assert_eq!(
+        fetched, 1,
+        "the image is downloaded once, however many answers use it"
+    );
 }
