@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Network-path end-to-end test of the exposure options in docs/exposure.md, for real, in
-# network namespaces this script creates (and always removes) on this machine. Needs root.
+# network namespaces this script creates (and always removes) on this machine, with the
+# nodes served from a real OpenStack Ironic. Needs root.
 #
 #   scripts/netns-e2e.sh [BINARY]        (default: target/debug/ironic-metadata)
 #
@@ -19,9 +20,29 @@
 #                        srv lo: 10.77.100.1 = S2, 10.77.100.2 = S3 (a replica sharing the
 #                        token key, as behind BGP/anycast)
 #
+# The inventory: Ironic (scripts/ironic/harness.py: API and conductor in one process,
+# sqlite, fake-hardware, noauth) listens on 127.0.0.1 inside srv, on a free port; S1, S2
+# and S3 read it through IRONIC_URL. Before the servers start, these nodes are enrolled
+# and deployed to "active" with a configdrive (hostname NAME.e2e.test, one public key):
+#
+#   c1  port 52:54:00:77:00:11  10.77.0.11              network_data in the configdrive
+#   c2  port 52:54:00:77:00:12  10.77.0.12, fd77::12    node.network_data only
+#   rc  port 52:54:00:78:00:02  10.78.0.2               network_data in the configdrive
+#   pc  port 52:54:00:77:05:02  10.77.5.2               node.network_data only; no uuid in
+#                                                       its configdrive, so meta_data.json
+#                                                       carries the UUID Ironic assigned
+#   rs  no port                 10.79.0.2               network_data in the configdrive
+#   c4  port 52:54:00:77:00:14  DHCP only (no static address anywhere; node.network_data)
+#
+# c3 (52:54:00:77:00:13, 10.77.0.13) is first refused as unknown, then enrolled and
+# deployed while the servers run, and must be answered without a restart.
+#
 # Prints one line per assertion and finally "N passed, M failed"; exits non-zero on any
 # failure. Installs what it needs (iproute2, nftables, nginx, curl, libcap2-bin,
-# iputils-arping) with apt-get when missing.
+# iputils-arping) with apt-get when missing, and creates or checks the Ironic venv with
+# scripts/ironic/setup-venv.sh (IRONIC_VENV, default .venv-ironic). E2E_MAX_SECONDS
+# (default 300) bounds the run after the venv is ready; E2E_KEEP_LOGS=1 keeps the logs
+# (servers, nginx, Ironic) and says where.
 set -euo pipefail
 
 usage() {
@@ -36,6 +57,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin_arg=${1:-$repo/target/debug/ironic-metadata}
 max_seconds=${E2E_MAX_SECONDS:-300}
 run_as=10001
+venv=${IRONIC_VENV:-$repo/.venv-ironic}
+harness=$repo/scripts/ironic/harness.py
 
 [ "$(id -u)" -eq 0 ] || { echo "netns-e2e: must run as root (it creates network namespaces)" >&2; exit 2; }
 [ -x "$bin_arg" ] || { echo "netns-e2e: binary not found or not executable: $bin_arg" >&2; exit 2; }
@@ -52,6 +75,11 @@ ensure_deps() {
   command -v setcap >/dev/null 2>&1 || need+=(libcap2-bin)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
   command -v arping >/dev/null 2>&1 || need+=(iputils-arping)
+  # setup-venv.sh creates the Ironic venv with python3's venv module.
+  if [ ! -x "$venv/bin/python" ]; then
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  fi
   [ "${#need[@]}" -eq 0 ] && return 0
   echo "netns-e2e: installing ${need[*]}" >&2
   # Debian starts nginx on installation unless a policy-rc.d says no: it must not listen
@@ -68,6 +96,19 @@ ensure_deps() {
   [ "$rc" -eq 0 ] || { echo "netns-e2e: apt-get install ${need[*]} failed" >&2; exit 2; }
 }
 ensure_deps
+
+# The Ironic venv (created on first use; later runs only check the pins).
+if ! venv_out=$("$repo/scripts/ironic/setup-venv.sh" "$venv" 2>&1); then
+  echo "$venv_out" >&2
+  echo "netns-e2e: scripts/ironic/setup-venv.sh failed" >&2
+  exit 2
+fi
+py=$venv/bin/python
+
+# The servers take their Ironic settings from the environment: only the ones set here.
+for v in $(compgen -e); do
+  case $v in OS_* | IRONIC_* | INVENTORY_FILE) unset "$v" ;; esac
+done
 
 # ---------------------------------------------------------------------------------------
 # Bookkeeping: assertions, our namespaces and processes, cleanup on every exit.
@@ -107,10 +148,18 @@ cleanup() {
     [ "$alive" -eq 0 ] && break
     sleep 0.5
   done
-  # Anything still running inside our own namespaces is ours.
-  for ns in "${namespaces[@]}"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do
-      kill -KILL "$pid" 2>/dev/null
+  # Ironic runs in its own process group, which the harness stops (TERM, then KILL).
+  # Anything still running inside our own namespaces is ours. Twice: a harness interrupted
+  # while starting Ironic may have started it in between.
+  for _ in 1 2; do
+    if [ -e "$T/ironic/ironic.pid" ]; then
+      "$py" "$harness" stop --state-dir "$T/ironic" --keep >>"$T/ironic-stop.log" 2>&1 ||
+        { echo "netns-e2e: stopping Ironic failed:" >&2; cat "$T/ironic-stop.log" >&2; }
+    fi
+    for ns in "${namespaces[@]}"; do
+      for pid in $(ip netns pids "$ns" 2>/dev/null); do
+        kill -KILL "$pid" 2>/dev/null
+      done
     done
   done
   for ns in "${namespaces[@]}"; do
@@ -242,7 +291,7 @@ ip -n "$P-prx" route add 10.77.100.0/24 via 10.77.3.2
 ip -n "$P-srv" addr add 10.77.3.2/24 dev eth2
 
 # ---------------------------------------------------------------------------------------
-# Files: binary with the image's file capability, inventory, policies, token key.
+# Files: binary with the image's file capability, node specs, policies, token key.
 
 bin="$T/ironic-metadata"
 cp "$bin_arg" "$bin"
@@ -255,52 +304,52 @@ install -m 0755 "$repo/deploy/docker/healthcheck.sh" "$T/healthcheck.sh"
 chown "$run_as:$run_as" "$T/token.key"
 chmod 0400 "$T/token.key"
 
-UUID_C1=e2e00000-0000-4000-8000-000000000011
-UUID_C2=e2e00000-0000-4000-8000-000000000012
-UUID_RC=e2e00000-0000-4000-8000-000000000078
-UUID_PC=e2e00000-0000-4000-8000-000000000005
-UUID_RS=e2e00000-0000-4000-8000-000000000079
+# Instance UUIDs: each node's instance_uuid in Ironic and the uuid of its configdrive
+# meta_data, which meta_data.json must carry. pc has none, so its meta_data.json carries
+# the node UUID Ironic assigns at enrollment (read back after enrolling).
+INST_C1=e2e00000-0000-4000-8000-000000000011
+INST_C2=e2e00000-0000-4000-8000-000000000012
+INST_C3=e2e00000-0000-4000-8000-000000000013
+INST_C4=e2e00000-0000-4000-8000-000000000014
+INST_RC=e2e00000-0000-4000-8000-000000000078
+INST_RS=e2e00000-0000-4000-8000-000000000079
+NET_ID=e2e00000-1111-4222-8333-444444444444
 
-# node UUID NAME MAC IP WHERE: one node in the shape of Ironic's GET /v1/nodes?detail=True;
-# WHERE is "configdrive" (network_data in instance_info.configdrive) or "node"
-# (node.network_data).
-node() {
-  local uuid=$1 name=$2 mac=$3 ip=$4 where=$5 nd
-  nd=$(cat <<EOF
-{"links": [{"id": "port-0", "type": "phy", "ethernet_mac_address": "$mac", "mtu": 1500}],
- "networks": [{"id": "network0", "type": "ipv4", "link": "port-0",
-   "network_id": "e2e00000-1111-4222-8333-444444444444", "ip_address": "$ip",
-   "netmask": "255.255.255.0", "routes": []}],
- "services": []}
-EOF
-)
-  local cd_nd='' node_nd=null
-  if [ "$where" = configdrive ]; then cd_nd=", \"network_data\": $nd"; else node_nd=$nd; fi
+# Networks of network_data (Ironic validates it against Nova's schema), on link port-0.
+v4() { echo "{\"id\": \"network0\", \"type\": \"ipv4\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\", \"ip_address\": \"$1\", \"netmask\": \"255.255.255.0\", \"routes\": []}"; }
+v6() { echo "{\"id\": \"network1\", \"type\": \"ipv6\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\", \"ip_address\": \"$1\", \"netmask\": \"ffff:ffff:ffff:ffff::\", \"routes\": []}"; }
+dhcp4() { echo "{\"id\": \"network0\", \"type\": \"ipv4_dhcp\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\"}"; }
+
+# spec NAME MAC PORT INSTANCE WHERE NETWORKS: one node for `harness.py enroll --spec` (the
+# shape of node_spec() there). PORT: "port" (an Ironic port with that MAC) or "none";
+# INSTANCE: instance UUID or ""; WHERE: "configdrive" (network_data in the configdrive the
+# node is deployed with) or "node" (node.network_data); NETWORKS: comma-separated objects.
+spec() {
+  local name=$1 mac=$2 port=$3 inst=$4 where=$5 nets=$6
+  local nd ports='[]' inst_uuid='' md_uuid='' node_nd='' cd_nd=''
+  nd="{\"links\": [{\"id\": \"port-0\", \"type\": \"phy\", \"ethernet_mac_address\": \"$mac\", \"mtu\": 1500}], \"networks\": [$nets], \"services\": []}"
+  [ "$port" = port ] && ports="[{\"address\": \"$mac\", \"name\": \"$name-eth0\", \"pxe_enabled\": true}]"
+  [ -n "$inst" ] && inst_uuid="\"instance_uuid\": \"$inst\", " && md_uuid="\"uuid\": \"$inst\", "
+  if [ "$where" = configdrive ]; then cd_nd=", \"network_data\": $nd"; else node_nd="\"network_data\": $nd, "; fi
   cat <<EOF
-{"uuid": "$uuid", "name": "$name", "driver": "fake-hardware",
- "provision_state": "active", "power_state": "power on", "instance_uuid": null,
- "instance_info": {"configdrive": {"meta_data": {"hostname": "$name.e2e.test",
-   "public_keys": {"ops": "ssh-ed25519 AAAAe2e ops@$name"}}$cd_nd}},
- "properties": {}, "extra": {}, "network_data": $node_nd}
+{"name": "$name", $inst_uuid$node_nd"properties": {}, "instance_info": {},
+ "portgroups": [], "ports": $ports,
+ "configdrive": {"meta_data": {$md_uuid"hostname": "$name.e2e.test",
+   "public_keys": {"ops": "ssh-ed25519 AAAAe2e ops@$name"}}$cd_nd}}
 EOF
-}
-port() {
-  echo "{\"uuid\": \"$1\", \"address\": \"$2\", \"node_uuid\": \"$3\", \"portgroup_uuid\": null, \"pxe_enabled\": true, \"physical_network\": null, \"local_link_connection\": {}, \"extra\": {}}"
 }
 {
-  echo '{"nodes": ['
-  node "$UUID_C1" c1 52:54:00:77:00:11 10.77.0.11 configdrive; echo ','
-  node "$UUID_C2" c2 52:54:00:77:00:12 10.77.0.12 node; echo ','
-  node "$UUID_RC" rc 52:54:00:78:00:02 10.78.0.2 configdrive; echo ','
-  node "$UUID_PC" pc 52:54:00:77:05:02 10.77.5.2 node; echo ','
-  node "$UUID_RS" rs 52:54:00:79:00:02 10.79.0.2 configdrive
-  echo '], "ports": ['
-  port e2e00000-2222-4000-8000-000000000011 52:54:00:77:00:11 "$UUID_C1"; echo ','
-  port e2e00000-2222-4000-8000-000000000012 52:54:00:77:00:12 "$UUID_C2"; echo ','
-  port e2e00000-2222-4000-8000-000000000078 52:54:00:78:00:02 "$UUID_RC"; echo ','
-  port e2e00000-2222-4000-8000-000000000005 52:54:00:77:05:02 "$UUID_PC"
-  echo '], "portgroups": []}'
-} >"$T/inventory.json"
+  echo '['
+  spec c1 52:54:00:77:00:11 port "$INST_C1" configdrive "$(v4 10.77.0.11)"; echo ','
+  spec c2 52:54:00:77:00:12 port "$INST_C2" node "$(v4 10.77.0.12), $(v6 fd77::12)"; echo ','
+  spec rc 52:54:00:78:00:02 port "$INST_RC" configdrive "$(v4 10.78.0.2)"; echo ','
+  spec pc 52:54:00:77:05:02 port "" node "$(v4 10.77.5.2)"; echo ','
+  spec rs 52:54:00:79:00:02 none "$INST_RS" configdrive "$(v4 10.79.0.2)"; echo ','
+  spec c4 52:54:00:77:00:14 port "$INST_C4" node "$(dhcp4)"
+  echo ']'
+} >"$T/nodes.json"
+# Deployed while the servers run.
+{ echo '['; spec c3 52:54:00:77:00:13 port "$INST_C3" configdrive "$(v4 10.77.0.13)"; echo ']'; } >"$T/late.json"
 
 # S1's policy: the segment, and the network routed to it by a static route.
 mkdir -p "$T/pol1"
@@ -354,7 +403,7 @@ mkdir -p "$T/pol2/..v1"
 policy2 trusted >"$T/pol2/..v1/policy.toml"
 ln -s ..v1 "$T/pol2/..data"
 ln -s ..data/policy.toml "$T/pol2/policy.toml"
-chmod -R a+rX "$T/pol1" "$T/pol2" "$T/inventory.json"
+chmod -R a+rX "$T/pol1" "$T/pol2"
 
 "$bin" policy check "$T/pol1" >/dev/null
 "$bin" policy check "$T/pol2" >/dev/null
@@ -374,7 +423,36 @@ daemon() {
 }
 pid_of() { cat "$T/$1.pid" 2>/dev/null; }
 
-common_env=(INVENTORY_FILE="$T/inventory.json" TOKEN_KEY_FILE="$T/token.key" LOG_FORMAT=json LOG_LEVEL=info THREADS=1)
+# Ironic in srv, on 127.0.0.1 and a port free in that namespace (the harness picks it).
+# ironic OUT ERR ARGS...: the harness in srv, waited for in the background so that a signal
+# is acted on at once (and the cleanup's output does not land in these files).
+ironic() {
+  local out=$1 err=$2
+  shift 2
+  nsx srv "$py" "$harness" --venv "$venv" "$@" >>"$out" 2>>"$err" &
+  wait "$!"
+}
+ironic_failed() { # ironic_failed WHAT LOG: show the harness's and Ironic's last words, fail
+  tail -n 20 "$2" >&2
+  echo "--- Ironic log:" >&2
+  tail -n 20 "$T/ironic/ironic.log" >&2 2>/dev/null
+  not_ok "$1"
+  exit 1
+}
+ironic "$T/ironic.env" "$T/ironic-start.log" start --state-dir "$T/ironic" --no-clean \
+  --start-timeout 120 || ironic_failed "Ironic started in srv" "$T/ironic-start.log"
+ironic_url=$(sed -n 's/^IRONIC_URL=//p' "$T/ironic.env")
+[ -n "$ironic_url" ] || ironic_failed "the harness printed IRONIC_URL" "$T/ironic-start.log"
+# enroll SPEC_FILE: create the nodes with their ports, deploy them to active with their
+# configdrive and power them on; appends "<node uuid> <name>" lines to $T/enrolled.
+enroll() { ironic "$T/enrolled" "$T/enroll.log" enroll --url "$ironic_url" --spec "$1" --concurrency 8; }
+node_uuid() { awk -v n="$1" '$2 == n { print $1 }' "$T/enrolled"; }
+enroll "$T/nodes.json" || ironic_failed "the nodes were enrolled and deployed in Ironic" "$T/enroll.log"
+UUID_PC=$(node_uuid pc)
+[ -n "$UUID_PC" ] || ironic_failed "Ironic named pc's node UUID" "$T/enroll.log"
+n_nodes=$(wc -l <"$T/enrolled")
+
+common_env=(IRONIC_URL="$ironic_url" TOKEN_KEY_FILE="$T/token.key" LOG_FORMAT=json LOG_LEVEL=info THREADS=1)
 
 # S1: as the compose macvlan variant runs it: the entrypoint starts as root, adds the
 # on-link route and drops to uid 10001; the file capability binds port 80.
@@ -418,6 +496,7 @@ http {
 EOF
 daemon prx nginx nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.conf"
 
+# /readyz answers 200 once the first inventory has been read from Ironic.
 admin_ok() { nsx srv curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/readyz"; }
 for a in s1:9180 s2:9181 s3:9182; do
   if ! wait_until 20 admin_ok "${a##*:}"; then
@@ -472,7 +551,23 @@ reloads() { # reloads ADMIN_PORT: the applied-reload counter (0 when absent)
     awk '/^metadata_policy_reloads_total\{result="applied"\}/ {print $2; found=1} END {if (!found) print 0}'
 }
 
-echo "# DNAT by $dnat_tool; namespaces $P-*"
+echo "# DNAT by $dnat_tool; namespaces $P-*; Ironic at $ironic_url in $P-srv"
+
+echo "# the servers' inventory is Ironic"
+indexed=0
+for a in s1:9180 s2:9181 s3:9182; do
+  r=$(nsx srv curl -fsS -m 2 "http://127.0.0.1:${a##*:}/readyz" || true)
+  if grep -qF "\"source\":\"ironic:$ironic_url" <<<"$r" && grep -qE "\"served_nodes\":${n_nodes}[,}]" <<<"$r"; then
+    indexed=$((indexed + 1))
+  else
+    echo "# ${a%%:*} /readyz: $r"
+  fi
+done
+if [ "$indexed" -eq 3 ]; then
+  ok "S1, S2 and S3 read Ironic ($ironic_url) and serve the $n_nodes nodes deployed there"
+else
+  not_ok "S1, S2 and S3 read Ironic and serve its $n_nodes nodes (only $indexed do)"
+fi
 
 echo "# a. same segment (macvlan-style 169.254.169.254, on-link route from the entrypoint)"
 s1_pid=$(pid_of s1)
@@ -487,13 +582,20 @@ if nsx srv ip route show 10.77.0.0/24 | grep -q 'dev eth0 scope link'; then
 else
   not_ok "the entrypoint added the on-link route to the nodes' network"
 fi
-get c1 "$MD"; expect_node "c1 (52:54:00:77:00:11, 10.77.0.11) gets its own meta_data.json" "$UUID_C1"
-get c2 "$MD"; expect_node "c2 (52:54:00:77:00:12, 10.77.0.12) gets its own meta_data.json" "$UUID_C2"
+get c1 "$MD"; expect_node "c1 (52:54:00:77:00:11, 10.77.0.11) gets its own meta_data.json" "$INST_C1"
+get c2 "$MD"; expect_node "c2 (52:54:00:77:00:12, 10.77.0.12) gets its own meta_data.json" "$INST_C2"
+get c2 http://169.254.169.254/openstack/latest/network_data.json
+if [ "$status" = 200 ] && grep -qF '"ip_address": "10.77.0.12"' <<<"$body" &&
+  grep -qF '"ip_address": "fd77::12"' <<<"$body"; then
+  ok "c2's network_data.json is its node.network_data in Ironic (10.77.0.12 and fd77::12)"
+else
+  not_ok "c2's network_data.json carries 10.77.0.12 and fd77::12 (status $status, body ${body:0:200})"
+fi
 get c1 http://169.254.169.254/latest/meta-data/hostname
 if [ "$status" = 200 ] && [ "$body" = "c1.e2e.test" ]; then ok "c1's EC2 hostname is its own"; else not_ok "c1's EC2 hostname (status $status, body $body)"; fi
 get c3 "$MD"; expect_status "c3 (an address no node claims) is refused with 404" 404
 get c1 "$MD" -H 'X-Forwarded-For: 10.77.0.12'
-expect_node "c1 forging X-Forwarded-For (no trusted proxy) still gets c1's data" "$UUID_C1"
+expect_node "c1 forging X-Forwarded-For (no trusted proxy) still gets c1's data" "$INST_C1"
 get c1 http://169.254.169.254:9180/healthz
 if [ "$status" = 000 ]; then ok "the admin listener is not reachable from the segment"; else not_ok "the admin listener is not reachable from the segment (status $status)"; fi
 c1_mac=$(nsx srv ip neigh show 10.77.0.11 dev eth0 | awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}')
@@ -528,9 +630,9 @@ get rc http://169.254.169.254/latest/api/token -X PUT -H 'X-aws-ec2-metadata-tok
 token=$body
 expect_status "rc gets a session token through the DNAT" 200
 get rc "$MD" -H "X-aws-ec2-metadata-token: $token"
-expect_node "rc with its token gets its own node's meta_data.json" "$UUID_RC"
+expect_node "rc with its token gets its own node's meta_data.json" "$INST_RC"
 get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: $token"
-expect_node "a second replica sharing TOKEN_KEY_FILE accepts that token" "$UUID_RC"
+expect_node "a second replica sharing TOKEN_KEY_FILE accepts that token" "$INST_RC"
 get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: ${token}x"
 expect_status "a tampered token is refused with 401" 401
 n429=0
@@ -547,10 +649,11 @@ else
 fi
 
 echo "# b2. static route (rtr forwards 169.254.169.254 to srv untranslated)"
-get rs "$MD"; expect_node "rs (10.79.0.2), routed to the service host, gets its own node" "$UUID_RS"
+get rs "$MD"; expect_node "rs (10.79.0.2), routed to the service host, gets its own node" "$INST_RS"
 
 echo "# c. reverse proxy (nginx in prx, X-Forwarded-For \$proxy_add_x_forwarded_for)"
-get pc "$MD"; expect_node "behind the trusted proxy pc gets its own node" "$UUID_PC"
+get pc "$MD"
+expect_node "behind the trusted proxy pc gets its own node (uuid: the node UUID Ironic assigned)" "$UUID_PC"
 get pc "$MD" -H 'X-Forwarded-For: 10.77.0.11'
 expect_node "pc forging X-Forwarded-For: 10.77.0.11 through the proxy still gets pc's node" "$UUID_PC"
 get pc "$MD" -H 'X-Forwarded-For: 10.77.0.11, 10.77.3.1'
@@ -608,6 +711,19 @@ if ! out=$(setup --dry-run 2>&1) && grep -q 'already configured on this host' <<
   ok "it refuses when 169.254.169.254 is configured on this host: $out"
 else
   not_ok "it refuses when 169.254.169.254 is configured on this host ($out)"
+fi
+
+echo "# e. a node deployed in Ironic while the servers run"
+# c3 was refused above. A request from an unknown address makes the server sweep Ironic
+# again (at most once per address in 10 s), so c3 is answered soon after its deployment.
+c3_answered() { get c3 "$MD"; [ "$status" = 200 ] && grep -qF "\"uuid\": \"$INST_C3\"" <<<"$body"; }
+if ! enroll "$T/late.json"; then
+  tail -n 20 "$T/enroll.log" >&2
+  not_ok "c3 was enrolled and deployed in Ironic"
+elif wait_until 30 c3_answered; then
+  ok "c3, deployed in Ironic after the servers started, gets its own meta_data.json"
+else
+  not_ok "c3, deployed in Ironic after the servers started, gets its own meta_data.json (status $status, body ${body:0:120})"
 fi
 
 # ---------------------------------------------------------------------------------------
