@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end tests against a real OpenStack Ironic: installs Ironic from PyPI into a venv
 # (scripts/ironic/setup-venv.sh) and cloud-init from Debian's package, builds
-# ironic-metadata, runs scripts/e2e/real_ironic.py.
-# Everything listens on free 127.0.0.1 ports. Fails loudly when a prerequisite is missing.
+# ironic-metadata, then runs
+#   1. scripts/e2e/real_ironic.py: every answer for nodes deployed in Ironic, on free
+#      127.0.0.1 ports;
+#   2. scripts/netns-e2e.sh: the network paths (same segment with L2-verified identity,
+#      router DNAT, static route, reverse proxy) in network namespaces it creates and
+#      removes, against a real Ironic inside them. Needs root (or password-less sudo);
+#      E2E_SKIP_NETNS=1 skips it, saying so.
+# Fails loudly when a prerequisite is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
@@ -23,4 +29,14 @@ export CLOUD_INIT_PATH="$PWD/$cloudinit_dir/usr/lib/python3/dist-packages"
 cargo build --bin ironic-metadata
 bin="${CARGO_TARGET_DIR:-target}/debug/ironic-metadata"
 [ -x "$bin" ] || { echo "e2e: $bin was not built" >&2; exit 1; }
-exec .venv-ironic/bin/python scripts/e2e/real_ironic.py "$bin"
+.venv-ironic/bin/python scripts/e2e/real_ironic.py "$bin"
+if [ "${E2E_SKIP_NETNS:-0}" = 1 ]; then
+  echo "e2e: SKIPPED the network-namespace suite (E2E_SKIP_NETNS=1)" >&2
+elif [ "$(id -u)" -eq 0 ]; then
+  scripts/netns-e2e.sh "$bin"
+elif sudo -n true 2>/dev/null; then
+  sudo -n scripts/netns-e2e.sh "$bin"
+else
+  echo "e2e: the network-namespace suite needs root: run as root, allow sudo, or set E2E_SKIP_NETNS=1 to skip it" >&2
+  exit 2
+fi

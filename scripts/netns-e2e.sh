@@ -215,7 +215,7 @@ link() {
   ip -n "$P-$3" link set "$4" up
 }
 
-mkns sw srv c1 c2 c3 h rtr rc rs prx pc
+mkns sw srv c1 c2 c3 c4 h rtr rc rs prx pc
 
 # Same segment: a bridge in sw, one port per machine.
 ip -n "$P-sw" link add br0 type bridge
@@ -229,17 +229,24 @@ seg_port srv "" psrv
 seg_port c1 52:54:00:77:00:11 pc1
 seg_port c2 52:54:00:77:00:12 pc2
 seg_port c3 52:54:00:77:00:13 pc3
+seg_port c4 52:54:00:77:00:14 pc4
 seg_port h 52:54:00:77:00:50 ph
 
 # The service's side of the segment is what Docker's macvlan network gives the container:
 # 169.254.169.254 in 169.254.169.0/24, nothing in the nodes' network.
 ip -n "$P-srv" addr add 169.254.169.254/24 dev eth0
-for c in c1:11 c2:12 c3:13; do
+for c in c1:11 c2:12 c3:13 c4:14; do
   ip -n "$P-${c%%:*}" addr add "10.77.0.${c##*:}/24" dev eth0
   ip -n "$P-${c%%:*}" route add 169.254.169.254/32 dev eth0
 done
 ip -n "$P-h" addr add 10.77.0.50/24 dev eth0
 ip -n "$P-h" route add default via 10.77.0.1 dev eth0
+
+# IPv6 on the segment: S4 listens on fd77::fe (no DAD: the spoofing check below gives one
+# address to two namespaces on purpose).
+ip -n "$P-srv" addr add fd77::fe/64 dev eth0 nodad
+ip -n "$P-c2" addr add fd77::12/64 dev eth0 nodad
+ip -n "$P-c3" addr add fd77::13/64 dev eth0 nodad
 
 # Routed: rc -- rtr -- srv, 169.254.169.254 routed to rtr as a DHCP option 121 route would.
 link rc eth0 rtr eth0
@@ -351,13 +358,17 @@ EOF
 # Deployed while the servers run.
 { echo '['; spec c3 52:54:00:77:00:13 port "$INST_C3" configdrive "$(v4 10.77.0.13)"; echo ']'; } >"$T/late.json"
 
-# S1's policy: the segment, and the network routed to it by a static route.
+# S1's policy: the segment, where each client's MAC must be a port of its node and a
+# client with an address Ironic does not know is found by its MAC; and the network routed
+# to S1 by a static route.
 mkdir -p "$T/pol1"
 cat >"$T/pol1/segment.toml" <<'EOF'
 [[zone]]
 name = "segment"
-cidrs = ["10.77.0.0/24"]
+cidrs = ["10.77.0.0/24", "fd77::/64"]
 action = "allow"
+verify_mac = true
+identify_by_mac = true
 
 [[zone]]
 name = "static-routed"
@@ -467,6 +478,11 @@ for s in s2:10.77.100.1:9181 s3:10.77.100.2:9182; do
     ADMIN_ADDR="127.0.0.1:$admin" "$T/entrypoint.sh" "$bin" serve
 done
 
+# S4: S1's policy on the segment's IPv6 address.
+daemon srv s4 setpriv --reuid="$run_as" --regid="$run_as" --clear-groups \
+  env "${common_env[@]}" POLICY_DIR="$T/pol1" BIND_ADDR=fd77::fe BIND_PORT=8080 \
+  ADMIN_ADDR=127.0.0.1:9183 "$T/entrypoint.sh" "$bin" serve
+
 mkdir -p "$T/nginx"
 cat >"$T/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -498,7 +514,7 @@ daemon prx nginx nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.
 
 # /readyz answers 200 once the first inventory has been read from Ironic.
 admin_ok() { nsx srv curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/readyz"; }
-for a in s1:9180 s2:9181 s3:9182; do
+for a in s1:9180 s2:9181 s3:9182 s4:9183; do
   if ! wait_until 20 admin_ok "${a##*:}"; then
     echo "--- ${a%%:*} log:" >&2
     tail -n 20 "$T/${a%%:*}.log" >&2
@@ -619,6 +635,40 @@ else
   not_ok "SIGHUP re-reads the policy and the server keeps serving (status $status)"
 fi
 
+echo "# a2. L2-verified identity (S1 and S4: verify_mac and identify_by_mac on the segment)"
+UUID_C2=$(node_uuid c2)
+get c4 "$MD"
+expect_node "c4 (52:54:00:77:00:14, a DHCP address Ironic does not know) is found by its port's MAC" "$INST_C4"
+get c4 http://169.254.169.254/latest/meta-data/local-ipv4
+if [ "$status" = 200 ] && [ "$body" = 10.77.0.14 ]; then ok "c4's EC2 local-ipv4 is the address it asked from"; else not_ok "c4's EC2 local-ipv4 (status $status, body $body)"; fi
+v6md="http://[fd77::fe]:8080/openstack/latest/meta_data.json"
+get c2 "$v6md" -g
+expect_node "over IPv6 c2 (fd77::12) is verified by its neighbour-discovery MAC and gets its node" "$INST_C2"
+# c3 takes c2's addresses with its own MAC. Its neighbour caches are flushed, so its first
+# packet from the borrowed address is an ARP request / neighbour solicitation that makes the
+# service's kernel map the address to c3's MAC, as a real impostor's would.
+spoof_refused() { # spoof_refused SERVER ADDRESS URL DESC
+  local server=$1 addr=$2 url=$3 desc=$4
+  nsx c3 ip neigh flush dev eth0
+  get c3 "$url" -g --interface "$addr"
+  if [ "$status" = 404 ] && [ "$body" = "no metadata for this address" ] &&
+    audit_has "$server" '"reason":"mac_mismatch"' "\"client\":\"$addr\"" "\"node\":\"$UUID_C2\"" 'neighbour MAC 52:54:00:77:00:13 is not a port of node'; then
+    ok "$desc: 404, audited as mac_mismatch naming c3's MAC and c2's node"
+  else
+    not_ok "$desc (status $status, body $body; audit: $(grep -F '"target":"audit"' "$T/$server.log" | tail -n 1))"
+  fi
+}
+nsx c3 ip addr add 10.77.0.12/32 dev eth0
+spoof_refused s1 10.77.0.12 "$MD" "c3 sending from c2's 10.77.0.12 with its own MAC is refused"
+nsx c3 ip addr del 10.77.0.12/32 dev eth0
+nsx c3 ip addr add fd77::12/128 dev eth0 nodad
+spoof_refused s4 fd77::12 "$v6md" "c3 sending from c2's fd77::12 with its own MAC is refused"
+nsx c3 ip addr del fd77::12/128 dev eth0
+# The service's kernel forgets the impostor; c2 is answered again.
+nsx srv ip neigh del 10.77.0.12 dev eth0 2>/dev/null || true
+nsx srv ip neigh del fd77::12 dev eth0 2>/dev/null || true
+get c2 "$MD"; expect_node "after the impostor left, c2 gets its own node again" "$INST_C2"
+
 echo "# b. routed + DNAT (rtr: 169.254.169.254:80 -> 10.77.100.1:8080, no SNAT)"
 get rc "$MD"; expect_status "rc without a session token is refused with 401 (zone routed: tokens required)" 401
 if audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
@@ -712,6 +762,8 @@ if ! out=$(setup --dry-run 2>&1) && grep -q 'already configured on this host' <<
 else
   not_ok "it refuses when 169.254.169.254 is configured on this host ($out)"
 fi
+# h gives the address back: on the segment only srv may answer for it.
+nsx h ip addr del 169.254.169.254/32 dev eth0
 
 echo "# e. a node deployed in Ironic while the servers run"
 # c3 was refused above. A request from an unknown address makes the server sweep Ironic
@@ -727,7 +779,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------
-for name in s1 s2 s3; do
+for name in s1 s2 s3 s4; do
   if ! kill -0 "$(pid_of "$name")" 2>/dev/null; then not_ok "$name still running at the end"; fi
 done
 echo "# $((SECONDS - started)) s"
