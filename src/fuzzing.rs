@@ -202,6 +202,19 @@ pub fn node(data: &[u8]) {
             }
         }
     }
+    // Each port MAC finds its own node, or is contested; never another node.
+    for view in index.nodes() {
+        for &mac in &view.macs {
+            match index.lookup_mac(mac) {
+                Lookup::Found(found) => assert!(std::sync::Arc::ptr_eq(&found, view), "{mac}"),
+                Lookup::Contested(uuids) => {
+                    assert!(uuids.len() >= 2 && uuids.contains(&view.uuid))
+                }
+                Lookup::NotServed { uuid, .. } => assert_eq!(uuid, view.uuid),
+                Lookup::Unknown => panic!("{mac} of {} is not indexed", view.uuid),
+            }
+        }
+    }
     // An address nobody claims finds nobody.
     let nobody = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xdead, 0, 0, 0, 0, 1));
     if index.nodes().iter().all(|n| !n.addresses.contains(&nobody)) {

@@ -202,6 +202,7 @@ fn record(metrics: &Metrics, outcome: &Outcome, method: &str, path: &str, peer: 
             client = %client,
             peer = %peer,
             zone = outcome.zone.as_deref().unwrap_or("-"),
+            node = outcome.node.as_deref().unwrap_or("-"),
             method,
             path = %truncate(path),
             detail = outcome.detail.as_deref().unwrap_or(""),
