@@ -73,43 +73,86 @@ impl Neighbours for Netlink {
                 return Ok(L2::LinkLocal);
             }
         }
-        let socket = open()?;
-        let route = match ask(&socket, 1, route_request(ip))? {
-            Some(RouteNetlinkMessage::NewRoute(r)) => r,
-            Some(other) => return Err(unexpected(&other)),
-            None => return Ok(L2::NoRoute),
-        };
-        match route.header.kind {
-            RouteType::Unicast => {}
-            RouteType::Local => return Ok(L2::Local),
-            _ => return Ok(L2::NoRoute),
-        }
-        let mut oif = None;
-        for attr in &route.attributes {
-            match attr {
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
-                    return Ok(L2::Routed(IpAddr::V4(*g)))
-                }
-                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
-                    return Ok(L2::Routed(IpAddr::V6(*g)))
-                }
-                RouteAttribute::Via(_) | RouteAttribute::MultiPath(_) => {
-                    return Ok(L2::Routed(ip));
-                }
-                _ => {}
-            }
-        }
-        let Some(oif) = oif else {
-            return Ok(L2::NoRoute);
-        };
-        let neigh = match ask(&socket, 2, neighbour_request(ip, oif))? {
-            Some(RouteNetlinkMessage::NewNeighbour(n)) => n,
-            Some(other) => return Err(unexpected(&other)),
-            None => return Ok(L2::NoEntry),
-        };
-        Ok(from_neighbour(&neigh))
+        with_socket(|socket| resolve_on(socket, ip))
     }
+}
+
+thread_local! {
+    /// One rtnetlink socket per thread, opened on first use and reopened after an error.
+    static ASKER: std::cell::RefCell<Option<Asker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's socket.
+fn with_socket<T>(f: impl FnOnce(&mut Asker) -> io::Result<T>) -> io::Result<T> {
+    ASKER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let mut asker = match slot.take() {
+            Some(a) => a,
+            None => Asker {
+                socket: open()?,
+                seq: 0,
+            },
+        };
+        let result = f(&mut asker);
+        // A socket that saw an error may still hold a late answer: it is dropped, not reused.
+        if result.is_ok() {
+            *slot = Some(asker);
+        }
+        result
+    })
+}
+
+/// A socket and the sequence number of its last request; answers to earlier ones are
+/// skipped.
+struct Asker {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Asker {
+    fn ask(&mut self, msg: RouteNetlinkMessage) -> io::Result<Option<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        ask(&self.socket, self.seq, msg)
+    }
+}
+
+/// The route to `ip`, then, when it is on-link, the neighbour entry on its interface.
+fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
+    let route = match socket.ask(route_request(ip))? {
+        Some(RouteNetlinkMessage::NewRoute(r)) => r,
+        Some(other) => return Err(unexpected(&other)),
+        None => return Ok(L2::NoRoute),
+    };
+    match route.header.kind {
+        RouteType::Unicast => {}
+        RouteType::Local => return Ok(L2::Local),
+        _ => return Ok(L2::NoRoute),
+    }
+    let mut oif = None;
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
+                return Ok(L2::Routed(IpAddr::V4(*g)))
+            }
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
+                return Ok(L2::Routed(IpAddr::V6(*g)))
+            }
+            RouteAttribute::Via(_) | RouteAttribute::MultiPath(_) => {
+                return Ok(L2::Routed(ip));
+            }
+            _ => {}
+        }
+    }
+    let Some(oif) = oif else {
+        return Ok(L2::NoRoute);
+    };
+    let neigh = match socket.ask(neighbour_request(ip, oif))? {
+        Some(RouteNetlinkMessage::NewNeighbour(n)) => n,
+        Some(other) => return Err(unexpected(&other)),
+        None => return Ok(L2::NoEntry),
+    };
+    Ok(from_neighbour(&neigh))
 }
 
 /// A fixed table, for tests and for rendering without a network.
