@@ -17,6 +17,8 @@ Scenarios (LIST is comma-separated; default: all, always in this order):
   coldstart  process start to ready with 1,000 and 10,000 nodes in Ironic, vs curl of the pages
   memory     RSS per indexed node; RSS around 100,000 rate-limited client addresses
   criterion  cargo bench --bench filters -- --quick (in-process request path)
+  l2         wrk against a zone with and without verify_mac, client and server in two
+             network namespaces on one veth (needs root; removes them afterwards)
 
 Options:
   --only LIST            run only these scenarios
@@ -36,7 +38,8 @@ Environment:
 
 Installs what it needs first (as root or with sudo): nginx, wrk, curl and util-linux from
 Debian, the Ironic venv through scripts/ironic/setup-venv.sh. Every server listens on a free
-127.0.0.1 port; every client address is in 127.0.0.0/8.
+127.0.0.1 port and every client address is in 127.0.0.0/8, except in l2, whose two
+addresses exist only in the namespaces it creates.
 EOF
 }
 
@@ -69,7 +72,7 @@ wants() { # wants SCENARIO: true when SCENARIO is part of this run
 IFS=, read -ra listed <<<"$only"
 for s in "${listed[@]}"; do
   case "$s" in
-    hotpath | storm | coldstart | memory | criterion) ;;
+    hotpath | storm | coldstart | memory | criterion | l2) ;;
     *) echo "bench: unknown scenario '$s' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -85,7 +88,12 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 if wants hotpath; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+fi
+if wants hotpath || wants l2; then
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
+if wants l2; then
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "bench: installing ${need[*]}" >&2

@@ -155,6 +155,35 @@ fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
     Ok(from_neighbour(&neigh))
 }
 
+/// One connection's answer, kept for its later requests.
+#[derive(Debug, Default)]
+pub struct ConnectionMemo(std::sync::Mutex<Option<(IpAddr, MacAddr6)>>);
+
+/// Asks `inner` once per connection: a MAC found for the connection's client is reused for
+/// the client's later requests on it (the TCP handshake tied the connection to the host that
+/// MAC belongs to). Anything but a MAC is asked again.
+pub struct Remembered<'a> {
+    pub inner: &'a dyn Neighbours,
+    pub memo: &'a ConnectionMemo,
+}
+
+impl Neighbours for Remembered<'_> {
+    fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
+        let ip = ip.to_canonical();
+        let mut memo = self.memo.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, mac)) = *memo {
+            if known == ip {
+                return Ok(L2::Mac(mac));
+            }
+        }
+        let answer = self.inner.resolve(ip)?;
+        if let L2::Mac(mac) = answer {
+            *memo = Some((ip, mac));
+        }
+        Ok(answer)
+    }
+}
+
 /// A fixed table, for tests and for rendering without a network.
 #[derive(Debug, Default, Clone)]
 pub struct Fixed(pub HashMap<IpAddr, L2>);
@@ -278,6 +307,37 @@ fn unexpected(_: &RouteNetlinkMessage) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the questions it is asked.
+    struct Counting(std::sync::atomic::AtomicUsize, Fixed);
+    impl Neighbours for Counting {
+        fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.1.resolve(ip)
+        }
+    }
+
+    #[test]
+    fn a_connection_asks_once_for_its_mac() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mac = L2::Mac(MacAddr6::new(0x52, 0x54, 0, 0, 0, 1));
+        let table = Fixed([(a, mac.clone())].into_iter().collect());
+        let counting = Counting(Default::default(), table);
+        let memo = ConnectionMemo::default();
+        let r = Remembered {
+            inner: &counting,
+            memo: &memo,
+        };
+        let asked = || counting.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(r.resolve(a).unwrap(), mac);
+        assert_eq!(r.resolve(a).unwrap(), mac);
+        assert_eq!(asked(), 1);
+        // Another address, or no MAC: asked every time.
+        assert_eq!(r.resolve(b).unwrap(), L2::NoEntry);
+        assert_eq!(r.resolve(b).unwrap(), L2::NoEntry);
+        assert_eq!(asked(), 3);
+    }
 
     #[test]
     fn loopback_is_local_not_a_mac() {

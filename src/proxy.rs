@@ -26,6 +26,7 @@ use crate::inventory::{Catalog, OnDemand};
 use crate::ironic::Refresher;
 use crate::metadata::password::{self, PasswordStore};
 use crate::metrics::Metrics;
+use crate::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::policy::store::PolicyStore;
 use crate::policy::token::TokenKey;
 use crate::reply::{Refusal, Reply};
@@ -46,8 +47,12 @@ pub struct MetadataGateway {
     header_timeout: Duration,
 }
 
-/// Put on each request's session by [`Guarded`]; set once the request's headers are in.
-struct HeadersIn(Arc<AtomicBool>);
+/// Put on each request's session by [`Guarded`]: a flag set once the request's headers are
+/// in, and the connection's link-layer answer (asked on its first request that needs it).
+struct ConnectionState {
+    headers_in: Arc<AtomicBool>,
+    link_layer: Arc<ConnectionMemo>,
+}
 
 /// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
 /// (judged by Content-Length first, then by what arrives) or unreadable.
@@ -87,24 +92,28 @@ fn header_values<'a>(h: &'a pingora::http::RequestHeader, name: &str) -> Vec<&'a
 
 #[async_trait]
 impl ProxyHttp for MetadataGateway {
-    type CTX = ();
+    /// The connection's link-layer memo, handed over by [`Guarded`].
+    type CTX = Option<Arc<ConnectionMemo>>;
 
-    fn new_ctx(&self) -> Self::CTX {}
+    fn new_ctx(&self) -> Self::CTX {
+        None
+    }
 
     /// pingora hands over the connection context [`Guarded`] attached once the request
     /// headers are read: tell it that this request is no longer a slow-header suspect.
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
         prev_ctx: Box<dyn std::any::Any + Send + Sync>,
     ) {
-        if let Ok(flag) = prev_ctx.downcast::<HeadersIn>() {
-            flag.0.store(true, Ordering::Release);
+        if let Ok(state) = prev_ctx.downcast::<ConnectionState>() {
+            state.headers_in.store(true, Ordering::Release);
+            *ctx = Some(state.link_layer.clone());
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // pingora keeps idle downstream connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_seconds));
         let peer: Option<IpAddr> = session
@@ -161,9 +170,15 @@ impl ProxyHttp for MetadataGateway {
         };
         let today = gateway::today_utc();
         let policy = self.policy.current();
+        // A TCP connection cannot change hands between hosts: its peer's MAC is asked once.
+        let memo = ctx.take().unwrap_or_default();
+        let neighbours = Remembered {
+            inner: &Netlink,
+            memo: &memo,
+        };
         let ctx = Context {
             catalog: &self.catalog,
-            neighbours: &crate::neighbour::Netlink,
+            neighbours: &neighbours,
             policy: &policy,
             tokens: &self.tokens,
             passwords: &self.passwords,
@@ -340,6 +355,7 @@ impl ServerApp for Guarded {
         // it then), so its next headers are due within both. Nothing is read ahead here:
         // pingora's own read is the only one.
         let mut deadline = self.header_timeout;
+        let link_layer = Arc::new(ConnectionMemo::default());
         loop {
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive(Some(self.keepalive.as_secs()));
@@ -350,7 +366,10 @@ impl ServerApp for Guarded {
                 session.set_keepalive(None);
             }
             let headers_in = Arc::new(AtomicBool::new(false));
-            session.set_connection_user_context(Some(Box::new(HeadersIn(headers_in.clone()))));
+            session.set_connection_user_context(Some(Box::new(ConnectionState {
+                headers_in: headers_in.clone(),
+                link_layer: link_layer.clone(),
+            })));
             let request = self.proxy.process_new_http(session, shutdown);
             tokio::pin!(request);
             let reused = tokio::select! {

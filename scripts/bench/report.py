@@ -232,6 +232,35 @@ def memory_section(mem):
     return out
 
 
+def l2_section(l2):
+    out = ["## 6. L2-verified identity on the hot path", "", scenario_meta(l2), ""]
+    if "error" in l2:
+        return out + [f"Failed: `{l2['error']}`", ""]
+    out += [
+        f"`GET {l2['path']}` from a node on the same segment: a client namespace (the node's MAC and "
+        "address) and a server namespace joined by a veth pair. Two ironic-metadata processes "
+        "(`--threads 1`) serve the same node; `plain` from a zone without MAC checks, `verify_mac` from "
+        "one with `verify_mac = true`, where each answer asks the kernel for its route to the client and "
+        "for the client's neighbour entry (rtnetlink), once per connection. "
+        f"wrk: {l2['connections']} keep-alive connections, 1 thread, {l2['warmup_s']} s warm-up then "
+        f"{l2['duration_s']} s per run, alternating over {l2['rounds']} rounds"
+        + ("; server on CPU 0, wrk on CPU 1." if l2.get("pinned") else "."),
+        "",
+    ]
+    for mode, d in l2["by_mode"].items():
+        out += [f"### {'kept-alive connections' if mode == 'keep-alive' else 'a new connection per request'}", ""]
+        rows = [(r["round"], r["server"], fmt(r["rps"], 0), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3),
+                 r["errors"]) for r in l2["runs"] if r["mode"] == mode]
+        for s in ("plain", "verify_mac"):
+            m = d["median"][s]
+            rows.append(("median", f"**{s}**", f"**{fmt(m['rps'], 0)}**", fmt(m["p50_ms"], 3),
+                         f"**{fmt(m['p99_ms'], 3)}**", m["errors"]))
+        out += [table(("round", "zone", "req/s", "p50 ms", "p99 ms", "errors"), rows), ""]
+        r = d["ratio"]
+        out += [f"verify_mac/plain: req/s **{r['rps']:.2f}×**, p99 **{r['p99']:.2f}×**.", ""]
+    return out
+
+
 def criterion_section(cr):
     out = ["## 5. Filter overhead (criterion)", "", scenario_meta(cr), ""]
     if "error" in cr:
@@ -257,7 +286,7 @@ HOW = """\
 ```sh
 scripts/bench.sh                    # everything: installs nginx, wrk, curl and the Ironic venv,
                                     # builds the release binary, writes bench/results.{md,json}
-scripts/bench.sh --only hotpath     # one scenario (hotpath, storm, coldstart, memory, criterion)
+scripts/bench.sh --only hotpath     # one scenario (hotpath, storm, coldstart, memory, criterion, l2)
 BENCH_SCALE=0.2 scripts/bench.sh --out "$(mktemp -d)"   # shorter runs, fewer nodes and clients
 IRONIC_METADATA_BIN=path/to/ironic-metadata scripts/bench.sh   # skip the build
 ```
@@ -317,7 +346,7 @@ def render(doc):
         out += [notes.read_text().rstrip(), ""]
     for name, section in (("hotpath", hotpath_section), ("storm", storm_section),
                           ("coldstart", coldstart_section), ("memory", memory_section),
-                          ("criterion", criterion_section)):
+                          ("criterion", criterion_section), ("l2", l2_section)):
         if name in sc:
             out += section(sc[name])
         else:

@@ -12,6 +12,8 @@ grown from 1,000 to 10,000 nodes on the way):
   coldstart  process start to ready with 1,000 and 10,000 nodes, vs curl of the same pages
   memory     RSS per indexed node; RSS around 100,000 rate-limited client addresses
   criterion  cargo bench --bench filters -- --quick, read back from target/criterion
+  l2         the hot path with and without verify_mac, client and server in network
+             namespaces on one veth (root)
 
 Results of scenarios not run this time are kept from the existing results.json. Run by
 scripts/bench.sh, which installs the tools and builds the binary first; the Python is the
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import report  # noqa: E402
 
-SCENARIOS = ("hotpath", "storm", "coldstart", "memory", "criterion")
+SCENARIOS = ("hotpath", "storm", "coldstart", "memory", "criterion", "l2")
 NEEDS_IRONIC = {"storm", "coldstart", "memory"}
 
 

@@ -1,0 +1,198 @@
+"""Scenario l2: what L2-verified identity costs on the hot path. A client namespace and a
+server namespace joined by a veth pair, as a node and the service on one segment; two
+ironic-metadata processes in the server namespace serve the same node, one from a zone
+without MAC checks and one with `verify_mac = true` (each answer then asks the kernel for
+its route to the client and the client's neighbour entry). wrk in the client namespace
+alternates between them, first on kept-alive connections (the MAC is asked on a
+connection's first request), then with `Connection: close` (asked on every request).
+
+Needs root (it creates the two namespaces and always removes them). The server is pinned
+to CPU 0 and wrk to CPU 1.
+"""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+
+from common import free_port, log, scaled, write_policy
+from hotpath import CONNECTIONS, PATH, WRK_LUA, summarize
+
+CLIENT_MAC = "52:54:00:88:00:02"
+SERVER_IP, CLIENT_IP = "10.88.0.1", "10.88.0.2"
+NODE_UUID = "88888888-0000-4000-8000-000000000002"
+
+MODES = ("keep-alive", "close")
+
+POLICY = """\
+[[zone]]
+name = "segment"
+cidrs = ["10.88.0.0/24"]
+action = "allow"
+rate_limit = {{ per_second = 100000, burst = 1000000 }}
+{extra}
+"""
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Namespaces:
+    """Two namespaces, srv and cli, joined by a veth pair."""
+
+    def __init__(self):
+        while True:
+            self.prefix = f"imdbench{random.randrange(16**4):04x}"
+            if self.prefix not in sh("ip", "netns", "list").stdout:
+                break
+        self.made = []
+        for n in ("srv", "cli"):
+            sh("ip", "netns", "add", self.name(n))
+            self.made.append(self.name(n))
+            sh("ip", "-n", self.name(n), "link", "set", "lo", "up")
+        sh("ip", "link", "add", "eth0", "netns", self.name("srv"), "type", "veth",
+           "peer", "name", "eth0", "netns", self.name("cli"))
+        sh("ip", "-n", self.name("cli"), "link", "set", "eth0", "address", CLIENT_MAC)
+        for n, ip in (("srv", SERVER_IP), ("cli", CLIENT_IP)):
+            sh("ip", "-n", self.name(n), "addr", "add", f"{ip}/24", "dev", "eth0")
+            sh("ip", "-n", self.name(n), "link", "set", "eth0", "up")
+
+    def name(self, n):
+        return f"{self.prefix}-{n}"
+
+    def exec(self, n, cmd):
+        return ["ip", "netns", "exec", self.name(n), *cmd]
+
+    def close(self):
+        for n in self.made:
+            for pid in subprocess.run(["ip", "netns", "pids", n], capture_output=True, text=True).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def inventory(path):
+    nd = {"links": [{"id": "eth0", "type": "phy", "ethernet_mac_address": CLIENT_MAC}],
+          "networks": [{"id": "n0", "type": "ipv4", "link": "eth0", "network_id": "bench",
+                        "ip_address": CLIENT_IP, "netmask": "255.255.255.0"}],
+          "services": []}
+    path.write_text(json.dumps({
+        "nodes": [{"uuid": NODE_UUID, "name": "bench-l2", "provision_state": "active",
+                   "instance_info": {"configdrive": {"meta_data": {"hostname": "bench-l2"}}},
+                   "network_data": nd}],
+        "ports": [{"uuid": "88888888-1111-4000-8000-000000000002", "address": CLIENT_MAC,
+                   "node_uuid": NODE_UUID}],
+        "portgroups": []}))
+    return path
+
+
+def run(ctx):
+    if os.geteuid() != 0:
+        raise SystemExit("l2 needs root (it creates network namespaces)")
+    if not shutil.which("wrk"):
+        raise SystemExit("l2 needs wrk (scripts/bench.sh installs it)")
+    work = ctx.workdir / "l2"
+    work.mkdir()
+    lua = work / "report.lua"
+    lua.write_text(WRK_LUA)
+    inv = inventory(work / "inventory.json")
+    policies = {"plain": write_policy(work / "plain", POLICY.format(extra="")),
+                "verify_mac": write_policy(work / "verify", POLICY.format(extra="verify_mac = true"))}
+    described = sh(str(ctx.binary), "policy", "check", str(policies["verify_mac"])).stdout
+    if "MAC verified" not in described:
+        raise SystemExit(f"the verify_mac policy does not verify MACs:\n{described}")
+    duration, warmup = scaled(8, 2), 1
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    pin = (os.cpu_count() or 1) >= 2
+    ns = Namespaces()
+    procs = {}
+    try:
+        ports = {}
+        for name, pol in policies.items():
+            port, admin = free_port(), free_port()
+            cmd = [str(ctx.binary), "serve", "--inventory", str(inv), "--bind", SERVER_IP, "--port", str(port),
+                   "--admin", f"127.0.0.1:{admin}", "--policy-dir", str(pol), "--threads", "1",
+                   "--max-connections-per-client", "1000", "--log-format", "json", "--log-level", "warn"]
+            if pin:
+                cmd = ["taskset", "-c", "0", *cmd]
+            log_file = open(work / f"{name}.log", "wb")
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
+                                        "THREADS", "REFRESH_", "LOG_"))}
+            procs[name] = subprocess.Popen(ns.exec("srv", cmd), env=env, stdin=subprocess.DEVNULL,
+                                           stdout=log_file, stderr=log_file)
+            ports[name] = (port, admin)
+        for name, (port, admin) in ports.items():
+            end = time.monotonic() + 30
+            while True:
+                if procs[name].poll() is not None:
+                    raise SystemExit(f"{name} server exited:\n{(work / f'{name}.log').read_text()}")
+                r = subprocess.run(ns.exec("srv", ["curl", "-fsS", "-m", "2", f"http://127.0.0.1:{admin}/readyz"]),
+                                   capture_output=True, text=True)
+                if r.returncode == 0 and json.loads(r.stdout).get("ready") is True:
+                    break
+                if time.monotonic() > end:
+                    raise SystemExit(f"{name} server not ready:\n{(work / f'{name}.log').read_text()}")
+                time.sleep(0.05)
+            body = subprocess.run(ns.exec("cli", ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}",
+                                                  f"http://{SERVER_IP}:{port}{PATH}"]),
+                                  capture_output=True, text=True).stdout
+            if not body.endswith("\n200") or NODE_UUID not in body:
+                raise SystemExit(f"{name}: the client is not answered as its node: {body[-200:]}")
+        runs = []
+        for mode in MODES:
+            for r in range(1, rounds + 1):
+                for name, (port, _) in ports.items():
+                    url = f"http://{SERVER_IP}:{port}{PATH}"
+                    cmd = ["wrk", "-t", "1", "-c", str(CONNECTIONS), "--timeout", "5s", "-s", str(lua)]
+                    if mode == "close":
+                        cmd += ["-H", "Connection: close"]
+                    if pin:
+                        cmd = ["taskset", "-c", "1", *cmd]
+                    subprocess.run(ns.exec("cli", [*cmd, "-d", f"{warmup}s", url]), capture_output=True,
+                                   timeout=warmup + 60)
+                    out = subprocess.run(ns.exec("cli", [*cmd, "-d", f"{duration}s", url]),
+                                         capture_output=True, text=True, timeout=duration + 60)
+                    res = parse_wrk(out)
+                    res.update(server=name, round=r, mode=mode)
+                    runs.append(res)
+                    log(f"l2 {mode:10} round {r} {name:10}: {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms"
+                        f"  p99 {res['p99_ms']:.3f} ms  errors {res['errors']}")
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        ns.close()
+    errors = sum(r["errors"] for r in runs)
+    if errors:
+        raise SystemExit(f"{errors} requests failed or were refused: the client was not served as its node")
+    by_mode = {}
+    for mode in MODES:
+        med = {s: summarize([r for r in runs if r["server"] == s and r["mode"] == mode]) for s in policies}
+        ratio = {"rps": med["verify_mac"]["rps"] / med["plain"]["rps"],
+                 "p99": med["verify_mac"]["p99_ms"] / med["plain"]["p99_ms"]}
+        log(f"l2 {mode}: verify_mac/plain req/s {ratio['rps']:.2f}, p99 {ratio['p99']:.2f}")
+        by_mode[mode] = {"median": med, "ratio": ratio}
+    return {"path": PATH, "connections": CONNECTIONS, "duration_s": duration, "warmup_s": warmup,
+            "rounds": rounds, "pinned": pin, "runs": runs, "by_mode": by_mode}
+
+
+def parse_wrk(out):
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            doc = json.loads(line[len("WRK_JSON "):])
+            lat = doc["latency_us"]
+            return {"requests": doc["requests"], "rps": doc["requests"] / (doc["duration_us"] / 1e6),
+                    "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "p999_ms": lat["p999"] / 1000,
+                    "errors": sum(doc["errors"].values())}
+    raise SystemExit(f"wrk printed no summary (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+
