@@ -66,3 +66,57 @@ async fn corrupt_image_gives_404_and_a_warning() {
         "{ready}"
     );
 }
+
+/// An image Nova built (genisoimage with Nova's options) carries `ec2/latest/meta-data.json`,
+/// Nova's EC2 view of the instance: the EC2 tree is served from it, cut to each version as
+/// Nova's `get_ec2_metadata` cuts it, and printed as Nova's `ec2_md_print` prints it.
+#[tokio::test]
+async fn nova_image_serves_its_own_ec2_metadata() {
+    let s = Server::start(&fixture("nodes-iso.json"));
+    let c = client_from("127.0.0.19");
+    let body = |p: &'static str| {
+        let (c, url) = (c.clone(), s.url(p));
+        async move {
+            let (status, _, body) = get(&c, &url).await;
+            assert_eq!(status, 200, "{p}");
+            body
+        }
+    };
+    assert_eq!(
+        body("/latest/meta-data/").await,
+        "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\n\
+         instance-action\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\n\
+         placement/\npublic-hostname\npublic-keys/\nreservation-id\nsecurity-groups"
+    );
+    assert_eq!(body("/latest/meta-data/instance-id").await, "i-00000013");
+    assert_eq!(
+        body("/latest/meta-data/security-groups").await,
+        "default\nweb"
+    );
+    assert_eq!(body("/latest/meta-data/public-keys/").await, "0=ops");
+    assert_eq!(
+        body("/latest/meta-data/public-keys/0/openssh-key").await,
+        "ssh-ed25519 AAAAnova ops@example.com"
+    );
+    assert_eq!(body("/latest/meta-data/ami-launch-index").await, "0");
+    assert_eq!(
+        body("/latest/meta-data/block-device-mapping/").await,
+        "ami\nephemeral0\nroot"
+    );
+    assert_eq!(body("/latest/meta-data/mac").await, "52:54:00:00:00:19");
+    // An empty public-ipv4 is absent, as in every other EC2 tree served.
+    assert_eq!(
+        get(&c, &s.url("/latest/meta-data/public-ipv4")).await.0,
+        404
+    );
+    // EC2 1.0 predates local-hostname, instance-type, placement, block devices and mac.
+    assert_eq!(
+        body("/1.0/meta-data/").await,
+        "ami-id\nami-launch-index\nami-manifest-path\nhostname\ninstance-id\nlocal-ipv4\n\
+         public-keys/\nreservation-id\nsecurity-groups"
+    );
+    // The OpenStack tree still comes from openstack/latest.
+    assert!(body("/openstack/latest/meta_data.json")
+        .await
+        .contains(r#""uuid": "19191919-0000-4000-8000-000000000019""#));
+}

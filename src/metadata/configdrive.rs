@@ -1,7 +1,7 @@
 //! Configdrives Ironic stores as a string: base64 of a gzipped (or raw) ISO 9660 image, as
 //! Nova and Ironic's own builder make them. The image is read with the `hadris-iso` crate,
 //! through the Joliet tree (names as written) or the primary one, and only
-//! `openstack/latest/*`. Sizes recorded in the image are never trusted for allocation:
+//! `openstack/latest/*` and `ec2/latest/meta-data.json`. Sizes recorded in the image are never trusted for allocation:
 //! directories and files over the limits below are skipped, and reads stop at the limit.
 
 use std::io::Read;
@@ -62,14 +62,16 @@ pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
     };
     let iso = Iso::open(image)?;
     let file = |name: &str| iso.read(&["openstack", "latest", name]);
-    let json = |name: &'static str| -> Result<Option<Value>, DriveError> {
-        match file(name) {
+    let parse = |name: &'static str, bytes: Option<Vec<u8>>| -> Result<Option<Value>, DriveError> {
+        match bytes {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| DriveError::Json(name, e.to_string())),
         }
     };
+    let json =
+        |name: &'static str| -> Result<Option<Value>, DriveError> { parse(name, file(name)) };
     let meta_data = match json("meta_data.json")? {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(DriveError::Json("meta_data.json", "not an object".into())),
@@ -82,11 +84,18 @@ pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
         None => json("vendor_data2.json")?,
     }
     .filter(Value::is_object);
+    // Nova's images also carry the EC2 view of the instance.
+    let ec2_meta_data = parse(
+        "ec2/latest/meta-data.json",
+        iso.read(&["ec2", "latest", "meta-data.json"]),
+    )?
+    .filter(Value::is_object);
     Ok(DriveContents {
         meta_data: Doc::new(&meta_data),
         user_data: file("user_data").filter(|u| !u.is_empty()).map(Bytes::from),
         network_data: network_data.as_ref().map(Doc::new),
         vendor_data: vendor_data.as_ref().map(Doc::new),
+        ec2_meta_data: ec2_meta_data.as_ref().map(Doc::new),
     })
 }
 
@@ -211,6 +220,23 @@ mod fixture_tests {
             d.vendor_data.as_ref().unwrap().value()["cloud-init"],
             "#cloud-config\nruncmd: [true]\n"
         );
+        // Ironic's builder writes no ec2/ directory.
+        assert_eq!(d.ec2_meta_data, None);
+    }
+
+    /// tests/fixtures/configdrive-nova-ec2.b64 was made with Nova's genisoimage options and
+    /// Nova's layout, ec2/latest/meta-data.json included.
+    #[test]
+    fn reads_the_ec2_metadata_of_an_image_nova_built() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/configdrive-nova-ec2.b64"
+        ))
+        .unwrap();
+        let d = decode(&text).unwrap();
+        let ec2 = d.ec2_meta_data.unwrap().value();
+        assert_eq!(ec2["instance-id"], "i-00000013");
+        assert_eq!(ec2["public-keys"]["0"]["_name"], "0=ops");
     }
 }
 

@@ -335,8 +335,86 @@ fn ec2_id(prefix: &str, seed: &str) -> String {
     format!("{prefix}-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
 }
 
-/// Nova's `get_ec2_metadata`: keys by version; keys with no value here are left out.
+/// Keys of Nova's `get_ec2_metadata` that exist only from an EC2 version on; the others
+/// are in every version.
+const EC2_SINCE: &[(&str, &str)] = &[
+    ("local-hostname", "2007-01-19"),
+    ("public-hostname", "2007-01-19"),
+    ("public-ipv4", "2007-01-19"),
+    ("instance-type", "2007-08-29"),
+    ("block-device-mapping", "2007-12-15"),
+    ("kernel-id", "2007-12-15"),
+    ("ramdisk-id", "2007-12-15"),
+    ("placement", "2008-02-01"),
+    ("instance-action", "2008-09-01"),
+];
+
+/// The EC2 tree an image carries (`ec2/latest/meta-data.json`, Nova's `get_ec2_metadata`
+/// of `latest`), cut down to `version` by Nova's own version rules, plus `mac`.
+fn ec2_from_drive(
+    md: &Map<String, Value>,
+    node: &NodeView,
+    version: &str,
+    client: IpAddr,
+) -> Entry {
+    let mut out: Vec<(String, Entry)> = md
+        .iter()
+        .filter(|(k, _)| {
+            EC2_SINCE
+                .iter()
+                .find(|(key, _)| key == k)
+                .is_none_or(|(_, since)| ec2_at_least(version, since))
+        })
+        .filter_map(|(k, v)| ec2_entry(v).map(|e| (k.clone(), e)))
+        .collect();
+    if ec2_at_least(version, "2009-04-04") && !md.contains_key("mac") {
+        if let (_, Some(mac)) = local_ipv4(node, client) {
+            out.push(("mac".into(), leaf(mac)));
+        }
+    }
+    Entry::Dir(out)
+}
+
+/// A value of Nova's EC2 dict as `ec2_md_print` shows it (lists one item per line, a dict
+/// with `_name` listed under that label); null and empty values are left out.
+fn ec2_entry(v: &Value) -> Option<Entry> {
+    Some(match v {
+        Value::Null => return None,
+        Value::String(s) if s.is_empty() => return None,
+        Value::String(s) => leaf(s.clone()),
+        Value::Bool(b) => leaf(if *b { "True" } else { "False" }),
+        Value::Number(n) => leaf(n.to_string()),
+        Value::Array(items) if items.is_empty() => return None,
+        Value::Array(items) => leaf(
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Value::Object(m) => {
+            let children = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "_name")
+                .filter_map(|(k, v)| ec2_entry(v).map(|e| (k.clone(), e)))
+                .collect();
+            match m.get("_name").and_then(Value::as_str) {
+                Some(label) => Entry::Labelled(label.to_string(), children),
+                None => Entry::Dir(children),
+            }
+        }
+    })
+}
+
+/// Nova's `get_ec2_metadata`: keys by version; keys with no value here are left out. An
+/// image that carries Nova's own EC2 metadata is served as it is.
 fn ec2_meta_data(node: &NodeView, version: &str, client: IpAddr) -> Result<Entry, Refusal> {
+    if let Some(ec2) = node.drive().and_then(|d| d.ec2_meta_data.as_ref()) {
+        return Ok(ec2_from_drive(&ec2.object(), node, version, client));
+    }
     let md = node.meta_data().ok_or(Refusal::NotFound)?;
     let f = facts(node, &md);
     let mut out: Vec<(String, Entry)> = vec![

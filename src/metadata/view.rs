@@ -81,6 +81,9 @@ pub struct DriveContents {
     pub network_data: Option<Doc>,
     /// An object.
     pub vendor_data: Option<Doc>,
+    /// The image's `ec2/latest/meta-data.json`, an object: Nova writes it, Ironic's builder
+    /// does not (and its JSON dict form has no place for it).
+    pub ec2_meta_data: Option<Doc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +350,7 @@ fn drive_from_dict(dict: &Map<String, Value>) -> Result<DriveContents, String> {
         user_data,
         network_data,
         vendor_data,
+        ec2_meta_data: None,
     })
 }
 
