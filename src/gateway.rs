@@ -463,16 +463,15 @@ fn settle(
     mac: Option<&str>,
     refuse: &Refuser<'_>,
 ) -> Result<Arc<NodeView>, Box<Outcome>> {
-    let by = match mac {
-        Some(m) => format!("address nor MAC {m}"),
-        None => "address".into(),
-    };
     Err(match lookup {
         Lookup::Found(node) => return Ok(node),
         Lookup::Unknown => refuse(
             Refusal::UnknownAddress,
             None,
-            format!("no node claims this {by}"),
+            match mac {
+                Some(m) => format!("no node claims this address nor MAC {m}"),
+                None => "no node claims this address".into(),
+            },
         ),
         Lookup::Contested(uuids) => refuse(
             Refusal::ContestedAddress,

@@ -91,6 +91,7 @@ fn with_socket<T>(f: impl FnOnce(&mut Asker) -> io::Result<T>) -> io::Result<T> 
             None => Asker {
                 socket: open()?,
                 seq: 0,
+                buf: vec![0; 8192],
             },
         };
         let result = f(&mut asker);
@@ -102,17 +103,50 @@ fn with_socket<T>(f: impl FnOnce(&mut Asker) -> io::Result<T>) -> io::Result<T> 
     })
 }
 
-/// A socket and the sequence number of its last request; answers to earlier ones are
-/// skipped.
+/// A socket, the sequence number of its last request (answers to earlier ones are
+/// skipped) and the buffer requests and answers pass through.
 struct Asker {
     socket: Socket,
     seq: u32,
+    buf: Vec<u8>,
 }
 
 impl Asker {
+    /// Sends one request and returns its answer; `None` when the kernel says there is none.
     fn ask(&mut self, msg: RouteNetlinkMessage) -> io::Result<Option<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
-        ask(&self.socket, self.seq, msg)
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        req.finalize();
+        let request = &mut self.buf[..req.header.length as usize];
+        req.serialize(request);
+        self.socket.send(request, 0)?;
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[..n])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if reply.header.sequence_number != self.seq {
+                continue;
+            }
+            return match reply.payload {
+                NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
+                NetlinkPayload::Error(e) if e.code.is_none() => Ok(None),
+                NetlinkPayload::Error(e) => {
+                    let err = e.to_io();
+                    // No such entry, or no route at all (unreachable, no device).
+                    match err.raw_os_error() {
+                        Some(
+                            libc::ENOENT | libc::ENODEV | libc::ENETUNREACH | libc::EHOSTUNREACH,
+                        ) => Ok(None),
+                        _ => Err(err),
+                    }
+                }
+                NetlinkPayload::Done(_) => Ok(None),
+                _ => Err(unexpected()),
+            };
+        }
     }
 }
 
@@ -120,7 +154,7 @@ impl Asker {
 fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
     let route = match socket.ask(route_request(ip))? {
         Some(RouteNetlinkMessage::NewRoute(r)) => r,
-        Some(other) => return Err(unexpected(&other)),
+        Some(_) => return Err(unexpected()),
         None => return Ok(L2::NoRoute),
     };
     match route.header.kind {
@@ -149,7 +183,7 @@ fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
     };
     let neigh = match socket.ask(neighbour_request(ip, oif))? {
         Some(RouteNetlinkMessage::NewNeighbour(n)) => n,
-        Some(other) => return Err(unexpected(&other)),
+        Some(_) => return Err(unexpected()),
         None => return Ok(L2::NoEntry),
     };
     Ok(from_neighbour(&neigh))
@@ -256,51 +290,7 @@ fn neighbour_request(ip: IpAddr, ifindex: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetNeighbour(m)
 }
 
-/// Sends one request and returns its answer; `None` when the kernel says there is none.
-fn ask(
-    socket: &Socket,
-    seq: u32,
-    msg: RouteNetlinkMessage,
-) -> io::Result<Option<RouteNetlinkMessage>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST;
-    header.sequence_number = seq;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0; req.header.length as usize];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut rx = vec![0u8; 8192];
-    loop {
-        let n = socket.recv(&mut &mut rx[..], 0)?;
-        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[..n])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        if reply.header.sequence_number != seq {
-            continue;
-        }
-        return match reply.payload {
-            NetlinkPayload::InnerMessage(m) => Ok(Some(m)),
-            NetlinkPayload::Error(e) if e.code.is_none() => Ok(None),
-            NetlinkPayload::Error(e) => {
-                let err = e.to_io();
-                // No such entry, or no route at all (unreachable, no device).
-                match err.raw_os_error() {
-                    Some(libc::ENOENT | libc::ENODEV | libc::ENETUNREACH | libc::EHOSTUNREACH) => {
-                        Ok(None)
-                    }
-                    _ => Err(err),
-                }
-            }
-            NetlinkPayload::Done(_) => Ok(None),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "unexpected netlink answer",
-            )),
-        };
-    }
-}
-
-fn unexpected(_: &RouteNetlinkMessage) -> io::Error {
+fn unexpected() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "unexpected netlink answer")
 }
 

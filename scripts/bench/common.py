@@ -90,6 +90,13 @@ def write_policy(directory, text=OPEN_POLICY):
     return directory
 
 
+def service_env():
+    """This environment without what could choose another source or listener for a server."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
+                                 "THREADS", "REFRESH_", "LOG_"))}
+
+
 class Service:
     """One ironic-metadata process on free loopback ports (metadata and admin)."""
 
@@ -101,13 +108,9 @@ class Service:
                "--log-format", "json", "--log-level", "warn", *extra]
         if cpus is not None:
             cmd = ["taskset", "-c", cpus, *cmd]
-        # Nothing from the caller's environment may choose another source or listener.
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
-                                      "THREADS", "REFRESH_", "LOG_"))}
         self.started = time.monotonic()
         with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(cmd, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(cmd, env={**service_env(), **(env or {})}, stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=logf)
 
     def readyz(self):

@@ -119,7 +119,11 @@ def wrk(port, seconds, threads, lua, cpus=None):
            "-s", str(lua), f"http://127.0.0.1:{port}{PATH}"]
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60))
+
+
+def parse_wrk(out):
+    """The WRK_JSON line that WRK_LUA prints, from a finished wrk run."""
     for line in out.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             doc = json.loads(line[len("WRK_JSON "):])

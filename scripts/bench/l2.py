@@ -17,8 +17,8 @@ import shutil
 import subprocess
 import time
 
-from common import free_port, log, scaled, write_policy
-from hotpath import CONNECTIONS, PATH, WRK_LUA, summarize
+from common import free_port, log, scaled, service_env, write_policy
+from hotpath import CONNECTIONS, PATH, WRK_LUA, parse_wrk, summarize
 
 CLIENT_MAC = "52:54:00:88:00:02"
 SERVER_IP, CLIENT_IP = "10.88.0.1", "10.88.0.2"
@@ -121,10 +121,7 @@ def run(ctx):
             if pin:
                 cmd = ["taskset", "-c", "0", *cmd]
             log_file = open(work / f"{name}.log", "wb")
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
-                                        "THREADS", "REFRESH_", "LOG_"))}
-            procs[name] = subprocess.Popen(ns.exec("srv", cmd), env=env, stdin=subprocess.DEVNULL,
+            procs[name] = subprocess.Popen(ns.exec("srv", cmd), env=service_env(), stdin=subprocess.DEVNULL,
                                            stdout=log_file, stderr=log_file)
             ports[name] = (port, admin)
         for name, (port, admin) in ports.items():
@@ -184,15 +181,3 @@ def run(ctx):
         by_mode[mode] = {"median": med, "ratio": ratio}
     return {"path": PATH, "connections": CONNECTIONS, "duration_s": duration, "warmup_s": warmup,
             "rounds": rounds, "pinned": pin, "runs": runs, "by_mode": by_mode}
-
-
-def parse_wrk(out):
-    for line in out.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            doc = json.loads(line[len("WRK_JSON "):])
-            lat = doc["latency_us"]
-            return {"requests": doc["requests"], "rps": doc["requests"] / (doc["duration_us"] / 1e6),
-                    "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "p999_ms": lat["p999"] / 1000,
-                    "errors": sum(doc["errors"].values())}
-    raise SystemExit(f"wrk printed no summary (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-

@@ -85,6 +85,16 @@ def targets(sc):
     return rows
 
 
+def wrk_table(what, runs, medians):
+    """wrk runs one per row, then the median of each server (`medians`: name -> summary)."""
+    rows = [(r["round"], r["server"], fmt(r["rps"], 0), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3),
+             fmt(r["p999_ms"], 3), r["errors"]) for r in runs]
+    for s, m in medians.items():
+        rows.append(("median", f"**{s}**", f"**{fmt(m['rps'], 0)}**", fmt(m["p50_ms"], 3),
+                     f"**{fmt(m['p99_ms'], 3)}**", fmt(m["p999_ms"], 3), m["errors"]))
+    return table(("round", what, "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"), rows)
+
+
 def hotpath_section(hp):
     out = ["## 1. Hot path against nginx", "", scenario_meta(hp), ""]
     if "error" in hp:
@@ -106,13 +116,7 @@ def hotpath_section(hp):
     ]
     for n, d in sorted(hp["by_threads"].items()):
         out += [f"### {n} thread(s)", ""]
-        rows = [(r["round"], r["server"], fmt(r["rps"], 0), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3),
-                 fmt(r["p999_ms"], 3), r["errors"]) for r in d["runs"]]
-        for s in ("nginx", "ours"):
-            m = d["median"][s]
-            rows.append(("median", f"**{s}**", f"**{fmt(m['rps'], 0)}**", fmt(m["p50_ms"], 3),
-                         f"**{fmt(m['p99_ms'], 3)}**", fmt(m["p999_ms"], 3), m["errors"]))
-        out += [table(("round", "server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors"), rows), ""]
+        out += [wrk_table("server", d["runs"], d["median"]), ""]
         r = d["ratio"]
         out += [f"ours/nginx: req/s **{r['rps']:.2f}×**, p99 **{r['p99']:.2f}×**, p99.9 {r['p999']:.2f}×.", ""]
     return out
@@ -249,13 +253,7 @@ def l2_section(l2):
     ]
     for mode, d in l2["by_mode"].items():
         out += [f"### {'kept-alive connections' if mode == 'keep-alive' else 'a new connection per request'}", ""]
-        rows = [(r["round"], r["server"], fmt(r["rps"], 0), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3),
-                 r["errors"]) for r in l2["runs"] if r["mode"] == mode]
-        for s in ("plain", "verify_mac"):
-            m = d["median"][s]
-            rows.append(("median", f"**{s}**", f"**{fmt(m['rps'], 0)}**", fmt(m["p50_ms"], 3),
-                         f"**{fmt(m['p99_ms'], 3)}**", m["errors"]))
-        out += [table(("round", "zone", "req/s", "p50 ms", "p99 ms", "errors"), rows), ""]
+        out += [wrk_table("zone", [r for r in l2["runs"] if r["mode"] == mode], d["median"]), ""]
         r = d["ratio"]
         out += [f"verify_mac/plain: req/s **{r['rps']:.2f}×**, p99 **{r['p99']:.2f}×**.", ""]
     return out

@@ -189,17 +189,17 @@ mod tests {
 mod fixture_tests {
     use super::*;
 
+    fn fixture(name: &str) -> DriveContents {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        decode(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
     /// tests/fixtures/configdrive-iso.b64 was made by openstacksdk's
     /// `openstack.baremetal.configdrive.build` (genisoimage, gzip, base64), the function
     /// Ironic's own builder calls.
     #[test]
     fn reads_an_image_built_like_ironic_builds_it() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/configdrive-iso.b64"
-        ))
-        .unwrap();
-        let d = decode(&text).unwrap();
+        let d = fixture("configdrive-iso.b64");
         assert_eq!(
             d.meta_data.value()["uuid"],
             "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -228,12 +228,7 @@ mod fixture_tests {
     /// Nova's layout, ec2/latest/meta-data.json included.
     #[test]
     fn reads_the_ec2_metadata_of_an_image_nova_built() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/configdrive-nova-ec2.b64"
-        ))
-        .unwrap();
-        let d = decode(&text).unwrap();
+        let d = fixture("configdrive-nova-ec2.b64");
         let ec2 = d.ec2_meta_data.unwrap().value();
         assert_eq!(ec2["instance-id"], "i-00000013");
         assert_eq!(ec2["public-keys"]["0"]["_name"], "0=ops");
