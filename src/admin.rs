@@ -4,12 +4,12 @@
 use serde_json::json;
 
 use crate::inventory::Catalog;
-use crate::metrics::{age_seconds, Metrics};
+use crate::metrics::{age_seconds, IndexGauges, Metrics};
 use crate::reply::{Refusal, Reply, JSON};
 
 /// `listening`: whether the metadata listener accepts connections yet (the two listeners
 /// start independently).
-pub fn handle(
+pub(crate) fn handle(
     method: &str,
     path: &str,
     catalog: &Catalog,
@@ -22,8 +22,18 @@ pub fn handle(
     match path.split('?').next().unwrap_or("") {
         "/healthz" => Reply::text("ok\n"),
         "/readyz" => readyz(catalog, listening),
-        "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(catalog)),
+        "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(gauges(catalog))),
         _ => Refusal::NotFound.reply(),
+    }
+}
+
+fn gauges(catalog: &Catalog) -> IndexGauges {
+    let (index, status) = (catalog.index(), catalog.status());
+    IndexGauges {
+        nodes: index.nodes().len(),
+        served: index.served_count(),
+        ready: status.ready,
+        age_seconds: age_seconds(status.last_success),
     }
 }
 

@@ -14,15 +14,15 @@ use crate::identity::DEFAULT_SERVED_STATES;
     version,
     about = "OpenStack and EC2 metadata for bare-metal nodes managed by Ironic"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 // Parsed once at start-up; the size of the serve arguments does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve metadata on BIND_ADDR:BIND_PORT, with health and metrics on ADMIN_ADDR.
     Serve(ServeArgs),
     /// Work with policy directories.
@@ -33,23 +33,23 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct RenderArgs {
+pub(crate) struct RenderArgs {
     /// Inventory file (the `--inventory` format: nodes, ports and portgroups as Ironic
     /// lists them).
     #[arg(long = "inventory")]
-    pub inventory: PathBuf,
+    pub(crate) inventory: PathBuf,
     /// The node, by UUID or name.
     #[arg(long = "node")]
-    pub node: String,
+    pub(crate) node: String,
     /// DNS servers announced in network data generated from ports.
     #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
-    pub dns_servers: Vec<IpAddr>,
+    pub(crate) dns_servers: Vec<IpAddr>,
     /// A metadata path, e.g. /openstack/latest/network_data.json.
-    pub path: String,
+    pub(crate) path: String,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Validate a policy directory as the server would and print the effective zones.
     Check {
         /// The directory of *.toml policy files.
@@ -58,7 +58,7 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -66,113 +66,113 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address the metadata listener binds.
     #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_parser = parse_bind_addr)]
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// Port the metadata listener binds.
     #[arg(long = "port", env = "BIND_PORT", default_value_t = 80, value_parser = parse_port)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long = "admin", env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
-    pub admin: SocketAddr,
+    pub(crate) admin: SocketAddr,
     /// Serve the nodes of this inventory file (an Ironic dump: {"nodes", "ports", "portgroups"}).
     #[arg(long = "inventory", env = "INVENTORY_FILE")]
-    pub inventory: Option<PathBuf>,
+    pub(crate) inventory: Option<PathBuf>,
     /// Ironic API endpoint, with or without /v1. Credentials come from the environment:
     /// OS_CLOUD (clouds.yaml), IRONIC_USERNAME with IRONIC_PASSWORD or IRONIC_PASSWORD_FILE
     /// (http_basic), or OS_AUTH_URL and the other OS_* variables (Keystone).
     #[arg(long = "ironic-url", env = "IRONIC_URL")]
-    pub ironic_url: Option<String>,
+    pub(crate) ironic_url: Option<String>,
     /// PEM CA bundle that signs Ironic's (and Keystone's) certificate.
     #[arg(long = "ironic-cacert", env = "IRONIC_CACERT")]
-    pub ironic_cacert: Option<PathBuf>,
+    pub(crate) ironic_cacert: Option<PathBuf>,
     /// PEM client certificate for TLS client authentication to Ironic.
     #[arg(
         long = "ironic-client-cert",
         env = "IRONIC_CLIENT_CERT",
         requires = "ironic_client_key"
     )]
-    pub ironic_client_cert: Option<PathBuf>,
+    pub(crate) ironic_client_cert: Option<PathBuf>,
     /// PEM key of the client certificate.
     #[arg(
         long = "ironic-client-key",
         env = "IRONIC_CLIENT_KEY",
         requires = "ironic_client_cert"
     )]
-    pub ironic_client_key: Option<PathBuf>,
+    pub(crate) ironic_client_key: Option<PathBuf>,
     /// Seconds between full sweeps of Ironic.
     #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub refresh_interval: u64,
+    pub(crate) refresh_interval: u64,
     /// Seconds one request to Ironic may take in total.
     #[arg(long = "ironic-timeout", env = "IRONIC_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub ironic_timeout: u64,
+    pub(crate) ironic_timeout: u64,
     /// Seconds to establish a connection to Ironic.
     #[arg(long = "ironic-connect-timeout", env = "IRONIC_CONNECT_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub ironic_connect_timeout: u64,
+    pub(crate) ironic_connect_timeout: u64,
     /// Items per page when listing Ironic collections (default: Ironic's own limit).
     #[arg(long = "ironic-page-size", env = "IRONIC_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=100000))]
-    pub ironic_page_size: Option<u32>,
+    pub(crate) ironic_page_size: Option<u32>,
     /// Directory of *.toml policy files (zones, allow/deny, rate limits, proxies, tokens);
     /// watched and reloaded on change or SIGHUP.
     #[arg(long = "policy-dir", env = "POLICY_DIR", default_value = "policies")]
-    pub policy_dir: PathBuf,
+    pub(crate) policy_dir: PathBuf,
     /// File whose contents key the session tokens (share it between replicas). Without
     /// it a random key is used and tokens do not survive a restart.
     #[arg(long = "token-key-file", env = "TOKEN_KEY_FILE")]
-    pub token_key_file: Option<PathBuf>,
+    pub(crate) token_key_file: Option<PathBuf>,
     /// DNS servers announced in network_data.json generated from Ironic ports
     /// (comma-separated addresses).
     #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
-    pub dns_servers: Vec<IpAddr>,
+    pub(crate) dns_servers: Vec<IpAddr>,
     /// Directory for state that must survive restarts (instance passwords). Without it
     /// that state is kept in memory only.
     #[arg(long = "state-dir", env = "STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
-    pub served_states: Vec<String>,
+    pub(crate) served_states: Vec<String>,
     /// Worker threads of the metadata listener (default: one per CPU).
     #[arg(long = "threads", env = "THREADS")]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(
         long = "keepalive-seconds",
         env = "KEEPALIVE_SECONDS",
         default_value_t = 15
     )]
-    pub keepalive_seconds: u64,
+    pub(crate) keepalive_seconds: u64,
     /// Seconds a new connection has to send its first request's headers (a kept-alive
     /// one: the keep-alive time plus this). Slower: the connection is closed.
     #[arg(long = "header-timeout-seconds", env = "HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub header_timeout_seconds: u64,
+    pub(crate) header_timeout_seconds: u64,
     /// Most connections the metadata listener holds at once (more: 503, then closed).
     #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Most connections one client address (an IPv6 client: its zone's prefix) holds at
     /// once; trusted proxies are exempt (more: 429, then closed).
     #[arg(long = "max-connections-per-client", env = "MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
-    pub max_connections_per_client: usize,
+    pub(crate) max_connections_per_client: usize,
     /// Most header lines a request may carry (more: 431).
     #[arg(long = "max-header-count", env = "MAX_HEADER_COUNT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1024).map(usize::from))]
-    pub max_header_count: usize,
+    pub(crate) max_header_count: usize,
     /// Most bytes of headers a request may carry (more: 431).
     #[arg(long = "max-header-bytes", env = "MAX_HEADER_BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=1048576).map(|v| v as usize))]
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(
         long = "shutdown-grace-seconds",
         env = "SHUTDOWN_GRACE_SECONDS",
         default_value_t = 2
     )]
-    pub shutdown_grace_seconds: u64,
+    pub(crate) shutdown_grace_seconds: u64,
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// Log line format.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

@@ -11,35 +11,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Why a connection was refused at accept time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnRefusal {
-    /// The listener already holds `max_connections`.
-    Total,
-    /// This client (address, or /64) already holds `max_per_client`.
-    PerClient,
-}
-
-impl ConnRefusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            ConnRefusal::Total => "total_limit",
-            ConnRefusal::PerClient => "client_limit",
-        }
-    }
-
-    /// The status written before closing: the server as a whole is busy (503), or this
-    /// client holds too many connections (429).
-    pub fn status(self) -> u16 {
-        match self {
-            ConnRefusal::Total => 503,
-            ConnRefusal::PerClient => 429,
-        }
-    }
-}
+use crate::reply::Refusal;
 
 #[derive(Debug)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     max_total: usize,
     max_per_client: usize,
     total: AtomicUsize,
@@ -48,14 +23,14 @@ pub struct ConnLimits {
 
 /// One open connection; dropping it gives the slot back.
 #[derive(Debug)]
-pub struct ConnGuard {
+pub(crate) struct ConnGuard {
     limits: Arc<ConnLimits>,
     /// `None` for clients exempt from the per-client cap (trusted proxies).
     key: Option<IpAddr>,
 }
 
 impl ConnLimits {
-    pub fn new(max_total: usize, max_per_client: usize) -> Arc<ConnLimits> {
+    pub(crate) fn new(max_total: usize, max_per_client: usize) -> Arc<ConnLimits> {
         Arc::new(ConnLimits {
             max_total,
             max_per_client,
@@ -66,14 +41,14 @@ impl ConnLimits {
 
     /// Take a slot for a connection from the client counted under `key`. `None` is a
     /// trusted proxy, which carries many clients' connections: only the total cap applies.
-    pub fn acquire(self: &Arc<Self>, key: Option<IpAddr>) -> Result<ConnGuard, ConnRefusal> {
+    pub(crate) fn acquire(self: &Arc<Self>, key: Option<IpAddr>) -> Result<ConnGuard, Refusal> {
         let taken = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_total).then_some(n + 1)
             });
         if taken.is_err() {
-            return Err(ConnRefusal::Total);
+            return Err(Refusal::TotalConnections);
         }
         let key = match key {
             None => None,
@@ -86,7 +61,7 @@ impl ConnLimits {
                     }
                     drop(map);
                     self.total.fetch_sub(1, Ordering::AcqRel);
-                    return Err(ConnRefusal::PerClient);
+                    return Err(Refusal::ClientConnections);
                 }
                 *held += 1;
                 Some(key)
@@ -99,12 +74,14 @@ impl ConnLimits {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 
     /// Client addresses (or /64s) holding at least one connection.
-    pub fn clients(&self) -> usize {
+    #[cfg(test)]
+    fn clients(&self) -> usize {
         self.per_client
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -146,7 +123,7 @@ mod tests {
         let _a2 = limits.acquire(ip("10.0.0.1")).unwrap();
         assert_eq!(
             limits.acquire(ip("10.0.0.1")).unwrap_err(),
-            ConnRefusal::PerClient
+            Refusal::ClientConnections
         );
         // Another client is not affected, and the refused attempt left no slot taken.
         let _b = limits.acquire(ip("10.0.0.2")).unwrap();
@@ -162,7 +139,7 @@ mod tests {
         let _a = limits.acquire(ip("2001:db8:1:2::10")).unwrap();
         assert_eq!(
             limits.acquire(ip("2001:db8:1:2::99")).unwrap_err(),
-            ConnRefusal::PerClient
+            Refusal::ClientConnections
         );
         let _b = limits.acquire(ip("2001:db8:1:3::10")).unwrap();
     }
@@ -172,10 +149,10 @@ mod tests {
         let limits = ConnLimits::new(2, 1);
         let _p1 = limits.acquire(None).unwrap();
         let _p2 = limits.acquire(None).unwrap();
-        assert_eq!(limits.acquire(None).unwrap_err(), ConnRefusal::Total);
+        assert_eq!(limits.acquire(None).unwrap_err(), Refusal::TotalConnections);
         assert_eq!(
             limits.acquire(ip("10.0.0.1")).unwrap_err(),
-            ConnRefusal::Total
+            Refusal::TotalConnections
         );
         assert_eq!(limits.open(), 2);
         assert_eq!(limits.clients(), 0);

@@ -13,9 +13,10 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::identity::{Index, Lookup};
-use crate::inventory::model::{Inventory, Node};
+use crate::ironic::model::{Inventory, Node};
+use crate::metadata::render;
 use crate::metadata::route::{self, Route};
-use crate::metadata::{configdrive, render};
+use crate::node::configdrive;
 use crate::policy::{file, forwarded, token, Policy};
 use crate::reply::JSON;
 
@@ -179,7 +180,8 @@ pub fn node(data: &[u8]) {
         .map(|s| s.to_string())
         .collect();
     let dns = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53))];
-    let index = Index::build_with(inventory, &served, &dns);
+    let (views, _) = crate::node::build(inventory, &dns, &mut Default::default());
+    let index = Index::build(views, &served);
     let routes: Vec<Route> = PATHS.iter().filter_map(|p| route::parse(p).ok()).collect();
     for view in index.nodes() {
         for &addr in &view.addresses {
@@ -238,7 +240,7 @@ pub fn configdrive(data: &[u8]) {
         if let Some(u) = &drive.user_data {
             assert!(u.len() <= configdrive::MAX_FILE);
         }
-        assert!(drive.meta_data.len() <= configdrive::MAX_IMAGE * 6);
+        assert!(drive.meta_data.body().len() <= configdrive::MAX_IMAGE * 6);
     }
 }
 

@@ -1,26 +1,54 @@
 //! ironic-metadata: OpenStack- and EC2-compatible metadata for bare-metal nodes managed by
 //! OpenStack Ironic, served on 169.254.169.254 by a pingora gateway.
 //!
-//! The request path, one module per step: [`gateway`] runs the fixed filter order over
-//! plain types, [`identity`] maps the client to one node of the [`inventory`], and
-//! [`metadata`] renders that node's files. [`proxy`] is the only module that knows pingora.
+//! Data flows one way through the modules, each shared type living where it is produced:
+//!
+//! - [`ironic`]: Ironic's wire types, the REST client and its credentials;
+//! - [`node`]: the node as served (configdrive decoding, network data from ports), built
+//!   from the wire types;
+//! - [`identity`]: the index of claims (address → node, MAC → node), the kernel's neighbour
+//!   table and the zone's MAC rules;
+//! - [`inventory`]: the published catalog, its file source and the Ironic refresher;
+//! - [`metadata`]: path → route, node + route → bytes, the password store;
+//! - [`admit`] (steps 1 to 5 of the request path) and [`handle`] (identity and rendering,
+//!   one outcome per request);
+//! - [`proxy`]: pingora, one app per file, and the assembled server.
+//!
+//! Beside them: [`policy`] (zones, forwarded chains, limits, tokens, reload), [`reply`]
+//! (replies, refusals, header fields), [`versions`], [`metrics`], [`conn`] (connection
+//! caps), [`admin`] (health, readiness, metrics answers), [`server`] (settings and
+//! start-up) and [`cli`]. Only the binary's entry point and the hidden [`fuzzing`] and
+//! [`probe`] modules are public: everything else is private to the crate, so the compiler
+//! reports what nothing uses.
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
+// The parsers build without the server (the fuzz targets): the rest is unused there.
+#![cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 
-pub mod admin;
-pub mod cli;
-pub mod conn;
+mod admin;
+mod admit;
+mod cli;
+#[cfg(feature = "server")]
+mod commands;
+mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
-pub mod identity;
-pub mod inventory;
-pub mod ironic;
-pub mod metadata;
-pub mod metrics;
-pub mod neighbour;
-pub mod policy;
+mod handle;
+mod identity;
+mod inventory;
+mod ironic;
+mod metadata;
+mod metrics;
+mod node;
+mod policy;
+#[doc(hidden)]
+pub mod probe;
 #[cfg(feature = "server")]
-pub mod proxy;
-pub mod reply;
+mod proxy;
+mod reply;
 #[cfg(feature = "server")]
-pub mod server;
+mod server;
+mod versions;
+
+#[cfg(feature = "server")]
+pub use commands::main;

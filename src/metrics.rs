@@ -8,9 +8,16 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::inventory::Catalog;
+/// What the index gauges show, read from the catalog when scraped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexGauges {
+    pub(crate) nodes: usize,
+    pub(crate) served: usize,
+    pub(crate) ready: bool,
+    pub(crate) age_seconds: Option<i64>,
+}
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     denied: IntCounterVec,
@@ -19,156 +26,131 @@ pub struct Metrics {
     index_age_seconds: IntGauge,
     index_ready: IntGauge,
     /// Inventory sweeps by trigger (`periodic`, `on_demand`).
-    pub sweeps: IntCounterVec,
+    pub(crate) sweeps: IntCounterVec,
     /// Failed sweeps by reason (`connect`, `timeout`, `http_5xx`, `auth`, ...).
-    pub sweep_failures: IntCounterVec,
-    pub sweep_seconds: Histogram,
+    pub(crate) sweep_failures: IntCounterVec,
+    pub(crate) sweep_seconds: Histogram,
     /// HTTP requests sent to Ironic (and Keystone).
-    pub ironic_requests: IntCounter,
+    pub(crate) ironic_requests: IntCounter,
     /// Policy reloads by result (`applied`, `rejected`).
-    pub policy_reloads: IntCounterVec,
-    pub policy_zones: IntGauge,
+    pub(crate) policy_reloads: IntCounterVec,
+    pub(crate) policy_zones: IntGauge,
     /// Clients the rate limiters track (after the last sweep).
-    pub ratelimit_clients: IntGauge,
+    pub(crate) ratelimit_clients: IntGauge,
     /// Connections the metadata listener holds now.
-    pub connections_open: IntGauge,
+    pub(crate) connections_open: IntGauge,
     /// Connections closed at accept time, by reason (`total_limit`, `client_limit`).
-    pub connections_refused: IntCounterVec,
+    pub(crate) connections_refused: IntCounterVec,
     /// Connections closed because a request's headers did not arrive in time.
-    pub header_timeouts: IntCounter,
+    pub(crate) header_timeouts: IntCounter,
+}
+
+/// Creates metrics and registers each in the registry as it is made.
+struct Maker(Registry);
+
+impl Maker {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric names are unique");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("static metric definition"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+        )
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("static metric definition"))
+    }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
+    pub(crate) fn new() -> Metrics {
+        let m = Maker(Registry::new());
+        let sweep_seconds = m.add(
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "metadata_inventory_sweep_duration_seconds",
+                    "Time to fetch the whole inventory",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            )
+            .expect("static metric definition"),
+        );
+        Metrics {
+            requests: m.counters(
                 "metadata_requests_total",
                 "Metadata requests answered, by HTTP status",
+                &["status"],
             ),
-            &["status"],
-        )
-        .expect("static metric definition");
-        let denied = IntCounterVec::new(
-            Opts::new(
+            denied: m.counters(
                 "metadata_requests_denied_total",
                 "Metadata requests refused, by reason",
+                &["reason", "zone"],
             ),
-            &["reason", "zone"],
-        )
-        .expect("static metric definition");
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric");
-        let index_nodes = gauge("metadata_index_nodes", "Nodes in the current index");
-        let index_served_nodes = gauge(
-            "metadata_index_served_nodes",
-            "Indexed nodes in a served provision state",
-        );
-        let index_age_seconds = gauge(
-            "metadata_index_age_seconds",
-            "Seconds since the index was last refreshed successfully",
-        );
-        let index_ready = gauge(
-            "metadata_index_ready",
-            "1 once an inventory has been loaded",
-        );
-        let sweeps = IntCounterVec::new(
-            Opts::new(
+            index_nodes: m.gauge("metadata_index_nodes", "Nodes in the current index"),
+            index_served_nodes: m.gauge(
+                "metadata_index_served_nodes",
+                "Indexed nodes in a served provision state",
+            ),
+            index_age_seconds: m.gauge(
+                "metadata_index_age_seconds",
+                "Seconds since the index was last refreshed successfully",
+            ),
+            index_ready: m.gauge(
+                "metadata_index_ready",
+                "1 once an inventory has been loaded",
+            ),
+            sweeps: m.counters(
                 "metadata_inventory_sweeps_total",
                 "Inventory sweeps, by trigger",
+                &["trigger"],
             ),
-            &["trigger"],
-        )
-        .expect("static metric definition");
-        let sweep_failures = IntCounterVec::new(
-            Opts::new(
+            sweep_failures: m.counters(
                 "metadata_inventory_sweep_failures_total",
                 "Failed inventory sweeps, by reason",
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .expect("static metric definition");
-        let sweep_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "metadata_inventory_sweep_duration_seconds",
-                "Time to fetch the whole inventory",
-            )
-            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-        )
-        .expect("static metric definition");
-        let policy_reloads = IntCounterVec::new(
-            Opts::new("metadata_policy_reloads_total", "Policy reloads, by result"),
-            &["result"],
-        )
-        .expect("static metric definition");
-        let policy_zones = gauge("metadata_policy_zones", "Zones in the policy in force");
-        let ratelimit_clients = gauge(
-            "metadata_ratelimit_tracked_clients",
-            "Client addresses the rate limiters hold state for",
-        );
-        let connections_open = gauge(
-            "metadata_connections_open",
-            "Connections the metadata listener holds",
-        );
-        let connections_refused = IntCounterVec::new(
-            Opts::new(
+            sweep_seconds,
+            ironic_requests: m.counter(
+                "metadata_ironic_requests_total",
+                "HTTP requests sent to Ironic and Keystone",
+            ),
+            policy_reloads: m.counters(
+                "metadata_policy_reloads_total",
+                "Policy reloads, by result",
+                &["result"],
+            ),
+            policy_zones: m.gauge("metadata_policy_zones", "Zones in the policy in force"),
+            ratelimit_clients: m.gauge(
+                "metadata_ratelimit_tracked_clients",
+                "Client addresses the rate limiters hold state for",
+            ),
+            connections_open: m.gauge(
+                "metadata_connections_open",
+                "Connections the metadata listener holds",
+            ),
+            connections_refused: m.counters(
                 "metadata_connections_refused_total",
                 "Connections closed when accepted, by reason",
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .expect("static metric definition");
-        let header_timeouts = IntCounter::new(
-            "metadata_header_timeouts_total",
-            "Connections closed because request headers did not arrive in time",
-        )
-        .expect("static metric definition");
-        let ironic_requests = IntCounter::new(
-            "metadata_ironic_requests_total",
-            "HTTP requests sent to Ironic and Keystone",
-        )
-        .expect("static metric definition");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(denied.clone()),
-            Box::new(index_nodes.clone()),
-            Box::new(index_served_nodes.clone()),
-            Box::new(index_age_seconds.clone()),
-            Box::new(index_ready.clone()),
-            Box::new(sweeps.clone()),
-            Box::new(sweep_failures.clone()),
-            Box::new(sweep_seconds.clone()),
-            Box::new(ironic_requests.clone()),
-            Box::new(policy_reloads.clone()),
-            Box::new(policy_zones.clone()),
-            Box::new(ratelimit_clients.clone()),
-            Box::new(connections_open.clone()),
-            Box::new(connections_refused.clone()),
-            Box::new(header_timeouts.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        Metrics {
-            registry,
-            requests,
-            denied,
-            index_nodes,
-            index_served_nodes,
-            index_age_seconds,
-            index_ready,
-            sweeps,
-            sweep_failures,
-            sweep_seconds,
-            ironic_requests,
-            policy_reloads,
-            policy_zones,
-            ratelimit_clients,
-            connections_open,
-            connections_refused,
-            header_timeouts,
+            header_timeouts: m.counter(
+                "metadata_header_timeouts_total",
+                "Connections closed because request headers did not arrive in time",
+            ),
+            registry: m.0,
         }
     }
 
-    pub fn observe(&self, status: u16, refusal: Option<&'static str>, zone: Option<&str>) {
+    pub(crate) fn observe(&self, status: u16, refusal: Option<&'static str>, zone: Option<&str>) {
         let label = match status {
             200 => "200",
             304 => "304",
@@ -197,15 +179,12 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition, with index gauges read at scrape time.
-    pub fn render(&self, catalog: &Catalog) -> String {
-        let index = catalog.index();
-        let status = catalog.status();
-        self.index_nodes.set(index.nodes().len() as i64);
-        self.index_served_nodes.set(index.served_count() as i64);
-        self.index_ready.set(i64::from(status.ready));
-        self.index_age_seconds
-            .set(age_seconds(status.last_success).unwrap_or(-1));
+    /// Prometheus text exposition, with the index gauges as read at scrape time.
+    pub(crate) fn render(&self, index: IndexGauges) -> String {
+        self.index_nodes.set(index.nodes as i64);
+        self.index_served_nodes.set(index.served as i64);
+        self.index_ready.set(i64::from(index.ready));
+        self.index_age_seconds.set(index.age_seconds.unwrap_or(-1));
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -219,7 +198,7 @@ impl Default for Metrics {
     }
 }
 
-pub fn age_seconds(t: Option<SystemTime>) -> Option<i64> {
+pub(crate) fn age_seconds(t: Option<SystemTime>) -> Option<i64> {
     t.map(|t| {
         SystemTime::now()
             .duration_since(t)

@@ -1,22 +1,23 @@
-//! Plain response values, and the one place where a refusal becomes an HTTP status.
+//! Plain response values: the one place where a refusal becomes an HTTP status, and the
+//! one list of header fields every listener writes for a reply.
 
 use bytes::Bytes;
 
-pub const TEXT: &str = "text/plain; charset=utf-8";
-pub const JSON: &str = "application/json";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const JSON: &str = "application/json";
 /// User data is opaque bytes (cloud-config, a script, gzip, MIME multipart).
-pub const USER_DATA: &str = "text/plain";
+pub(crate) const USER_DATA: &str = "text/plain";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Bytes,
-    pub headers: Vec<(&'static str, String)>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    pub(crate) fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Reply {
         Reply {
             status: 200,
             content_type,
@@ -25,15 +26,82 @@ impl Reply {
         }
     }
 
-    pub fn text(body: impl Into<Bytes>) -> Reply {
+    pub(crate) fn text(body: impl Into<Bytes>) -> Reply {
         Reply::ok(TEXT, body)
+    }
+
+    /// Calls `put` with each header field of this reply, in the order they are sent.
+    pub(crate) fn fields<E>(
+        &self,
+        mut put: impl FnMut(&'static str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        put("Content-Type", self.content_type)?;
+        if self.status != 304 {
+            put("Content-Length", &self.body.len().to_string())?;
+        }
+        put("Cache-Control", "no-store")?;
+        for (k, v) in &self.headers {
+            put(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// The whole HTTP/1.1 response, closing the connection: for answers written before
+    /// any request was read (a connection refused when it is accepted).
+    pub(crate) fn to_http1_closing(&self) -> Vec<u8> {
+        use std::fmt::Write;
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let mut head = format!("HTTP/1.1 {} {reason}\r\n", self.status);
+        let _ = self.fields(|k, v| write!(head, "{k}: {v}\r\n"));
+        head.push_str("Connection: close\r\n\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// A refusal with what its audit line says: the node it concerns and why (never sent to
+/// the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Denied {
+    pub(crate) refusal: Refusal,
+    pub(crate) node: Option<String>,
+    pub(crate) detail: Option<String>,
+}
+
+impl Denied {
+    pub(crate) fn new(refusal: Refusal) -> Denied {
+        Denied {
+            refusal,
+            node: None,
+            detail: None,
+        }
+    }
+
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Denied {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn node(mut self, uuid: &str) -> Denied {
+        self.node = Some(uuid.to_string());
+        self
+    }
+}
+
+impl From<Refusal> for Denied {
+    fn from(refusal: Refusal) -> Denied {
+        Denied::new(refusal)
     }
 }
 
 /// Every reason a request is not answered with data. Each maps to exactly one status in
 /// [`Refusal::reply`]; `reason` is the audit and metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The peer address is unavailable (not a TCP client): nobody to answer for.
     NoClientAddress,
     /// No node claims the client's address.
@@ -89,10 +157,14 @@ pub enum Refusal {
     MacUnverifiable,
     /// The kernel's neighbour table could not be read.
     NeighbourLookupFailed,
+    /// The listener already holds `MAX_CONNECTIONS` (refused when accepted).
+    TotalConnections,
+    /// The client (address, or IPv6 prefix) already holds `MAX_CONNECTIONS_PER_CLIENT`.
+    ClientConnections,
 }
 
 impl Refusal {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Refusal::NoClientAddress => "no_client_address",
             Refusal::UnknownAddress => "unknown_address",
@@ -121,12 +193,14 @@ impl Refusal {
             Refusal::MacMismatch => "mac_mismatch",
             Refusal::MacUnverifiable => "mac_unverifiable",
             Refusal::NeighbourLookupFailed => "neighbour_lookup_failed",
+            Refusal::TotalConnections => "total_limit",
+            Refusal::ClientConnections => "client_limit",
         }
     }
 
     /// The single mapping from refusal to what the client sees. Identity refusals all look
     /// the same from outside so a prober learns nothing about other nodes.
-    pub fn reply(self) -> Reply {
+    pub(crate) fn reply(self) -> Reply {
         let (status, body): (u16, &'static str) = match self {
             Refusal::NoClientAddress => (403, "client address unknown\n"),
             Refusal::UnknownAddress
@@ -156,6 +230,8 @@ impl Refusal {
             Refusal::BodyNotAccepted => (413, "request body not accepted\n"),
             Refusal::HeadersTooLarge => (431, "request headers too large\n"),
             Refusal::BodyTimeout => (408, "request body not received in time\n"),
+            Refusal::TotalConnections => (503, "too many connections\n"),
+            Refusal::ClientConnections => (429, "too many connections from this client\n"),
         };
         let mut reply = Reply {
             status,
@@ -171,13 +247,16 @@ impl Refusal {
             Refusal::RateLimited(secs) => {
                 reply.headers.push(("Retry-After", secs.max(1).to_string()))
             }
+            Refusal::TotalConnections | Refusal::ClientConnections => {
+                reply.headers.push(("Retry-After", "1".into()))
+            }
             _ => {}
         }
         reply
     }
 
     /// Refusals that say something about who is asking, worth an audit line.
-    pub fn is_denial(self) -> bool {
+    pub(crate) fn is_denial(self) -> bool {
         !matches!(self, Refusal::NotFound)
     }
 }

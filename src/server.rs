@@ -1,19 +1,17 @@
-//! Start-up: validate settings, load the inventory, check that both listeners can bind,
-//! then hand over to [`crate::proxy::run`]. Every failure here is one clear message and a
-//! non-zero exit, before anything listens.
+//! Start-up: validate settings, load the inventory, check that both listeners can bind.
+//! Every failure here is one clear message and a non-zero exit, before anything listens;
+//! what it prepares is then run by [`crate::proxy::run`].
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::cli::ServeArgs;
+use crate::inventory::refresh::{RefreshConfig, Refresher};
 use crate::inventory::{file, Catalog};
-use crate::ironic::{self, auth, ClientConfig, IronicClient, RefreshConfig, Refresher};
+use crate::ironic::{self, auth, ClientConfig, IronicClient};
 use crate::metadata::password::PasswordStore;
 use crate::metrics::Metrics;
 use crate::policy::file::PolicyError;
@@ -22,34 +20,34 @@ use crate::policy::token::TokenKey;
 
 /// Where the nodes come from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     File(PathBuf),
     Ironic(Box<ClientConfig>, RefreshConfig),
 }
 
 /// Validated static settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
-    pub source: Source,
-    pub policy_dir: PathBuf,
-    pub token_key_file: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub dns_servers: Vec<std::net::IpAddr>,
-    pub served_states: Vec<String>,
-    pub threads: usize,
-    pub keepalive_seconds: u64,
-    pub max_header_count: usize,
-    pub max_header_bytes: usize,
-    pub header_timeout_seconds: u64,
-    pub max_connections: usize,
-    pub max_connections_per_client: usize,
-    pub shutdown_grace_seconds: u64,
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) source: Source,
+    pub(crate) policy_dir: PathBuf,
+    pub(crate) token_key_file: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) dns_servers: Vec<std::net::IpAddr>,
+    pub(crate) served_states: Vec<String>,
+    pub(crate) threads: usize,
+    pub(crate) keepalive_seconds: u64,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) header_timeout_seconds: u64,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_client: usize,
+    pub(crate) shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("no inventory given: set IRONIC_URL (or --ironic-url), or pass --inventory FILE")]
     NoInventory,
     #[error("both an inventory file and an Ironic URL are given: choose one")]
@@ -83,11 +81,11 @@ pub enum StartError {
 
 impl Settings {
     /// Settings from parsed arguments and the process environment (credentials).
-    pub fn from_args(a: &ServeArgs) -> Result<Settings, StartError> {
+    pub(crate) fn from_args(a: &ServeArgs) -> Result<Settings, StartError> {
         Settings::from_args_and_env(a, &std::env::vars().collect())
     }
 
-    pub fn from_args_and_env(
+    pub(crate) fn from_args_and_env(
         a: &ServeArgs,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Settings, StartError> {
@@ -169,18 +167,18 @@ impl Settings {
 }
 
 /// Everything loaded and checked; nothing listening yet.
-pub struct Prepared {
-    pub settings: Settings,
-    pub catalog: Arc<Catalog>,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Prepared {
+    pub(crate) settings: Settings,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The Ironic refresher, run as a background service and asked on index misses.
-    pub refresher: Option<Arc<Refresher>>,
-    pub policy: Arc<PolicyStore>,
-    pub tokens: Arc<TokenKey>,
-    pub passwords: Arc<PasswordStore>,
+    pub(crate) refresher: Option<Arc<Refresher>>,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) tokens: Arc<TokenKey>,
+    pub(crate) passwords: Arc<PasswordStore>,
 }
 
-pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
+pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     // Everything that can fail comes first, so a failed start prints one line only.
     let metrics = Arc::new(Metrics::new());
     let policy = Arc::new(PolicyStore::load(&settings.policy_dir, metrics.clone())?);
@@ -191,7 +189,7 @@ pub fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     let passwords =
         Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
     enum Loaded {
-        File(String, crate::inventory::model::Inventory),
+        File(String, crate::ironic::model::Inventory),
         Ironic(Box<IronicClient>, RefreshConfig),
     }
     let loaded = match &settings.source {
@@ -267,60 +265,4 @@ fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {
                 _ => e.to_string(),
             },
         })
-}
-
-/// Run until SIGTERM/SIGINT. Blocks the calling thread.
-pub fn run(prepared: Prepared) {
-    run_until(prepared, Arc::new(Notify::new()));
-}
-
-fn run_until(p: Prepared, stop: Arc<Notify>) {
-    tracing::info!(listen = %p.settings.listen, admin = %p.settings.admin, "serving metadata");
-    crate::proxy::run(p, stop);
-    tracing::info!("stopped");
-}
-
-/// A server running on its own thread, for embedding and tests; stopped on drop.
-pub struct Running {
-    stop: Arc<Notify>,
-    thread: Option<JoinHandle<()>>,
-    pub catalog: Arc<Catalog>,
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
-}
-
-impl Running {
-    pub fn start(prepared: Prepared) -> Running {
-        let stop = Arc::new(Notify::new());
-        let catalog = prepared.catalog.clone();
-        let (listen, admin) = (prepared.settings.listen, prepared.settings.admin);
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || run_until(prepared, s));
-        Running {
-            stop,
-            thread: Some(thread),
-            catalog,
-            listen,
-            admin,
-        }
-    }
-
-    /// Stop gracefully and wait for the server thread to end.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        // notify_one stores a permit, so a stop sent before the server waits is not lost.
-        self.stop.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
 }

@@ -250,6 +250,10 @@ async fn admin_listener_reports_health_readiness_and_metrics() {
         &s.url("/latest/meta-data/instance-id"),
     )
     .await;
+    s.metric_reaches("metadata_requests_total{status=\"200\"}", 1.0)
+        .await;
+    s.metric_reaches("metadata_requests_total{status=\"404\"}", 2.0)
+        .await;
     let (status, ct, metrics) = get(&local, &s.admin_url("/metrics")).await;
     assert_eq!((status, ct.as_str()), (200, "text/plain; version=0.0.4"));
     for line in [

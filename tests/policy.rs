@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::{client_from, eventually, fixture, get, Server};
-use ironic_metadata::policy::token::TokenKey;
 
 const WAIT: Duration = Duration::from_secs(20);
 const ALPHA: &str = "aaaaaaaa-0000-4000-8000-000000000011";
@@ -93,17 +92,21 @@ async fn allow_and_deny_by_most_specific_zone() {
         instance_id(&s, "127.0.1.99", &[]).await,
         (404, REFUSED.into())
     );
-    let events = s.audit_events();
+    let events = s
+        .audit_until("the denial logged", |ev| {
+            ev.iter().any(|e| e["client"] == "127.0.0.99")
+        })
+        .await;
     let e = events.iter().find(|e| e["client"] == "127.0.0.99").unwrap();
     assert_eq!(
         (e["reason"].as_str(), e["zone"].as_str()),
         (Some("zone_denied"), Some("quarantine"))
     );
-    assert!(
-        s.metric("metadata_requests_denied_total{reason=\"zone_denied\",zone=\"quarantine\"}")
-            .await
-            >= 1.0
-    );
+    s.metric_reaches(
+        "metadata_requests_denied_total{reason=\"zone_denied\",zone=\"quarantine\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -202,10 +205,11 @@ async fn forwarded_header_spoof_matrix() {
         instance_id(&s, "127.0.0.30", &xff(long)).await,
         (400, "bad forwarded header\n".into())
     );
-    let events = s.audit_events();
-    assert!(events
-        .iter()
-        .any(|e| e["reason"] == "bad_forwarded_header" && e["peer"] == "127.0.0.30"));
+    s.audit_until("the bad header logged", |ev| {
+        ev.iter()
+            .any(|e| e["reason"] == "bad_forwarded_header" && e["peer"] == "127.0.0.30")
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -257,8 +261,11 @@ async fn rate_limit_exact_counts() {
         (200, BRAVO.into())
     );
     assert_eq!(
-        s.metric("metadata_requests_denied_total{reason=\"rate_limited\",zone=\"slow\"}")
-            .await,
+        s.metric_reaches(
+            "metadata_requests_denied_total{reason=\"rate_limited\",zone=\"slow\"}",
+            1.0
+        )
+        .await,
         1.0
     );
 }
@@ -322,12 +329,13 @@ async fn session_tokens() {
         (200, BRAVO.into())
     );
     // Expired: a token with the server's key that expired a minute ago.
-    let key = TokenKey::from_file(&keyfile).unwrap();
-    let expired = key.issue(
+    let expired = ironic_metadata::probe::session_token(
+        &keyfile,
         "127.0.0.12".parse().unwrap(),
         SystemTime::now() - Duration::from_secs(120),
         60,
-    );
+    )
+    .unwrap();
     assert_eq!(
         instance_id(
             &s,

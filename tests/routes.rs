@@ -577,7 +577,14 @@ async fn refusals_for_unknown_contested_and_unserved_addresses() {
             "1.0\n2007-01-19\n2007-03-01\n2007-08-29\n2007-10-10\n2007-12-15\n2008-02-01\n2008-09-01\n2009-04-04\nlatest").await;
     }
     // One audit event per refusal, with the reason and, for the operator only, why.
-    let events = s.audit_events();
+    let clients = ["127.0.0.99", "127.0.0.13", "127.0.0.14"];
+    let events = s
+        .audit_until("four refusals per client logged", |ev| {
+            clients
+                .iter()
+                .all(|ip| ev.iter().filter(|e| e["client"] == *ip).count() >= 4)
+        })
+        .await;
     let about = |ip: &str| -> Vec<(String, String)> {
         events
             .iter()

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::model::Inventory;
+use crate::ironic::model::Inventory;
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error("cannot read inventory file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -24,7 +24,7 @@ pub enum FileError {
     Invalid { path: PathBuf, message: String },
 }
 
-pub fn load(path: &Path) -> Result<Inventory, FileError> {
+pub(crate) fn load(path: &Path) -> Result<Inventory, FileError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -32,7 +32,7 @@ pub fn load(path: &Path) -> Result<Inventory, FileError> {
     parse(path, &text)
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<Inventory, FileError> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Inventory, FileError> {
     let inventory: Inventory = serde_json::from_str(text).map_err(|e| {
         // serde_json appends " at line L column C" to its message; we state it once.
         let full = e.to_string();

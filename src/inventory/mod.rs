@@ -2,8 +2,8 @@
 //! turns it into an [`Index`] and publishes it with one atomic swap, so handlers never see
 //! a half-built index and never know which source fed it.
 
-pub mod file;
-pub mod model;
+pub(crate) mod file;
+pub(crate) mod refresh;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,11 +13,12 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 use crate::identity::Index;
-use model::Inventory;
+use crate::ironic::model::Inventory;
+use crate::node::{ConfigDrive, DriveCache};
 
 /// A source that can refresh on demand when a client address is unknown.
 #[async_trait]
-pub trait OnDemand: Send + Sync {
+pub(crate) trait OnDemand: Send + Sync {
     /// Refresh (or join a refresh already asked for) and return true once it has finished;
     /// false when the source declines or the wait is over.
     async fn refresh_for(&self, ip: IpAddr) -> bool;
@@ -25,30 +26,30 @@ pub trait OnDemand: Send + Sync {
 
 /// What `/readyz` reports about the source behind the index.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceStatus {
+pub(crate) struct SourceStatus {
     /// Human-readable name of the source (`file:PATH`, `ironic:URL`).
-    pub source: String,
+    pub(crate) source: String,
     /// True once one inventory has been loaded successfully.
-    pub ready: bool,
-    pub last_success: Option<SystemTime>,
+    pub(crate) ready: bool,
+    pub(crate) last_success: Option<SystemTime>,
     /// Why the last attempt failed, when it did (never contains credentials).
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Problems found in the data that do not stop serving (masked configdrives, ...).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The published index plus the status of its source.
-pub struct Catalog {
+pub(crate) struct Catalog {
     index: ArcSwap<Index>,
     status: ArcSwap<SourceStatus>,
     served_states: Vec<String>,
     dns: Vec<IpAddr>,
     /// Decoded configdrive images of the current index, reused by the next build.
-    drives: std::sync::Mutex<crate::metadata::view::DriveCache>,
+    drives: std::sync::Mutex<DriveCache>,
 }
 
 impl Catalog {
-    pub fn new(source: impl Into<String>, served_states: Vec<String>) -> Catalog {
+    pub(crate) fn new(source: impl Into<String>, served_states: Vec<String>) -> Catalog {
         Catalog {
             index: ArcSwap::from_pointee(Index::default()),
             status: ArcSwap::from_pointee(SourceStatus {
@@ -62,27 +63,27 @@ impl Catalog {
     }
 
     /// DNS servers announced in network data generated from ports.
-    pub fn with_dns(mut self, dns: Vec<IpAddr>) -> Catalog {
+    pub(crate) fn with_dns(mut self, dns: Vec<IpAddr>) -> Catalog {
         self.dns = dns;
         self
     }
 
     /// The current index; cheap, lock-free, and consistent for as long as it is held.
-    pub fn index(&self) -> Arc<Index> {
+    pub(crate) fn index(&self) -> Arc<Index> {
         self.index.load_full()
     }
 
-    pub fn status(&self) -> Arc<SourceStatus> {
+    pub(crate) fn status(&self) -> Arc<SourceStatus> {
         self.status.load_full()
     }
 
     /// Index a fresh inventory and publish it. Returns the warnings found in it.
-    pub fn publish(&self, inventory: Inventory) -> Vec<String> {
+    pub(crate) fn publish(&self, inventory: Inventory) -> Vec<String> {
         let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
-        let (index, used) =
-            Index::build_cached(inventory, &self.served_states, &self.dns, &mut drives);
+        let (views, used) = crate::node::build(inventory, &self.dns, &mut drives);
         *drives = used;
         drop(drives);
+        let index = Index::build(views, &self.served_states);
         let warnings = index_warnings(&index);
         let prev = self.status.load_full();
         // Each problem is logged once when it appears, not on every refresh.
@@ -101,7 +102,7 @@ impl Catalog {
     }
 
     /// Record a failed refresh; the last good index keeps serving.
-    pub fn record_failure(&self, error: impl Into<String>) {
+    pub(crate) fn record_failure(&self, error: impl Into<String>) {
         let prev = self.status.load_full();
         self.status.store(Arc::new(SourceStatus {
             last_error: Some(error.into()),
@@ -113,7 +114,7 @@ impl Catalog {
 fn index_warnings(index: &Index) -> Vec<String> {
     let mut out = Vec::new();
     for node in index.nodes() {
-        if let crate::metadata::view::ConfigDrive::Unreadable(why) = &node.configdrive {
+        if let ConfigDrive::Unreadable(why) = &node.configdrive {
             out.push(format!("node {}: {why}", node.uuid));
         }
     }

@@ -10,13 +10,13 @@ use serde::Deserialize;
 
 /// A secret string; prints as `***`.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
+    pub(crate) fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -30,7 +30,7 @@ impl fmt::Debug for Secret {
 // Built once at start-up; the size of the Keystone variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum AuthConfig {
+pub(crate) enum AuthConfig {
     /// Ironic's `auth_strategy = noauth`.
     None,
     /// Ironic's `auth_strategy = http_basic`.
@@ -42,7 +42,7 @@ pub enum AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             AuthConfig::None => "none",
             AuthConfig::Basic { .. } => "http_basic",
@@ -55,17 +55,17 @@ impl AuthConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeystoneConfig {
+pub(crate) struct KeystoneConfig {
     /// Identity endpoint, with or without `/v3`.
-    pub auth_url: String,
-    pub method: KeystoneMethod,
+    pub(crate) auth_url: String,
+    pub(crate) method: KeystoneMethod,
     /// Catalog lookup of the `baremetal` endpoint when no Ironic URL is given.
-    pub region: Option<String>,
-    pub interface: String,
+    pub(crate) region: Option<String>,
+    pub(crate) interface: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum KeystoneMethod {
+pub(crate) enum KeystoneMethod {
     ApplicationCredential {
         id: Option<String>,
         name: Option<String>,
@@ -81,25 +81,25 @@ pub enum KeystoneMethod {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct UserRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub domain_id: Option<String>,
-    pub domain_name: Option<String>,
+pub(crate) struct UserRef {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) domain_id: Option<String>,
+    pub(crate) domain_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProjectRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub domain_id: Option<String>,
-    pub domain_name: Option<String>,
+pub(crate) struct ProjectRef {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) domain_id: Option<String>,
+    pub(crate) domain_name: Option<String>,
 }
 
 impl KeystoneMethod {
     /// The body of `POST /v3/auth/tokens`. Application credentials must not carry a scope
     /// (Keystone refuses it); password auth is scoped to the project when one is given.
-    pub fn token_request(&self) -> serde_json::Value {
+    pub(crate) fn token_request(&self) -> serde_json::Value {
         use serde_json::json;
         fn domain(id: &Option<String>, name: &Option<String>) -> Option<serde_json::Value> {
             match (id, name) {
@@ -169,7 +169,7 @@ impl KeystoneMethod {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum AuthConfigError {
+pub(crate) enum AuthConfigError {
     #[error("{0}")]
     Missing(String),
     #[error("cannot read {path}: {message}")]
@@ -180,14 +180,14 @@ pub enum AuthConfigError {
 
 /// What clouds.yaml adds besides credentials.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CloudExtras {
-    pub endpoint: Option<String>,
-    pub cacert: Option<PathBuf>,
+pub(crate) struct CloudExtras {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) cacert: Option<PathBuf>,
 }
 
 /// Credentials from the environment, in this order: `OS_CLOUD` (clouds.yaml),
 /// `IRONIC_USERNAME` (HTTP basic), `OS_AUTH_URL` (Keystone), else none.
-pub fn from_env(
+pub(crate) fn from_env(
     env: &HashMap<String, String>,
 ) -> Result<(AuthConfig, CloudExtras), AuthConfigError> {
     let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
@@ -213,52 +213,10 @@ pub fn from_env(
         ));
     }
     if let Some(auth_url) = get("OS_AUTH_URL") {
-        let method = if get("OS_APPLICATION_CREDENTIAL_ID").is_some()
-            || get("OS_APPLICATION_CREDENTIAL_NAME").is_some()
-        {
-            KeystoneMethod::ApplicationCredential {
-                id: get("OS_APPLICATION_CREDENTIAL_ID"),
-                name: get("OS_APPLICATION_CREDENTIAL_NAME"),
-                user: user_ref(
-                    get("OS_USER_ID"),
-                    get("OS_USERNAME"),
-                    get("OS_USER_DOMAIN_ID"),
-                    get("OS_USER_DOMAIN_NAME"),
-                ),
-                secret: Secret::new(get("OS_APPLICATION_CREDENTIAL_SECRET").ok_or_else(|| {
-                    AuthConfigError::Missing("OS_APPLICATION_CREDENTIAL_SECRET is not set".into())
-                })?),
-            }
-        } else {
-            let user = user_ref(
-                get("OS_USER_ID"),
-                get("OS_USERNAME"),
-                get("OS_USER_DOMAIN_ID"),
-                get("OS_USER_DOMAIN_NAME"),
-            )
-            .ok_or_else(|| {
-                AuthConfigError::Missing(
-                    "OS_AUTH_URL is set but neither OS_USERNAME nor OS_APPLICATION_CREDENTIAL_ID"
-                        .into(),
-                )
-            })?;
-            KeystoneMethod::Password {
-                user,
-                password: Secret::new(get("OS_PASSWORD").ok_or_else(|| {
-                    AuthConfigError::Missing("OS_USERNAME is set but OS_PASSWORD is not".into())
-                })?),
-                project: project_ref(
-                    get("OS_PROJECT_ID"),
-                    get("OS_PROJECT_NAME"),
-                    get("OS_PROJECT_DOMAIN_ID"),
-                    get("OS_PROJECT_DOMAIN_NAME"),
-                ),
-            }
-        };
         return Ok((
             AuthConfig::Keystone(KeystoneConfig {
                 auth_url,
-                method,
+                method: keystone_method(&get)?,
                 region: get("OS_REGION_NAME"),
                 interface: get("OS_INTERFACE").unwrap_or_else(|| "public".into()),
             }),
@@ -269,6 +227,50 @@ pub fn from_env(
         ));
     }
     Ok((AuthConfig::None, CloudExtras::default()))
+}
+
+/// The Keystone method the `OS_*` variables describe: an application credential, else a
+/// user's password.
+fn keystone_method(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeystoneMethod, AuthConfigError> {
+    let user = || {
+        user_ref(
+            get("OS_USER_ID"),
+            get("OS_USERNAME"),
+            get("OS_USER_DOMAIN_ID"),
+            get("OS_USER_DOMAIN_NAME"),
+        )
+    };
+    if get("OS_APPLICATION_CREDENTIAL_ID").is_some()
+        || get("OS_APPLICATION_CREDENTIAL_NAME").is_some()
+    {
+        return Ok(KeystoneMethod::ApplicationCredential {
+            id: get("OS_APPLICATION_CREDENTIAL_ID"),
+            name: get("OS_APPLICATION_CREDENTIAL_NAME"),
+            user: user(),
+            secret: Secret::new(get("OS_APPLICATION_CREDENTIAL_SECRET").ok_or_else(|| {
+                AuthConfigError::Missing("OS_APPLICATION_CREDENTIAL_SECRET is not set".into())
+            })?),
+        });
+    }
+    let user = user().ok_or_else(|| {
+        AuthConfigError::Missing(
+            "OS_AUTH_URL is set but neither OS_USERNAME nor OS_APPLICATION_CREDENTIAL_ID".into(),
+        )
+    })?;
+    Ok(KeystoneMethod::Password {
+        user,
+        password: Secret::new(get("OS_PASSWORD").ok_or_else(|| {
+            AuthConfigError::Missing("OS_USERNAME is set but OS_PASSWORD is not".into())
+        })?),
+        project: project_ref(
+            get("OS_PROJECT_ID"),
+            get("OS_PROJECT_NAME"),
+            get("OS_PROJECT_DOMAIN_ID"),
+            get("OS_PROJECT_DOMAIN_NAME"),
+        ),
+    })
 }
 
 fn user_ref(
@@ -306,7 +308,7 @@ fn project_ref(
 }
 
 /// First line of a secret file, without the trailing newline.
-pub fn read_secret_file(path: &Path) -> Result<String, AuthConfigError> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, AuthConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| AuthConfigError::Read {
         path: path.to_owned(),
         message: e.to_string(),
@@ -388,7 +390,7 @@ fn from_clouds_yaml(
     parse_clouds_yaml(path, &text, name)
 }
 
-pub fn parse_clouds_yaml(
+pub(crate) fn parse_clouds_yaml(
     path: &Path,
     text: &str,
     name: &str,

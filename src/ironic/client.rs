@@ -14,12 +14,12 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::auth::{AuthConfig, KeystoneConfig};
-use crate::inventory::model::{Inventory, Node, Port, Portgroup};
+use crate::ironic::model::{Inventory, Node, Port, Portgroup};
 
 /// The newest microversion this client asks for; newer servers are asked for this one.
-pub const MAX_MINOR: u32 = 115;
+pub(crate) const MAX_MINOR: u32 = 115;
 /// `network_data` on nodes appears at 1.66; older servers simply lack it.
-pub const NETWORK_DATA_MINOR: u32 = 66;
+pub(crate) const NETWORK_DATA_MINOR: u32 = 66;
 /// `?detail=True` on collections needs 1.43; older servers use `/detail`.
 const DETAIL_QUERY_MINOR: u32 = 43;
 /// Portgroups exist from 1.23 (mode and properties from 1.26).
@@ -27,26 +27,26 @@ const PORTGROUPS_MINOR: u32 = 23;
 /// Largest answer body read from Ironic.
 const MAX_BODY: usize = 256 * 1024 * 1024;
 /// Largest configdrive downloaded from a URL (base64 of Ironic's 64 MiB limit).
-pub const MAX_CONFIGDRIVE: usize = 90 * 1024 * 1024;
+pub(crate) const MAX_CONFIGDRIVE: usize = 90 * 1024 * 1024;
 /// Renew a Keystone token this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub(crate) struct ClientConfig {
     /// Ironic endpoint, with or without `/v1`. `None`: take it from the Keystone catalog.
-    pub url: Option<String>,
-    pub auth: AuthConfig,
-    pub cacert: Option<PathBuf>,
+    pub(crate) url: Option<String>,
+    pub(crate) auth: AuthConfig,
+    pub(crate) cacert: Option<PathBuf>,
     /// PEM certificate and key for TLS client authentication.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `limit` per page; `None` leaves it to Ironic (`[api]max_limit`, 1000 by default).
-    pub page_size: Option<u32>,
+    pub(crate) page_size: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("invalid Ironic client settings: {0}")]
     Config(String),
     #[error("cannot connect to {target}: {message}")]
@@ -67,7 +67,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// Metric label.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             ClientError::Config(_) => "config",
             ClientError::Connect { .. } => "connect",
@@ -87,7 +87,7 @@ struct Token {
     endpoint: Option<String>,
 }
 
-pub struct IronicClient {
+pub(crate) struct IronicClient {
     http: reqwest::Client,
     config: ClientConfig,
     token: Mutex<Option<Token>>,
@@ -97,7 +97,7 @@ pub struct IronicClient {
 }
 
 impl IronicClient {
-    pub fn new(config: ClientConfig) -> Result<IronicClient, ClientError> {
+    pub(crate) fn new(config: ClientConfig) -> Result<IronicClient, ClientError> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
@@ -156,12 +156,12 @@ impl IronicClient {
     }
 
     /// HTTP requests sent to Ironic and Keystone so far.
-    pub fn requests_sent(&self) -> u64 {
+    pub(crate) fn requests_sent(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where the client talks to, without credentials, for logs and `/readyz`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.config.url {
             Some(u) => format!("ironic:{}", redact(u)),
             None => "ironic:keystone-catalog".into(),
@@ -171,7 +171,7 @@ impl IronicClient {
     /// Download a configdrive Ironic stores as a URL (a Swift temp URL, say), without any
     /// Ironic credentials, within the client's timeouts and [`MAX_CONFIGDRIVE`] bytes.
     /// Returns the text form (base64), encoding a binary answer.
-    pub async fn fetch_configdrive(&self, url: &str) -> Result<String, ClientError> {
+    pub(crate) async fn fetch_configdrive(&self, url: &str) -> Result<String, ClientError> {
         let parsed = Url::parse(url)
             .map_err(|e| ClientError::Config(format!("invalid configdrive URL: {e}")))?;
         if parsed.scheme() != "http" && parsed.scheme() != "https" {
@@ -217,7 +217,7 @@ impl IronicClient {
     }
 
     /// One full sweep: all nodes, ports and portgroups.
-    pub async fn fetch_inventory(&self) -> Result<Inventory, ClientError> {
+    pub(crate) async fn fetch_inventory(&self) -> Result<Inventory, ClientError> {
         let minor = match self.negotiated().await {
             Ok(m) => m,
             Err(e) => return Err(e),
@@ -515,7 +515,7 @@ fn parse_root(u: &str) -> Result<Url, ClientError> {
 }
 
 /// A URL without user info or query, for logs.
-pub fn redact(u: &str) -> String {
+pub(crate) fn redact(u: &str) -> String {
     match Url::parse(u) {
         Ok(mut url) => {
             let _ = url.set_username("");

@@ -2,9 +2,8 @@
 //! and a refresher that keeps the published index current in the background, so requests
 //! never wait on Ironic once the index is warm.
 
-pub mod auth;
-pub mod client;
-pub mod refresh;
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod model;
 
-pub use client::{ClientConfig, ClientError, IronicClient};
-pub use refresh::{RefreshConfig, Refresher};
+pub(crate) use client::{ClientConfig, ClientError, IronicClient};

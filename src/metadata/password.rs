@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Nova keeps four 255-character chunks.
-pub const MAX_SIZE: usize = 1020;
+pub(crate) const MAX_SIZE: usize = 1020;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PasswordError {
+pub(crate) enum PasswordError {
     #[error("a password is already set")]
     Exists,
     #[error("password longer than {MAX_SIZE} bytes")]
@@ -30,7 +30,7 @@ struct Entry {
     password: String,
 }
 
-pub struct PasswordStore {
+pub(crate) struct PasswordStore {
     dir: Option<PathBuf>,
     /// Entries by node; the only copy without a state directory, a cache with one.
     entries: Mutex<HashMap<String, (String, String)>>,
@@ -38,7 +38,7 @@ pub struct PasswordStore {
 
 impl PasswordStore {
     /// With `dir`, entries are kept as files in it (created when missing).
-    pub fn new(dir: Option<PathBuf>) -> Result<PasswordStore, String> {
+    pub(crate) fn new(dir: Option<PathBuf>) -> Result<PasswordStore, String> {
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)
                 .map_err(|e| format!("cannot create state directory {}: {e}", d.display()))?;
@@ -75,14 +75,19 @@ impl PasswordStore {
     }
 
     /// The password of this deployment of the node, if one was set.
-    pub fn get(&self, node: &str, deployment: &str) -> Option<String> {
+    pub(crate) fn get(&self, node: &str, deployment: &str) -> Option<String> {
         self.load(node)
             .filter(|(d, _)| d == deployment)
             .map(|(_, p)| p)
     }
 
     /// Set the password once per deployment.
-    pub fn set(&self, node: &str, deployment: &str, password: &str) -> Result<(), PasswordError> {
+    pub(crate) fn set(
+        &self,
+        node: &str,
+        deployment: &str,
+        password: &str,
+    ) -> Result<(), PasswordError> {
         if password.len() > MAX_SIZE {
             return Err(PasswordError::TooLong);
         }

@@ -4,44 +4,19 @@
 
 use percent_encoding::percent_decode_str;
 
-/// OpenStack metadata versions, oldest first, as Nova's `OPENSTACK_VERSIONS` lists them.
-pub const OPENSTACK_VERSIONS: &[&str] = &[
-    "2012-08-10",
-    "2013-04-04",
-    "2013-10-17",
-    "2015-10-15",
-    "2016-06-30",
-    "2016-10-06",
-    "2017-02-22",
-    "2018-08-27",
-    "2020-10-14",
-    "2025-04-04",
-];
-
-/// EC2 metadata versions Nova serves; `latest` is the last of them.
-pub const EC2_VERSIONS: &[&str] = &[
-    "1.0",
-    "2007-01-19",
-    "2007-03-01",
-    "2007-08-29",
-    "2007-10-10",
-    "2007-12-15",
-    "2008-02-01",
-    "2008-09-01",
-    "2009-04-04",
-];
+use crate::versions::{self, resolve};
 
 /// Longest path, in bytes after decoding, that is worth parsing.
-pub const MAX_PATH_LEN: usize = 1024;
+pub(crate) const MAX_PATH_LEN: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `/`: the EC2 version list.
     Ec2Versions,
     /// `/openstack`: the OpenStack version list.
     OpenStackVersions,
     /// `/openstack/<version>[/<file>]`; `file` is `None` for the directory listing.
-    /// `version` is an entry of [`OPENSTACK_VERSIONS`] (`latest` resolved to the last).
+    /// `version` is an entry of [`versions::OPENSTACK`] (`latest` resolved to the last).
     OpenStack {
         version: &'static str,
         file: Option<String>,
@@ -54,7 +29,7 @@ pub enum Route {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     #[error("path is not valid percent-encoded UTF-8")]
     BadEncoding,
     #[error("path contains a NUL or control character")]
@@ -66,7 +41,7 @@ pub enum RouteError {
 }
 
 /// Split a decoded path into normalised segments.
-pub fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
+pub(crate) fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let decoded = percent_decode_str(path)
         .decode_utf8()
@@ -90,12 +65,12 @@ pub fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
     Ok(out)
 }
 
-pub fn parse(path: &str) -> Result<Route, RouteError> {
+pub(crate) fn parse(path: &str) -> Result<Route, RouteError> {
     parse_normalised(normalise(path)?)
 }
 
 /// [`parse`] for segments that [`normalise`] produced.
-pub fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
+pub(crate) fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
     let mut it = segs.into_iter();
     let Some(first) = it.next() else {
         return Ok(Route::Ec2Versions);
@@ -104,7 +79,7 @@ pub fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
         let Some(ver) = it.next() else {
             return Ok(Route::OpenStackVersions);
         };
-        let version = resolve(OPENSTACK_VERSIONS, &ver).ok_or(RouteError::NotFound)?;
+        let version = resolve(versions::OPENSTACK, &ver).ok_or(RouteError::NotFound)?;
         let file = it.next();
         if it.next().is_some() {
             return Err(RouteError::NotFound);
@@ -119,18 +94,11 @@ pub fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
     } else {
         first
     };
-    let version = resolve(EC2_VERSIONS, &ver).ok_or(RouteError::NotFound)?;
+    let version = resolve(versions::EC2, &ver).ok_or(RouteError::NotFound)?;
     Ok(Route::Ec2 {
         version,
         path: it.collect(),
     })
-}
-
-fn resolve(versions: &'static [&'static str], v: &str) -> Option<&'static str> {
-    if v == "latest" {
-        return versions.last().copied();
-    }
-    versions.iter().find(|x| **x == v).copied()
 }
 
 #[cfg(test)]

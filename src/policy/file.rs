@@ -12,11 +12,11 @@ use toml::Spanned;
 use super::{Action, ForwardedHeader, PathRule, Quota, TokenMode, Zone};
 
 /// Largest accepted rate, requests per second per client.
-pub const MAX_PER_SECOND: f64 = 100_000.0;
+pub(crate) const MAX_PER_SECOND: f64 = 100_000.0;
 /// Smallest accepted rate: one request a day.
-pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
-pub const MAX_BURST: u32 = 1_000_000;
-pub const MAX_HOPS: u8 = 32;
+pub(crate) const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
+pub(crate) const MAX_BURST: u32 = 1_000_000;
+pub(crate) const MAX_HOPS: u8 = 32;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,10 +63,10 @@ struct RateFile {
 /// A rejected policy: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
-pub struct PolicyError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
+pub(crate) struct PolicyError {
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 struct Source<'a> {
@@ -93,7 +93,7 @@ impl Source<'_> {
 
 /// The `*.toml` files of `dir` (not hidden ones: Kubernetes keeps ConfigMap data in
 /// `..data`), in name order.
-pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+pub(crate) fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     let at_dir = |message: String| PolicyError {
         file: dir.to_owned(),
         line: 0,
@@ -117,13 +117,13 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 }
 
 /// Read and validate every policy file of `dir` into zones.
-pub fn load_dir(dir: &Path) -> Result<Vec<Zone>, PolicyError> {
+pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Zone>, PolicyError> {
     let texts = read_dir(dir)?;
     parse_files(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
 }
 
 /// The policy files of `dir` with their contents.
-pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
+pub(crate) fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
     let mut texts = Vec::new();
     for path in policy_files(dir)? {
         let text = std::fs::read_to_string(&path).map_err(|e| PolicyError {
@@ -137,7 +137,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
 }
 
 /// A digest of a file set, to tell a real change from a touch.
-pub fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
+pub(crate) fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     files.hash(&mut h);
@@ -145,7 +145,7 @@ pub fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
 }
 
 /// Validate a set of (path, text) policy files into zones.
-pub fn parse_files<'a>(
+pub(crate) fn parse_files<'a>(
     files: impl IntoIterator<Item = (&'a Path, &'a str)>,
 ) -> Result<Vec<Zone>, PolicyError> {
     let mut zones: Vec<Zone> = Vec::new();
@@ -232,21 +232,102 @@ fn parse_cidr(
     Ok(net)
 }
 
-fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
-    let name = z.name.get_ref().trim().to_string();
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+fn zone_name(src: &Source<'_>, name: &Spanned<String>) -> Result<String, PolicyError> {
+    let n = name.get_ref().trim().to_string();
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        return Ok(n);
+    }
+    Err(src.err(
+        name.span(),
+        format!("field name: {n:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"),
+    ))
+}
+
+fn quota(
+    src: &Source<'_>,
+    name: &str,
+    r: &Option<Spanned<RateFile>>,
+) -> Result<Quota, PolicyError> {
+    let Some(r) = r else {
+        return Ok(Quota::default());
+    };
+    let r = r.get_ref();
+    let ps = *r.per_second.get_ref();
+    if !ps.is_finite() || !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&ps) {
+        return Err(src.err(r.per_second.span(), format!(
+            "zone {name:?}: field rate_limit.per_second: {ps} is outside {MIN_PER_SECOND:.6} (one a day) to {MAX_PER_SECOND}"
+        )));
+    }
+    let burst = *r.burst.get_ref();
+    if !(1..=i64::from(MAX_BURST)).contains(&burst) {
         return Err(src.err(
-            z.name.span(),
-            format!(
-            "field name: {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
-        ),
+            r.burst.span(),
+            format!("zone {name:?}: field rate_limit.burst: {burst} is outside 1 to {MAX_BURST}"),
         ));
     }
+    Ok(Quota {
+        per_second: ps,
+        burst: burst as u32,
+    })
+}
+
+/// A small number within `min..=max`, `default` when absent.
+fn bounded(
+    src: &Source<'_>,
+    name: &str,
+    field: &str,
+    v: &Option<Spanned<u8>>,
+    (min, max, default): (u8, u8, u8),
+) -> Result<u8, PolicyError> {
+    match v {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(src.err(
+            v.span(),
+            format!(
+                "zone {name:?}: field {field}: {} is outside {min} to {max}",
+                v.get_ref()
+            ),
+        )),
+    }
+}
+
+fn path_rules(
+    src: &Source<'_>,
+    name: &str,
+    field: &str,
+    list: &[Spanned<String>],
+) -> Result<Vec<PathRule>, PolicyError> {
+    list.iter()
+        .map(|p| {
+            PathRule::parse(p.get_ref())
+                .map_err(|why| src.err(p.span(), format!("zone {name:?}: field {field}: {why}")))
+        })
+        .collect()
+}
+
+/// `verify_mac` and `identify_by_mac`; identifying by MAC needs verifying it.
+fn mac_rules(src: &Source<'_>, name: &str, z: &ZoneFile) -> Result<(bool, bool), PolicyError> {
+    let verify = z.verify_mac.as_ref().is_some_and(|v| *v.get_ref());
+    match &z.identify_by_mac {
+        Some(v) if *v.get_ref() && !verify => Err(src.err(
+            v.span(),
+            format!(
+                "zone {name:?}: field identify_by_mac: needs verify_mac = true in the same zone \
+                 (a node found by its MAC is served only to that MAC)"
+            ),
+        )),
+        Some(v) => Ok((verify, *v.get_ref())),
+        None => Ok((verify, false)),
+    }
+}
+
+fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
+    let name = zone_name(src, &z.name)?;
     if z.cidrs.get_ref().is_empty() {
         return Err(src.err(
             z.cidrs.span(),
@@ -264,87 +345,22 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         .iter()
         .map(|c| parse_cidr(src, &name, "trusted_proxies", c))
         .collect::<Result<Vec<_>, _>>()?;
-    let quota = match &z.rate_limit {
-        None => Quota::default(),
-        Some(r) => {
-            let r = r.get_ref();
-            let ps = *r.per_second.get_ref();
-            if !ps.is_finite() || !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&ps) {
-                return Err(src.err(r.per_second.span(), format!(
-                    "zone {name:?}: field rate_limit.per_second: {ps} is outside {MIN_PER_SECOND:.6} (one a day) to {MAX_PER_SECOND}"
-                )));
-            }
-            let burst = *r.burst.get_ref();
-            if !(1..=i64::from(MAX_BURST)).contains(&burst) {
-                return Err(src.err(
-                    r.burst.span(),
-                    format!(
-                    "zone {name:?}: field rate_limit.burst: {burst} is outside 1 to {MAX_BURST}"
-                ),
-                ));
-            }
-            Quota {
-                per_second: ps,
-                burst: burst as u32,
-            }
-        }
-    };
-    let ipv6_prefix = match &z.ipv6_prefix {
-        None => 64,
-        Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref(),
-        Some(p) => {
-            return Err(src.err(
-                p.span(),
-                format!(
-                    "zone {name:?}: field ipv6_prefix: {} is outside 1 to 128",
-                    p.get_ref()
-                ),
-            ))
-        }
-    };
-    let max_hops = match &z.max_forwarded_hops {
-        None => 8,
-        Some(h) if (1..=MAX_HOPS).contains(h.get_ref()) => *h.get_ref(),
-        Some(h) => {
-            return Err(src.err(
-                h.span(),
-                format!(
-                    "zone {name:?}: field max_forwarded_hops: {} is outside 1 to {MAX_HOPS}",
-                    h.get_ref()
-                ),
-            ))
-        }
-    };
-    let rule = |field: &str, p: &Spanned<String>| {
-        PathRule::parse(p.get_ref())
-            .map_err(|why| src.err(p.span(), format!("zone {name:?}: field {field}: {why}")))
-    };
+    let quota = quota(src, &name, &z.rate_limit)?;
+    let ipv6_prefix = bounded(src, &name, "ipv6_prefix", &z.ipv6_prefix, (1, 128, 64))?;
+    let hops = (1, MAX_HOPS, 8);
+    let max_hops = bounded(
+        src,
+        &name,
+        "max_forwarded_hops",
+        &z.max_forwarded_hops,
+        hops,
+    )?;
     let paths = match &z.paths {
         None => vec![PathRule::parse("/").expect("root rule")],
-        Some(list) => list
-            .iter()
-            .map(|p| rule("paths", p))
-            .collect::<Result<_, _>>()?,
+        Some(list) => path_rules(src, &name, "paths", list)?,
     };
-    let deny_paths = z
-        .deny_paths
-        .iter()
-        .map(|p| rule("deny_paths", p))
-        .collect::<Result<_, _>>()?;
-    let verify_mac = z.verify_mac.as_ref().is_some_and(|v| *v.get_ref());
-    let identify_by_mac = match &z.identify_by_mac {
-        Some(v) if *v.get_ref() && !verify_mac => {
-            return Err(src.err(
-                v.span(),
-                format!(
-                "zone {name:?}: field identify_by_mac: needs verify_mac = true in the same zone \
-                     (a node found by its MAC is served only to that MAC)"
-            ),
-            ))
-        }
-        Some(v) => *v.get_ref(),
-        None => false,
-    };
+    let deny_paths = path_rules(src, &name, "deny_paths", &z.deny_paths)?;
+    let (verify_mac, identify_by_mac) = mac_rules(src, &name, &z)?;
     Ok(Zone {
         name,
         cidrs,

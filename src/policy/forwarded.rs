@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ForwardedError {
+pub(crate) enum ForwardedError {
     #[error("malformed forwarded header entry {0:?}")]
     Malformed(String),
     #[error("forwarded chain of {0} hops is longer than allowed")]
@@ -30,7 +30,7 @@ fn parse_node(raw: &str) -> Option<IpAddr> {
 }
 
 /// All `X-Forwarded-For` values in order (several header lines join like one list).
-pub fn parse_xff(values: &[&str], max_hops: usize) -> Result<Vec<IpAddr>, ForwardedError> {
+pub(crate) fn parse_xff(values: &[&str], max_hops: usize) -> Result<Vec<IpAddr>, ForwardedError> {
     let mut out = Vec::new();
     for v in values {
         for entry in v.split(',') {
@@ -45,7 +45,10 @@ pub fn parse_xff(values: &[&str], max_hops: usize) -> Result<Vec<IpAddr>, Forwar
 
 /// The `for=` addresses of all `Forwarded` values in order. `unknown` and obfuscated
 /// identifiers cannot be matched to a node, so they are malformed here.
-pub fn parse_forwarded(values: &[&str], max_hops: usize) -> Result<Vec<IpAddr>, ForwardedError> {
+pub(crate) fn parse_forwarded(
+    values: &[&str],
+    max_hops: usize,
+) -> Result<Vec<IpAddr>, ForwardedError> {
     let mut out = Vec::new();
     for v in values {
         for element in v.split(',') {
@@ -72,7 +75,7 @@ pub fn parse_forwarded(values: &[&str], max_hops: usize) -> Result<Vec<IpAddr>, 
 
 /// Walk `chain` right to left, skipping trusted hops: the first untrusted address is the
 /// client. When every hop is trusted the leftmost one is the client.
-pub fn client_from_chain(peer: IpAddr, chain: &[IpAddr], trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_from_chain(peer: IpAddr, chain: &[IpAddr], trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     match chain.iter().rev().find(|ip| !is_trusted(ip)) {
         Some(ip) => *ip,

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use super::Quota;
 
-pub struct ZoneLimiter<C: Clock = DefaultClock> {
+pub(crate) struct ZoneLimiter<C: Clock = DefaultClock> {
     limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
     ipv6_prefix: u8,
@@ -30,7 +30,7 @@ fn governor_quota(q: Quota) -> governor::Quota {
 
 /// The address a client is counted under: itself for IPv4 (and IPv4-mapped IPv6), its
 /// prefix of `ipv6_prefix` bits for IPv6.
-pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
         v6 => IpNet::new(v6, ipv6_prefix)
@@ -40,13 +40,13 @@ pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 }
 
 impl ZoneLimiter<DefaultClock> {
-    pub fn new(quota: Quota, ipv6_prefix: u8) -> Self {
+    pub(crate) fn new(quota: Quota, ipv6_prefix: u8) -> Self {
         ZoneLimiter::with_clock(quota, ipv6_prefix, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> ZoneLimiter<C> {
-    pub fn with_clock(quota: Quota, ipv6_prefix: u8, clock: C) -> Self {
+    pub(crate) fn with_clock(quota: Quota, ipv6_prefix: u8, clock: C) -> Self {
         ZoneLimiter {
             limiter: RateLimiter::dashmap_with_clock(governor_quota(quota), clock.clone()),
             clock,
@@ -59,25 +59,21 @@ impl<C: Clock + Clone> ZoneLimiter<C> {
     }
 
     /// Ok, or how long until this client may ask again.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter
             .check_key(&self.key(ip))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forget clients whose bucket is full again (they would be allowed a full burst anyway).
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
 
     /// Clients currently tracked.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.limiter.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -2,11 +2,11 @@
 //! proxies whose forwarded headers are believed, require session tokens and restrict paths.
 //! A [`Policy`] is immutable; reloads build a new one and swap it in one step.
 
-pub mod file;
-pub mod forwarded;
-pub mod limiter;
-pub mod store;
-pub mod token;
+pub(crate) mod file;
+pub(crate) mod forwarded;
+pub(crate) mod limiter;
+pub(crate) mod store;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,14 +19,14 @@ use limiter::ZoneLimiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     Allow,
     Deny,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ForwardedHeader {
+pub(crate) enum ForwardedHeader {
     #[default]
     XForwardedFor,
     /// RFC 7239 `Forwarded: for=...`.
@@ -35,7 +35,7 @@ pub enum ForwardedHeader {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TokenMode {
+pub(crate) enum TokenMode {
     /// Tokens are checked when present (an invalid one is 401) but not needed.
     #[default]
     Optional,
@@ -45,9 +45,9 @@ pub enum TokenMode {
 
 /// Requests per second and burst, per client address.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quota {
-    pub per_second: f64,
-    pub burst: u32,
+pub(crate) struct Quota {
+    pub(crate) per_second: f64,
+    pub(crate) burst: u32,
 }
 
 impl Default for Quota {
@@ -63,12 +63,12 @@ impl Default for Quota {
 /// A path prefix of normalised segments; `*` matches any one segment
 /// (`/openstack/*/user_data` matches that file of every version).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathRule {
+pub(crate) struct PathRule {
     segments: Vec<String>,
 }
 
 impl PathRule {
-    pub fn parse(s: &str) -> Result<PathRule, String> {
+    pub(crate) fn parse(s: &str) -> Result<PathRule, String> {
         if !s.starts_with('/') {
             return Err(format!("{s:?} must start with '/'"));
         }
@@ -83,7 +83,7 @@ impl PathRule {
         Ok(PathRule { segments })
     }
 
-    pub fn matches(&self, path: &[String]) -> bool {
+    pub(crate) fn matches(&self, path: &[String]) -> bool {
         self.segments.len() <= path.len()
             && self
                 .segments
@@ -100,46 +100,46 @@ impl std::fmt::Display for PathRule {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Zone {
-    pub name: String,
-    pub cidrs: Vec<IpNet>,
-    pub action: Action,
-    pub quota: Quota,
+pub(crate) struct Zone {
+    pub(crate) name: String,
+    pub(crate) cidrs: Vec<IpNet>,
+    pub(crate) action: Action,
+    pub(crate) quota: Quota,
     /// IPv6 clients are limited per prefix of this length (one /64 is one client).
-    pub ipv6_prefix: u8,
-    pub trusted_proxies: Vec<IpNet>,
-    pub forwarded_header: ForwardedHeader,
-    pub max_hops: u8,
-    pub tokens: TokenMode,
-    pub paths: Vec<PathRule>,
-    pub deny_paths: Vec<PathRule>,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) forwarded_header: ForwardedHeader,
+    pub(crate) max_hops: u8,
+    pub(crate) tokens: TokenMode,
+    pub(crate) paths: Vec<PathRule>,
+    pub(crate) deny_paths: Vec<PathRule>,
     /// An on-link client's MAC (from the neighbour table) must be a port of its node.
-    pub verify_mac: bool,
+    pub(crate) verify_mac: bool,
     /// A client whose address no node claims is identified by its MAC's Ironic port.
-    pub identify_by_mac: bool,
+    pub(crate) identify_by_mac: bool,
 }
 
 impl Zone {
-    pub fn trusts(&self, ip: IpAddr) -> bool {
+    pub(crate) fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
-    pub fn serves_path(&self, segments: &[String]) -> bool {
+    pub(crate) fn serves_path(&self, segments: &[String]) -> bool {
         self.paths.iter().any(|r| r.matches(segments))
             && !self.deny_paths.iter().any(|r| r.matches(segments))
     }
 }
 
 /// One zone with its limiter.
-pub struct ActiveZone {
-    pub zone: Zone,
+pub(crate) struct ActiveZone {
+    pub(crate) zone: Zone,
     /// Shared name for logs and metric labels.
-    pub label: Arc<str>,
-    pub limiter: Arc<ZoneLimiter>,
+    pub(crate) label: Arc<str>,
+    pub(crate) limiter: Arc<ZoneLimiter>,
 }
 
 /// A validated, indexed policy.
-pub struct Policy {
+pub(crate) struct Policy {
     zones: Vec<ActiveZone>,
     /// Per prefix length (longest first): network → zone index.
     by_prefix: Vec<(u8, bool, HashMap<IpNet, usize>)>,
@@ -148,7 +148,7 @@ pub struct Policy {
 impl Policy {
     /// Index `zones`, keeping the limiter state of zones whose limit did not change so a
     /// reload never hands a flooding client a fresh burst.
-    pub fn build(zones: Vec<Zone>, previous: Option<&Policy>) -> Policy {
+    pub(crate) fn build(zones: Vec<Zone>, previous: Option<&Policy>) -> Policy {
         let mut by_len: HashMap<(u8, bool), HashMap<IpNet, usize>> = HashMap::new();
         for (i, z) in zones.iter().enumerate() {
             for net in &z.cidrs {
@@ -189,7 +189,7 @@ impl Policy {
     }
 
     /// The zone whose most specific CIDR contains `ip`.
-    pub fn zone_for(&self, ip: IpAddr) -> Option<&ActiveZone> {
+    pub(crate) fn zone_for(&self, ip: IpAddr) -> Option<&ActiveZone> {
         let ip = ip.to_canonical();
         let v4 = ip.is_ipv4();
         for (len, is_v4, nets) in &self.by_prefix {
@@ -209,7 +209,7 @@ impl Policy {
     /// The key a connection from `peer` is counted under for the per-client connection
     /// cap: `None` for a trusted proxy of its zone (it carries many clients), otherwise the
     /// address as its zone's rate limiter keys it (IPv6 by prefix; a /64 outside any zone).
-    pub fn connection_key(&self, peer: IpAddr) -> Option<IpAddr> {
+    pub(crate) fn connection_key(&self, peer: IpAddr) -> Option<IpAddr> {
         match self.zone_for(peer) {
             Some(z) if z.zone.trusts(peer) => None,
             Some(z) => Some(limiter::client_key(peer, z.zone.ipv6_prefix)),
@@ -217,12 +217,12 @@ impl Policy {
         }
     }
 
-    pub fn zones(&self) -> &[ActiveZone] {
+    pub(crate) fn zones(&self) -> &[ActiveZone] {
         &self.zones
     }
 
     /// Drop limiter state of clients that are back at full burst; returns clients tracked.
-    pub fn sweep_limiters(&self) -> usize {
+    pub(crate) fn sweep_limiters(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
         let mut total = 0;
         for z in &self.zones {
@@ -235,7 +235,7 @@ impl Policy {
     }
 
     /// Human-readable table of the effective zones, most specific CIDR first.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut rows: Vec<(u8, String)> = Vec::new();
         for z in &self.zones {
             for net in &z.zone.cidrs {

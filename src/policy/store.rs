@@ -15,7 +15,7 @@ use super::file::{self, PolicyError};
 use super::Policy;
 use crate::metrics::Metrics;
 
-pub struct PolicyStore {
+pub(crate) struct PolicyStore {
     dir: PathBuf,
     current: ArcSwap<Policy>,
     metrics: Arc<Metrics>,
@@ -31,7 +31,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl PolicyStore {
     /// Load the directory; an invalid set is an error (fatal at start-up).
-    pub fn load(dir: &Path, metrics: Arc<Metrics>) -> Result<PolicyStore, PolicyError> {
+    pub(crate) fn load(dir: &Path, metrics: Arc<Metrics>) -> Result<PolicyStore, PolicyError> {
         let files = file::read_dir(dir)?;
         let zones = file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))?;
         let policy = Policy::build(zones, None);
@@ -45,17 +45,13 @@ impl PolicyStore {
     }
 
     /// The policy in force; a request holds one for its whole life.
-    pub fn current(&self) -> Arc<Policy> {
+    pub(crate) fn current(&self) -> Arc<Policy> {
         self.current.load_full()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Re-read the directory and swap the new policy in, or keep the old one. A file set
     /// identical to the last one read is left alone.
-    pub fn reload(&self) -> Result<(), PolicyError> {
+    pub(crate) fn reload(&self) -> Result<(), PolicyError> {
         let mut last = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let parsed = file::read_dir(&self.dir).and_then(|files| {
             let print = file::fingerprint(&files);
@@ -92,7 +88,7 @@ impl PolicyStore {
     }
 
     /// Watch the directory and SIGHUP, reload on change, sweep limiters, until shutdown.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok() {
@@ -140,5 +136,92 @@ impl PolicyStore {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Action;
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// a.toml is rewritten; b.toml never changes. A partial read (a without b) would let
+    /// the quarantined host in; an empty policy would shut the node out.
+    const B: &str =
+        "[[zone]]\nname = \"quarantine\"\ncidrs = [\"127.0.0.50/32\"]\naction = \"deny\"\n";
+
+    fn a_valid(n: usize) -> String {
+        format!("[[zone]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naction = \"allow\"\nrate_limit = {{ per_second = {}, burst = 100000 }}\n", 1000 + n)
+    }
+    const A_INVALID: &str = "[[zone]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 1 }\n";
+
+    fn write_atomic(dir: &Path, name: &str, text: &str) {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    /// 1,000 reloads alternating valid and invalid file sets while readers check every
+    /// policy they see.
+    #[test]
+    fn a_thousand_reloads_never_expose_a_partial_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.toml", &a_valid(0));
+        write_atomic(dir.path(), "b.toml", B);
+        let store = Arc::new(PolicyStore::load(dir.path(), Arc::new(Metrics::new())).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let node: IpAddr = "127.0.0.11".parse().unwrap();
+        let quarantined: IpAddr = "127.0.0.50".parse().unwrap();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, stop, seen) = (store.clone(), stop.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = store.current();
+                        assert_eq!(
+                            p.zones().len(),
+                            2,
+                            "a policy with a missing file was published"
+                        );
+                        assert_eq!(p.zone_for(node).map(|z| z.zone.action), Some(Action::Allow));
+                        assert_eq!(
+                            p.zone_for(quarantined).map(|z| z.zone.action),
+                            Some(Action::Deny)
+                        );
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let (mut applied, mut rejected) = (0, 0);
+        for i in 0..1000 {
+            if i % 2 == 0 {
+                write_atomic(dir.path(), "a.toml", &a_valid(i));
+                store.reload().unwrap();
+                applied += 1;
+            } else {
+                write_atomic(dir.path(), "a.toml", A_INVALID);
+                let err = store.reload().unwrap_err();
+                assert_eq!(err.line, 5);
+                rejected += 1;
+            }
+            // The rate in force is always the last valid one.
+            let last_valid = if i % 2 == 0 { i } else { i - 1 };
+            assert_eq!(
+                store.current().zones()[0].zone.quota.per_second,
+                (1000 + last_valid) as f64
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().expect("a reader saw an inconsistent policy");
+        }
+        assert_eq!((applied, rejected), (500, 500));
+        assert!(
+            seen.load(Ordering::Relaxed) > 1000,
+            "readers ran during the reloads"
+        );
     }
 }

@@ -12,13 +12,13 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// Longest token lifetime AWS allows (six hours), and the shortest.
-pub const MAX_TTL: u32 = 21_600;
-pub const MIN_TTL: u32 = 1;
+pub(crate) const MAX_TTL: u32 = 21_600;
+pub(crate) const MIN_TTL: u32 = 1;
 const VERSION: u8 = 1;
 const TOKEN_LEN: usize = 1 + 8 + 32;
 
 #[derive(Clone)]
-pub struct TokenKey([u8; 32]);
+pub(crate) struct TokenKey([u8; 32]);
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,7 +27,7 @@ impl std::fmt::Debug for TokenKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("token is not well-formed")]
     Malformed,
     #[error("token was not issued to this client or by this service")]
@@ -38,7 +38,7 @@ pub enum TokenError {
 
 impl TokenKey {
     /// The key is the SHA-256 of the file's bytes; at least 16 bytes of secret are required.
-    pub fn from_file(path: &Path) -> Result<TokenKey, String> {
+    pub(crate) fn from_file(path: &Path) -> Result<TokenKey, String> {
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read token key file {}: {e}", path.display()))?;
         let trimmed = bytes.trim_ascii();
@@ -52,11 +52,11 @@ impl TokenKey {
     }
 
     /// A random key: tokens then die with the process and are not shared between replicas.
-    pub fn from_bytes(key: [u8; 32]) -> TokenKey {
+    pub(crate) fn from_bytes(key: [u8; 32]) -> TokenKey {
         TokenKey(key)
     }
 
-    pub fn random() -> TokenKey {
+    pub(crate) fn random() -> TokenKey {
         TokenKey(rand::random())
     }
 
@@ -72,7 +72,7 @@ impl TokenKey {
         mac
     }
 
-    pub fn issue(&self, client: IpAddr, now: SystemTime, ttl: u32) -> String {
+    pub(crate) fn issue(&self, client: IpAddr, now: SystemTime, ttl: u32) -> String {
         let expiry = now
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -85,7 +85,12 @@ impl TokenKey {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    pub fn verify(&self, token: &str, client: IpAddr, now: SystemTime) -> Result<(), TokenError> {
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        client: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
         if token.len() > 128 {
             return Err(TokenError::Malformed);
         }
@@ -111,7 +116,7 @@ impl TokenKey {
 }
 
 /// The TTL header of a token PUT: an integer from 1 to 21600.
-pub fn parse_ttl(value: Option<&str>) -> Option<u32> {
+pub(crate) fn parse_ttl(value: Option<&str>) -> Option<u32> {
     value?
         .trim()
         .parse::<u32>()

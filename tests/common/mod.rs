@@ -181,6 +181,40 @@ impl Server {
             .collect()
     }
 
+    /// The audit events once `done` holds for them. A request is logged just after its
+    /// answer is written (pingora's logging phase), so a test waits for its events.
+    pub async fn audit_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.audit_events();
+            if done(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the sample in /metrics reaches at least `min`, and returns its value.
+    pub async fn metric_reaches(&self, sample: &str, min: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(sample).await;
+            if v >= min {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sample} stayed at {v}, below {min}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The value of one unlabelled or labelled sample in /metrics, 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
         let (_, _, text) = get(&client_from("127.0.0.1"), &self.admin_url("/metrics")).await;

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
-use crate::inventory::model::{Port, Portgroup};
+use crate::ironic::model::{Port, Portgroup};
 
 /// Ironic's default portgroup mode (`[DEFAULT]default_portgroup_mode`).
 const DEFAULT_BOND_MODE: &str = "active-backup";
@@ -38,8 +38,48 @@ fn mtu_of(extra: &Map<String, Value>) -> Option<u64> {
     (68..=65535).contains(&mtu).then_some(mtu)
 }
 
+/// The `bond` link of a portgroup over its member ports' links.
+fn bond_link(
+    id: &str,
+    pg: &Portgroup,
+    members: &[&Port],
+    link_of: &dyn Fn(&str) -> Option<String>,
+) -> Value {
+    let mac = pg
+        .address
+        .clone()
+        .unwrap_or_else(|| members[0].address.clone())
+        .to_lowercase();
+    let mode = pg
+        .mode
+        .clone()
+        .filter(|m| BOND_MODES.contains(&m.as_str()))
+        .unwrap_or_else(|| DEFAULT_BOND_MODE.into());
+    let mut link = json!({
+        "id": id, "type": "bond", "ethernet_mac_address": mac, "bond_mode": mode,
+        "bond_links": members.iter().filter_map(|p| link_of(&p.uuid)).collect::<Vec<_>>(),
+    });
+    // Nova's Ironic driver passes portgroup properties as bond_<option>.
+    for (k, v) in &pg.properties {
+        let key = if k.starts_with("bond_") {
+            k.clone()
+        } else {
+            format!("bond_{k}")
+        };
+        link[key] = v.clone();
+    }
+    if let Some(mtu) = mtu_of(&pg.extra) {
+        link["mtu"] = json!(mtu);
+    }
+    link
+}
+
 /// `None` when the node has no port.
-pub fn generate(ports: &[&Port], portgroups: &[&Portgroup], dns: &[IpAddr]) -> Option<Value> {
+pub(crate) fn generate(
+    ports: &[&Port],
+    portgroups: &[&Portgroup],
+    dns: &[IpAddr],
+) -> Option<Value> {
     if ports.is_empty() {
         return None;
     }
@@ -66,40 +106,20 @@ pub fn generate(ports: &[&Port], portgroups: &[&Portgroup], dns: &[IpAddr]) -> O
     let mut tops: Vec<(String, String, String, Option<u64>)> = Vec::new(); // (link id, mac, network id, vlan)
     let mut bonded: Vec<String> = Vec::new();
     for (b, pg) in portgroups.iter().enumerate() {
-        let members: Vec<&&Port> = ports
+        let members: Vec<&Port> = ports
             .iter()
+            .copied()
             .filter(|p| p.portgroup_uuid.as_deref() == Some(pg.uuid.as_str()))
             .collect();
         if members.is_empty() {
             continue;
         }
         let id = format!("bond{b}");
-        let mac = pg
-            .address
-            .clone()
-            .unwrap_or_else(|| members[0].address.clone())
-            .to_lowercase();
-        let mode = pg
-            .mode
-            .clone()
-            .filter(|m| BOND_MODES.contains(&m.as_str()))
-            .unwrap_or_else(|| DEFAULT_BOND_MODE.into());
-        let mut link = json!({
-            "id": id, "type": "bond", "ethernet_mac_address": mac, "bond_mode": mode,
-            "bond_links": members.iter().filter_map(|p| link_of(&p.uuid)).collect::<Vec<_>>(),
-        });
-        // Nova's Ironic driver passes portgroup properties as bond_<option>.
-        for (k, v) in &pg.properties {
-            let key = if k.starts_with("bond_") {
-                k.clone()
-            } else {
-                format!("bond_{k}")
-            };
-            link[key] = v.clone();
-        }
-        if let Some(mtu) = mtu_of(&pg.extra) {
-            link["mtu"] = json!(mtu);
-        }
+        let link = bond_link(&id, pg, &members, &link_of);
+        let mac = link["ethernet_mac_address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         links.push(link);
         bonded.extend(members.iter().map(|p| p.uuid.clone()));
         tops.push((id, mac, pg.uuid.clone(), vlan_of(&pg.extra)));

@@ -13,21 +13,21 @@ use serde_json::{Map, Value};
 /// take a few bytes per byte of JSON this way, against tens for a parsed tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Raw(Box<RawValue>);
+pub(crate) struct Raw(Box<RawValue>);
 
 impl Raw {
-    pub fn new(value: &Value) -> Raw {
+    pub(crate) fn new(value: &Value) -> Raw {
         // Serialising a `Value` cannot fail.
         Raw(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
     }
 
     /// The parsed value (`Null` if the text is not JSON, which serde_json never produces).
-    pub fn value(&self) -> Value {
+    pub(crate) fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
 
     /// The value when it is a JSON string.
-    pub fn string(&self) -> Option<String> {
+    pub(crate) fn string(&self) -> Option<String> {
         serde_json::from_str::<String>(self.0.get()).ok()
     }
 }
@@ -39,69 +39,69 @@ impl PartialEq for Raw {
 }
 
 /// `instance_info`: free-form; `configdrive` inside it is a dict, a base64 ISO or a URL.
-pub type InstanceInfo = BTreeMap<String, Raw>;
+pub(crate) type InstanceInfo = BTreeMap<String, Raw>;
 
 /// One Ironic node. Fields that older microversions do not return are optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Node {
-    pub uuid: String,
+pub(crate) struct Node {
+    pub(crate) uuid: String,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub provision_state: Option<String>,
+    pub(crate) provision_state: Option<String>,
     #[serde(default)]
-    pub instance_uuid: Option<String>,
+    pub(crate) instance_uuid: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub instance_info: InstanceInfo,
+    pub(crate) instance_info: InstanceInfo,
     /// Static network configuration (API 1.66+), same schema as `network_data.json`.
     #[serde(default)]
-    pub network_data: Option<Raw>,
+    pub(crate) network_data: Option<Raw>,
     #[serde(default)]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     #[serde(default)]
-    pub lessee: Option<String>,
+    pub(crate) lessee: Option<String>,
     #[serde(default)]
-    pub resource_class: Option<String>,
+    pub(crate) resource_class: Option<String>,
     /// Changes on every provision state change: tells one deployment from the next.
     #[serde(default)]
-    pub provision_updated_at: Option<String>,
+    pub(crate) provision_updated_at: Option<String>,
 }
 
 /// One Ironic port (a NIC of a node).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Port {
-    pub uuid: String,
-    pub address: String,
+pub(crate) struct Port {
+    pub(crate) uuid: String,
+    pub(crate) address: String,
     #[serde(default)]
-    pub node_uuid: Option<String>,
+    pub(crate) node_uuid: Option<String>,
     #[serde(default)]
-    pub portgroup_uuid: Option<String>,
+    pub(crate) portgroup_uuid: Option<String>,
     #[serde(default)]
-    pub pxe_enabled: Option<bool>,
+    pub(crate) pxe_enabled: Option<bool>,
     #[serde(default)]
-    pub physical_network: Option<String>,
+    pub(crate) physical_network: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
-    pub local_link_connection: Map<String, Value>,
+    pub(crate) local_link_connection: Map<String, Value>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// One Ironic portgroup (a bond of ports).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Portgroup {
-    pub uuid: String,
+pub(crate) struct Portgroup {
+    pub(crate) uuid: String,
     #[serde(default)]
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub node_uuid: Option<String>,
+    pub(crate) node_uuid: Option<String>,
     #[serde(default)]
-    pub mode: Option<String>,
+    pub(crate) mode: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
-    pub properties: Map<String, Value>,
+    pub(crate) properties: Map<String, Value>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// Ironic sends `null` for unset object fields on some releases; treat it as empty.
@@ -122,10 +122,10 @@ where
 
 /// A whole inventory: the three collections, each exactly as Ironic lists it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Inventory {
-    pub nodes: Vec<Node>,
+pub(crate) struct Inventory {
+    pub(crate) nodes: Vec<Node>,
     #[serde(default)]
-    pub ports: Vec<Port>,
+    pub(crate) ports: Vec<Port>,
     #[serde(default)]
-    pub portgroups: Vec<Portgroup>,
+    pub(crate) portgroups: Vec<Portgroup>,
 }

@@ -1,11 +1,51 @@
-//! JSON text byte-identical to Python's `json.dumps(obj)` (separators `", "` and `": "`,
-//! `ensure_ascii=True`), which is what Nova's handler and Ironic's configdrive builder
-//! produce. Clients that hash or compare documents see the same bytes as from Nova.
+//! JSON documents as they are served: text byte-identical to Python's `json.dumps(obj)`
+//! (separators `", "` and `": "`, `ensure_ascii=True`), which is what Nova's handler and
+//! Ironic's configdrive builder produce. Clients that hash or compare documents see the same
+//! bytes as from Nova.
 
 use std::io::{self, Write};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::ser::{Formatter, Serializer};
+use serde_json::{Map, Value};
+
+/// A JSON document kept as the bytes it is served as: a few hundred bytes where a parsed
+/// tree takes kilobytes. Files served whole go out as these bytes; the rest is parsed back
+/// when a request needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Doc(Bytes);
+
+impl Default for Doc {
+    /// `{}`.
+    fn default() -> Doc {
+        Doc(Bytes::from_static(b"{}"))
+    }
+}
+
+impl Doc {
+    pub(crate) fn new<T: Serialize + ?Sized>(value: &T) -> Doc {
+        Doc(Bytes::from(to_vec(value)))
+    }
+
+    /// The document as served (a cheap, shared copy).
+    pub(crate) fn body(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    pub(crate) fn value(&self) -> Value {
+        // The bytes were written from a `Value` by this module: they always parse.
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// The document as an object (empty when it is not one).
+    pub(crate) fn object(&self) -> Map<String, Value> {
+        match self.value() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+}
 
 struct PythonFormatter;
 
@@ -49,7 +89,7 @@ impl Formatter for PythonFormatter {
 }
 
 /// Serialise like Python's `json.dumps`. Serialising a `serde_json::Value` cannot fail.
-pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     let mut ser = Serializer::with_formatter(&mut out, PythonFormatter);
     // Writing into a Vec has no I/O error and Value keys are always strings.

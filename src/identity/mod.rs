@@ -1,19 +1,20 @@
 //! Client address → exactly one Ironic node, or a refusal. This is the part that must never
 //! be wrong: exact matches only, and an address claimed by two nodes belongs to neither.
 
+pub(crate) mod link;
+pub(crate) mod neighbour;
+
+use macaddr::MacAddr6;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use macaddr::MacAddr6;
-
-use crate::inventory::model::Inventory;
-use crate::metadata::view::{DriveCache, NodeView};
+use crate::node::NodeView;
 
 /// Provision states whose nodes are answered for when the operator does not say otherwise:
 /// a deployed instance and the states in which its first boot may already ask.
-pub const DEFAULT_SERVED_STATES: &[&str] = &["active", "deploying", "wait call-back", "rescue"];
+pub(crate) const DEFAULT_SERVED_STATES: &[&str] =
+    &["active", "deploying", "wait call-back", "rescue"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Claim {
@@ -24,7 +25,7 @@ enum Claim {
 
 /// Outcome of an identity lookup.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Found(Arc<NodeView>),
     /// No node claims the address.
     Unknown,
@@ -39,78 +40,18 @@ pub enum Lookup {
 
 /// Immutable index built from one inventory snapshot; swapped whole on refresh.
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     nodes: Vec<Arc<NodeView>>,
     by_ip: HashMap<IpAddr, Claim>,
     by_mac: HashMap<MacAddr6, Claim>,
     served: Vec<bool>,
-    built_at: Option<SystemTime>,
 }
 
 impl Index {
     /// Claims from every node count, served or not: a stale claim from an undeployed node
     /// makes the address contested rather than silently handing it to the other node.
-    pub fn build(inventory: Inventory, served_states: &[String]) -> Index {
-        Index::build_with(inventory, served_states, &[])
-    }
-
-    /// [`Index::build`], with DNS servers for network data generated from ports.
-    pub fn build_with(inventory: Inventory, served_states: &[String], dns: &[IpAddr]) -> Index {
-        Index::build_cached(inventory, served_states, dns, &mut DriveCache::new()).0
-    }
-
-    /// [`Index::build_with`], reusing decoded configdrive images from `cache`; returns the
-    /// cache of the images this index uses.
-    pub fn build_cached(
-        inventory: Inventory,
-        served_states: &[String],
-        dns: &[IpAddr],
-        cache: &mut DriveCache,
-    ) -> (Index, DriveCache) {
-        let Inventory {
-            nodes,
-            ports: all_ports,
-            portgroups: all_groups,
-        } = inventory;
-        let mut used = DriveCache::new();
-        let mut ports: HashMap<&str, Vec<&crate::inventory::model::Port>> = HashMap::new();
-        for p in &all_ports {
-            if let Some(n) = p.node_uuid.as_deref() {
-                ports.entry(n).or_default().push(p);
-            }
-        }
-        let mut groups: HashMap<&str, Vec<&crate::inventory::model::Portgroup>> = HashMap::new();
-        for g in &all_groups {
-            if let Some(n) = g.node_uuid.as_deref() {
-                groups.entry(n).or_default().push(g);
-            }
-        }
-        // Each node is dropped as soon as its view is built, so the memory of Ironic's
-        // answer is reused for the views instead of adding to it.
-        let nodes: Vec<Arc<NodeView>> = nodes
-            .into_iter()
-            .map(|n| {
-                let mut view = NodeView::from_ironic_cached(&n, cache, &mut used);
-                let p = ports.get(n.uuid.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                let g = groups
-                    .get(n.uuid.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                view.macs = p
-                    .iter()
-                    .map(|p| p.address.as_str())
-                    .chain(g.iter().filter_map(|g| g.address.as_deref()))
-                    .filter_map(|m| m.trim().parse::<MacAddr6>().ok())
-                    .collect();
-                view.macs.sort_unstable();
-                view.macs.dedup();
-                if view.network_data().is_none() {
-                    view.generated_network_data = crate::metadata::network::generate(p, g, dns)
-                        .map(|v| crate::metadata::view::Doc::new(&v));
-                }
-                Arc::new(view)
-            })
-            .collect();
+    pub(crate) fn build(views: Vec<NodeView>, served_states: &[String]) -> Index {
+        let nodes: Vec<Arc<NodeView>> = views.into_iter().map(Arc::new).collect();
         let served = nodes
             .iter()
             .map(|n| {
@@ -129,23 +70,21 @@ impl Index {
                 claim(&mut by_mac, *mac, i, &nodes);
             }
         }
-        let index = Index {
+        Index {
             nodes,
             by_ip,
             by_mac,
             served,
-            built_at: Some(SystemTime::now()),
-        };
-        (index, used)
+        }
     }
 
-    pub fn lookup(&self, ip: IpAddr) -> Lookup {
+    pub(crate) fn lookup(&self, ip: IpAddr) -> Lookup {
         self.resolve(self.by_ip.get(&ip.to_canonical()))
     }
 
     /// The node one of whose Ironic ports (or portgroups) has this MAC; a MAC on two nodes
     /// belongs to neither.
-    pub fn lookup_mac(&self, mac: MacAddr6) -> Lookup {
+    pub(crate) fn lookup_mac(&self, mac: MacAddr6) -> Lookup {
         self.resolve(self.by_mac.get(&mac))
     }
 
@@ -164,24 +103,20 @@ impl Index {
         }
     }
 
-    pub fn nodes(&self) -> &[Arc<NodeView>] {
+    pub(crate) fn nodes(&self) -> &[Arc<NodeView>] {
         &self.nodes
     }
 
-    pub fn served_count(&self) -> usize {
+    pub(crate) fn served_count(&self) -> usize {
         self.served.iter().filter(|s| **s).count()
     }
 
     /// Addresses that more than one node claims, with the claimants.
-    pub fn contested(&self) -> impl Iterator<Item = (&IpAddr, &[String])> {
+    pub(crate) fn contested(&self) -> impl Iterator<Item = (&IpAddr, &[String])> {
         self.by_ip.iter().filter_map(|(ip, c)| match c {
             Claim::Contested(u) => Some((ip, u.as_slice())),
             Claim::One(_) => None,
         })
-    }
-
-    pub fn built_at(&self) -> Option<SystemTime> {
-        self.built_at
     }
 }
 
@@ -211,10 +146,12 @@ fn claim<K: std::hash::Hash + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ironic::model::Inventory;
     use serde_json::json;
 
-    fn inv(v: serde_json::Value) -> Inventory {
-        serde_json::from_str(&v.to_string()).unwrap()
+    fn inv(v: serde_json::Value) -> Vec<NodeView> {
+        let inventory: Inventory = serde_json::from_str(&v.to_string()).unwrap();
+        crate::node::build(inventory, &[], &mut Default::default()).0
     }
 
     fn nd(ip: &str) -> serde_json::Value {

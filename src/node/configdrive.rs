@@ -14,18 +14,18 @@ use hadris_iso::Namespace;
 use hadris_storage::{BlockSize, MemDevice};
 use serde_json::Value;
 
-use super::view::{Doc, DriveContents};
+use super::doc::Doc;
 
 /// Ironic's limit for a configdrive is 64 MiB.
-pub const MAX_IMAGE: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_IMAGE: usize = 64 * 1024 * 1024;
 /// Largest single file read from the image.
-pub const MAX_FILE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FILE: usize = 16 * 1024 * 1024;
 /// Largest directory looked through (about 1,000 entries; a configdrive has a dozen).
 const MAX_DIR: u64 = 64 * 1024;
 const SECTOR: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DriveError {
+pub(crate) enum DriveError {
     #[error("configdrive is not valid base64")]
     Base64,
     #[error("configdrive image is larger than {MAX_IMAGE} bytes")]
@@ -38,8 +38,23 @@ pub enum DriveError {
     Json(&'static str, String),
 }
 
+/// The four parts of a configdrive, as Ironic's `build_configdrive` takes them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct DriveContents {
+    /// An object.
+    pub(crate) meta_data: Doc,
+    pub(crate) user_data: Option<Bytes>,
+    /// An object.
+    pub(crate) network_data: Option<Doc>,
+    /// An object.
+    pub(crate) vendor_data: Option<Doc>,
+    /// The image's `ec2/latest/meta-data.json`, an object: Nova writes it, Ironic's builder
+    /// does not (and its JSON dict form has no place for it).
+    pub(crate) ec2_meta_data: Option<Doc>,
+}
+
 /// Decode the string form into the configdrive parts.
-pub fn decode(text: &str) -> Result<DriveContents, DriveError> {
+pub(crate) fn decode(text: &str) -> Result<DriveContents, DriveError> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.len() / 4 * 3 > MAX_IMAGE * 2 {
         return Err(DriveError::TooLarge);

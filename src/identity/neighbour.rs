@@ -7,7 +7,6 @@
 //! neighbour table holds the router's MAC, so a routed client reads as [`L2::Routed`], never
 //! as a MAC.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 
@@ -22,7 +21,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// What the link layer says about a client address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum L2 {
+pub(crate) enum L2 {
     /// On a link of this host; the neighbour table maps the address to this MAC.
     Mac(MacAddr6),
     /// Reached through this gateway: the MAC seen is the router's, not the client's.
@@ -39,7 +38,7 @@ pub enum L2 {
 
 impl L2 {
     /// Why this is not a MAC, for logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             L2::Mac(m) => format!("neighbour MAC {}", mac_text(m)),
             L2::Routed(gw) => format!("routed via {gw}, not on a link of this host"),
@@ -52,18 +51,18 @@ impl L2 {
 }
 
 /// MACs as Ironic writes them: lower case, colon-separated.
-pub fn mac_text(m: &MacAddr6) -> String {
+pub(crate) fn mac_text(m: &MacAddr6) -> String {
     m.to_string().to_ascii_lowercase()
 }
 
 /// Looks up the link-layer facts of a client address.
-pub trait Neighbours: Send + Sync {
+pub(crate) trait Neighbours: Send + Sync {
     fn resolve(&self, ip: IpAddr) -> io::Result<L2>;
 }
 
 /// The kernel's tables, over rtnetlink, in this process's network namespace.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Netlink;
+pub(crate) struct Netlink;
 
 impl Neighbours for Netlink {
     fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
@@ -191,14 +190,14 @@ fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
 
 /// One connection's answer, kept for its later requests.
 #[derive(Debug, Default)]
-pub struct ConnectionMemo(std::sync::Mutex<Option<(IpAddr, MacAddr6)>>);
+pub(crate) struct ConnectionMemo(std::sync::Mutex<Option<(IpAddr, MacAddr6)>>);
 
 /// Asks `inner` once per connection: a MAC found for the connection's client is reused for
 /// the client's later requests on it (the TCP handshake tied the connection to the host that
 /// MAC belongs to). Anything but a MAC is asked again.
-pub struct Remembered<'a> {
-    pub inner: &'a dyn Neighbours,
-    pub memo: &'a ConnectionMemo,
+pub(crate) struct Remembered<'a> {
+    pub(crate) inner: &'a dyn Neighbours,
+    pub(crate) memo: &'a ConnectionMemo,
 }
 
 impl Neighbours for Remembered<'_> {
@@ -218,10 +217,12 @@ impl Neighbours for Remembered<'_> {
     }
 }
 
-/// A fixed table, for tests and for rendering without a network.
+/// A fixed table, for tests.
+#[cfg(test)]
 #[derive(Debug, Default, Clone)]
-pub struct Fixed(pub HashMap<IpAddr, L2>);
+pub(crate) struct Fixed(pub(crate) std::collections::HashMap<IpAddr, L2>);
 
+#[cfg(test)]
 impl Neighbours for Fixed {
     fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
         Ok(self

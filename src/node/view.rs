@@ -8,61 +8,18 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::route::OPENSTACK_VERSIONS;
-use crate::inventory::model::{Node, Raw};
+use super::configdrive::DriveContents;
+use super::doc::{self, Doc};
+use crate::ironic::model::{Node, Raw};
 use crate::reply::Refusal;
-
-/// A JSON document kept as the bytes it is served as (Python's `json.dumps` layout, see
-/// [`super::pyjson`]): a few hundred bytes where a parsed tree takes kilobytes. Files served
-/// whole go out as these bytes; the rest is parsed back when a request needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Doc(Bytes);
-
-impl Default for Doc {
-    /// `{}`.
-    fn default() -> Doc {
-        Doc(Bytes::from_static(b"{}"))
-    }
-}
-
-impl Doc {
-    pub fn new<T: serde::Serialize + ?Sized>(value: &T) -> Doc {
-        Doc(Bytes::from(super::pyjson::to_vec(value)))
-    }
-
-    /// The document as served (a cheap, shared copy).
-    pub fn body(&self) -> Bytes {
-        self.0.clone()
-    }
-
-    pub fn value(&self) -> Value {
-        // The bytes were written from a `Value` by this module: they always parse.
-        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
-    }
-
-    /// The document as an object (empty when it is not one).
-    pub fn object(&self) -> Map<String, Value> {
-        match self.value() {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+use crate::versions;
 
 /// Ironic replaces secrets it will not show with this literal (`node_sanitize`).
-pub const MASKED: &str = "******";
+pub(crate) const MASKED: &str = "******";
 
 /// The configdrive as stored in `instance_info.configdrive`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ConfigDrive {
+pub(crate) enum ConfigDrive {
     /// The node was deployed without one.
     Absent,
     /// Readable contents (the JSON dict form, or a decoded image).
@@ -71,53 +28,38 @@ pub enum ConfigDrive {
     Unreadable(String),
 }
 
-/// The four parts of a configdrive, as Ironic's `build_configdrive` takes them.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DriveContents {
-    /// An object.
-    pub meta_data: Doc,
-    pub user_data: Option<Bytes>,
-    /// An object.
-    pub network_data: Option<Doc>,
-    /// An object.
-    pub vendor_data: Option<Doc>,
-    /// The image's `ec2/latest/meta-data.json`, an object: Nova writes it, Ironic's builder
-    /// does not (and its JSON dict form has no place for it).
-    pub ec2_meta_data: Option<Doc>,
-}
-
 #[derive(Debug, Clone, PartialEq)]
-pub struct NodeView {
-    pub uuid: String,
-    pub name: Option<String>,
-    pub provision_state: Option<String>,
-    pub configdrive: ConfigDrive,
+pub(crate) struct NodeView {
+    pub(crate) uuid: String,
+    pub(crate) name: Option<String>,
+    pub(crate) provision_state: Option<String>,
+    pub(crate) configdrive: ConfigDrive,
     /// `node.network_data` when it is an object with content.
-    pub static_network_data: Option<Doc>,
+    pub(crate) static_network_data: Option<Doc>,
     /// Network data generated from the node's ports and portgroups.
-    pub generated_network_data: Option<Doc>,
+    pub(crate) generated_network_data: Option<Doc>,
     /// Every address the node's network data claims (configdrive and static), deduplicated.
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// The MACs of the node's Ironic ports and portgroups, sorted, deduplicated.
-    pub macs: Vec<macaddr::MacAddr6>,
+    pub(crate) macs: Vec<macaddr::MacAddr6>,
     /// `instance_info.project_id`, else the node's lessee, else its owner.
-    pub project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
     /// `instance_info.flavor_name`, else the node's resource class.
-    pub instance_type: Option<String>,
+    pub(crate) instance_type: Option<String>,
     /// `instance_info.image_source`.
-    pub image_source: Option<String>,
+    pub(crate) image_source: Option<String>,
     /// Identifies this deployment of the node (instance and provision time): state kept
     /// per deployment, like the password, is forgotten when the node is redeployed.
-    pub deployment: String,
+    pub(crate) deployment: String,
     /// Documents rendered on first request (empty until then).
-    pub render_cache: RenderCache,
+    pub(crate) render_cache: RenderCache,
 }
 
 /// A rendered `meta_data.json` and where its `random_seed` value sits.
 #[derive(Debug, Clone)]
-pub struct MetaTemplate {
-    pub body: Bytes,
-    pub seed_at: Option<usize>,
+pub(crate) struct MetaTemplate {
+    pub(crate) body: Bytes,
+    pub(crate) seed_at: Option<usize>,
 }
 
 type MetaSlots = Box<[OnceLock<Result<MetaTemplate, Refusal>>]>;
@@ -125,20 +67,20 @@ type MetaSlots = Box<[OnceLock<Result<MetaTemplate, Refusal>>]>;
 /// Per-node cache of rendered documents, one slot per OpenStack version, allocated when
 /// the node is first asked. It never takes part in comparisons and is not cloned.
 #[derive(Default)]
-pub struct RenderCache(OnceLock<MetaSlots>);
+pub(crate) struct RenderCache(OnceLock<MetaSlots>);
 
 impl RenderCache {
     /// The `meta_data.json` template of `version`, rendered by `render` the first time.
-    pub fn meta_data(
+    pub(crate) fn meta_data(
         &self,
         version: &str,
         render: impl FnOnce() -> Result<MetaTemplate, Refusal>,
     ) -> Result<&MetaTemplate, Refusal> {
-        let Some(i) = OPENSTACK_VERSIONS.iter().position(|v| *v == version) else {
+        let Some(i) = versions::OPENSTACK.iter().position(|v| *v == version) else {
             return Err(Refusal::NotFound);
         };
         let slots = self.0.get_or_init(|| {
-            (0..OPENSTACK_VERSIONS.len())
+            (0..versions::OPENSTACK.len())
                 .map(|_| OnceLock::new())
                 .collect()
         });
@@ -166,7 +108,7 @@ impl PartialEq for RenderCache {
 
 /// Decoded configdrive images by (node, length, digest of the string): an image is decoded
 /// once per node and version, not on every refresh.
-pub type DriveCache = HashMap<(String, usize, u64), Result<Arc<DriveContents>, String>>;
+pub(crate) type DriveCache = HashMap<(String, usize, u64), Result<Arc<DriveContents>, String>>;
 
 fn decode_cached(
     node: &str,
@@ -192,36 +134,19 @@ fn decode_cached(
 }
 
 impl NodeView {
-    pub fn from_ironic(node: &Node) -> NodeView {
+    #[cfg(test)]
+    fn from_ironic(node: &Node) -> NodeView {
         NodeView::from_ironic_cached(node, &mut DriveCache::new(), &mut DriveCache::new())
     }
 
-    /// [`NodeView::from_ironic`], taking decoded images from `old` and recording the
-    /// ones used in `new`.
-    pub fn from_ironic_cached(node: &Node, old: &mut DriveCache, new: &mut DriveCache) -> NodeView {
-        let configdrive_value = node.instance_info.get("configdrive").map(Raw::value);
-        let configdrive = match configdrive_value.as_ref() {
-            None | Some(Value::Null) => ConfigDrive::Absent,
-            Some(Value::String(s)) if s.is_empty() => ConfigDrive::Absent,
-            Some(Value::String(s)) if s == MASKED => ConfigDrive::Unreadable(
-                "instance_info.configdrive is masked by Ironic; grant the service account \
-                 Ironic's show_instance_secrets policy"
-                    .into(),
-            ),
-            Some(Value::String(s)) if s.contains("://") => ConfigDrive::Unreadable(
-                "configdrive URL could not be downloaded (or the source does not download URLs)"
-                    .into(),
-            ),
-            Some(Value::String(s)) => decode_cached(&node.uuid, s, old, new),
-            Some(Value::Object(dict)) => match drive_from_dict(dict) {
-                Ok(c) => ConfigDrive::Contents(Arc::new(c)),
-                Err(why) => ConfigDrive::Unreadable(why),
-            },
-            Some(other) => ConfigDrive::Unreadable(format!(
-                "instance_info.configdrive is a JSON {}, expected an object or a string",
-                json_kind(other)
-            )),
-        };
+    /// The view of `node`, taking decoded images from `old` and recording the ones used in
+    /// `new`.
+    pub(crate) fn from_ironic_cached(
+        node: &Node,
+        old: &mut DriveCache,
+        new: &mut DriveCache,
+    ) -> NodeView {
+        let configdrive = configdrive_of(node, old, new);
         let mut addresses = Vec::new();
         let drive_network = match &configdrive {
             ConfigDrive::Contents(c) => c.network_data.as_ref(),
@@ -230,7 +155,6 @@ impl NodeView {
         if let Some(nd) = drive_network {
             collect_addresses(&nd.value(), &mut addresses);
         }
-        drop(configdrive_value);
         let static_value = node.network_data.as_ref().map(Raw::value);
         let static_network_data = match &static_value {
             Some(v @ Value::Object(m)) if !m.is_empty() => {
@@ -279,7 +203,7 @@ impl NodeView {
     /// `meta_data.json` contents with Ironic's defaults applied (`build_configdrive`:
     /// `uuid` defaults to the node UUID, `name` to the node name when it has one).
     /// `None` when the configdrive exists but cannot be read.
-    pub fn meta_data(&self) -> Option<Map<String, Value>> {
+    pub(crate) fn meta_data(&self) -> Option<Map<String, Value>> {
         let mut md = match &self.configdrive {
             ConfigDrive::Absent => Map::new(),
             ConfigDrive::Contents(c) => c.meta_data.object(),
@@ -296,7 +220,7 @@ impl NodeView {
         Some(md)
     }
 
-    pub fn drive(&self) -> Option<&DriveContents> {
+    pub(crate) fn drive(&self) -> Option<&DriveContents> {
         match &self.configdrive {
             ConfigDrive::Contents(c) => Some(c),
             _ => None,
@@ -305,11 +229,37 @@ impl NodeView {
 
     /// The network configuration the instance should apply: the one it was deployed with,
     /// else Ironic's static one, else one generated from its ports.
-    pub fn network_data(&self) -> Option<&Doc> {
+    pub(crate) fn network_data(&self) -> Option<&Doc> {
         self.drive()
             .and_then(|c| c.network_data.as_ref())
             .or(self.static_network_data.as_ref())
             .or(self.generated_network_data.as_ref())
+    }
+}
+
+/// `instance_info.configdrive` in whichever form Ironic holds it.
+fn configdrive_of(node: &Node, old: &mut DriveCache, new: &mut DriveCache) -> ConfigDrive {
+    let value = node.instance_info.get("configdrive").map(Raw::value);
+    match value.as_ref() {
+        None | Some(Value::Null) => ConfigDrive::Absent,
+        Some(Value::String(s)) if s.is_empty() => ConfigDrive::Absent,
+        Some(Value::String(s)) if s == MASKED => ConfigDrive::Unreadable(
+            "instance_info.configdrive is masked by Ironic; grant the service account \
+             Ironic's show_instance_secrets policy"
+                .into(),
+        ),
+        Some(Value::String(s)) if s.contains("://") => ConfigDrive::Unreadable(
+            "configdrive URL could not be downloaded (or the source does not download URLs)".into(),
+        ),
+        Some(Value::String(s)) => decode_cached(&node.uuid, s, old, new),
+        Some(Value::Object(dict)) => match drive_from_dict(dict) {
+            Ok(c) => ConfigDrive::Contents(Arc::new(c)),
+            Err(why) => ConfigDrive::Unreadable(why),
+        },
+        Some(other) => ConfigDrive::Unreadable(format!(
+            "instance_info.configdrive is a JSON {}, expected an object or a string",
+            json_kind(other)
+        )),
     }
 }
 
@@ -325,9 +275,7 @@ fn drive_from_dict(dict: &Map<String, Value>) -> Result<DriveContents, String> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(Bytes::from(s.clone().into_bytes())),
-        Some(v @ (Value::Object(_) | Value::Array(_))) => {
-            Some(Bytes::from(super::pyjson::to_vec(v)))
-        }
+        Some(v @ (Value::Object(_) | Value::Array(_))) => Some(Bytes::from(doc::to_vec(v))),
         Some(v) => {
             return Err(format!(
                 "configdrive user_data is a JSON {}, expected a string, object or array",

@@ -10,21 +10,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify};
 
-use super::client::IronicClient;
-use crate::inventory::model::Raw;
-use crate::inventory::{Catalog, OnDemand};
+use super::{Catalog, OnDemand};
+use crate::ironic::model::{Inventory, Raw};
+use crate::ironic::IronicClient;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
-pub struct RefreshConfig {
+pub(crate) struct RefreshConfig {
     /// Time between periodic full sweeps.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Longest a request waits for an on-demand sweep.
-    pub on_demand_wait: Duration,
+    pub(crate) on_demand_wait: Duration,
     /// An address that triggered a sweep does not trigger another for this long.
-    pub negative_ttl: Duration,
+    pub(crate) negative_ttl: Duration,
     /// Least time between the end of one sweep and an on-demand one.
-    pub min_gap: Duration,
+    pub(crate) min_gap: Duration,
 }
 
 impl Default for RefreshConfig {
@@ -49,7 +49,7 @@ struct Progress {
 /// Bound on remembered addresses; past it the map is pruned, then cleared.
 const MAX_RECENT: usize = 100_000;
 
-pub struct Refresher {
+pub(crate) struct Refresher {
     client: IronicClient,
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
@@ -62,7 +62,7 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn new(
+    pub(crate) fn new(
         client: IronicClient,
         catalog: Arc<Catalog>,
         metrics: Arc<Metrics>,
@@ -82,7 +82,7 @@ impl Refresher {
 
     /// Sweep until `shutdown` turns true. Failed sweeps are retried sooner than the
     /// interval (1 s, doubling) so a restart of Ironic is noticed quickly.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut kind = "periodic";
         let mut backoff = Duration::from_secs(1);
         let mut last_end: Option<Instant>;
@@ -118,7 +118,7 @@ impl Refresher {
     }
 
     /// One full sweep; publishes on success, records the failure otherwise.
-    pub async fn sweep(&self, kind: &'static str) -> bool {
+    pub(crate) async fn sweep(&self, kind: &'static str) -> bool {
         self.progress.send_modify(|p| p.started += 1);
         let before = self.client.requests_sent();
         let t0 = Instant::now();
@@ -165,7 +165,7 @@ impl Refresher {
 
     /// Replace configdrives stored as URLs by their content, downloaded once per node and
     /// URL. A failed download leaves the URL, which the index reports as unreadable.
-    async fn resolve_configdrive_urls(&self, inventory: &mut crate::inventory::model::Inventory) {
+    async fn resolve_configdrive_urls(&self, inventory: &mut Inventory) {
         let mut cache = std::mem::take(&mut *self.drives.lock().unwrap_or_else(|e| e.into_inner()));
         let mut used = HashMap::new();
         for node in &mut inventory.nodes {
@@ -193,10 +193,6 @@ impl Refresher {
             used.insert(key, content);
         }
         *self.drives.lock().unwrap_or_else(|e| e.into_inner()) = used;
-    }
-
-    pub fn client(&self) -> &IronicClient {
-        &self.client
     }
 
     fn recently_refreshed_for(&self, ip: IpAddr) -> bool {

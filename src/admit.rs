@@ -1,0 +1,256 @@
+//! Steps 1 to 5 of the request path: who is asking, may they, is the request well-formed.
+//! Each step is a function returning `Result<_, Denied>`; [`admit`] joins them in their
+//! fixed order, which is a security property (see DESIGN.md):
+//! 1. client address  — resolved before anything keys on it;
+//! 2. zone            — allow/deny before the limiter, so only allowed clients create state;
+//! 3. rate limit      — per client, before any parsing work is spent on a flood;
+//! 4. request hygiene — method and path, and the zone's path rules;
+//! 5. session token   — checked before any node data is looked at.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::identity::link::MacRule;
+use crate::identity::neighbour::Neighbours;
+use crate::inventory::Catalog;
+use crate::metadata::password::PasswordStore;
+use crate::metadata::render;
+use crate::metadata::route::{self, Route, RouteError};
+use crate::policy::forwarded;
+use crate::policy::token::{self, TokenKey};
+use crate::policy::{Action, ActiveZone, ForwardedHeader, Policy, TokenMode};
+use crate::reply::{Denied, Refusal, Reply};
+
+/// What the request path needs of one HTTP request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a str,
+    /// The request target as sent (path and optional query).
+    pub(crate) path: &'a str,
+    /// The TCP peer, `None` when the transport has no IP address.
+    pub(crate) peer: Option<IpAddr>,
+    /// Every `X-Forwarded-For` header value, in order.
+    pub(crate) x_forwarded_for: &'a [&'a str],
+    /// Every `Forwarded` header value, in order.
+    pub(crate) forwarded: &'a [&'a str],
+    /// `X-aws-ec2-metadata-token`.
+    pub(crate) token: Option<&'a str>,
+    /// `X-aws-ec2-metadata-token-ttl-seconds`.
+    pub(crate) token_ttl: Option<&'a str>,
+    /// `If-None-Match`.
+    pub(crate) if_none_match: Option<&'a str>,
+    /// The request body (read only for a password POST); `None` when it was too large.
+    pub(crate) body: Option<&'a [u8]>,
+    /// The request announces a body (Content-Length above 0 or Transfer-Encoding).
+    pub(crate) has_body: bool,
+    /// The request's headers exceed the configured count or size.
+    pub(crate) headers_too_large: bool,
+}
+
+/// Shared state a request is answered from; `policy` stays the same for the whole request.
+pub(crate) struct Context<'a> {
+    pub(crate) catalog: &'a Catalog,
+    /// The link layer, for zones that verify or identify by MAC.
+    pub(crate) neighbours: &'a dyn Neighbours,
+    pub(crate) policy: &'a Policy,
+    pub(crate) tokens: &'a TokenKey,
+    pub(crate) passwords: &'a PasswordStore,
+    pub(crate) now: SystemTime,
+    pub(crate) today: &'a str,
+}
+
+/// What the request path has learned about the asker so far, for the audit line.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    /// The client address the request is answered for.
+    pub(crate) client: Option<IpAddr>,
+    /// The policy zone of the client.
+    pub(crate) zone: Option<Arc<str>>,
+    /// The node the request concerns.
+    pub(crate) node: Option<String>,
+}
+
+/// A request that passed steps 1 to 5.
+pub(crate) enum Admitted {
+    /// Answered without node data (version lists, a session token).
+    Answered(Reply),
+    /// Needs identity and rendering.
+    Node {
+        client: IpAddr,
+        route: Route,
+        mac: MacRule,
+    },
+}
+
+/// Steps 1 to 5, in order; `seen` records the client and zone as they are settled.
+pub(crate) fn admit(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    seen: &mut Seen,
+) -> Result<Admitted, Denied> {
+    let peer = req.peer.map(|ip| ip.to_canonical());
+    let peer = peer.ok_or(Refusal::NoClientAddress)?;
+    seen.client = Some(peer);
+    let client = client_address(ctx.policy, peer, req, seen)?;
+    seen.client = Some(client);
+    let zone = zone_of(ctx.policy, client, seen)?;
+    rate_limit(zone, client)?;
+    let segments = hygiene(req)?;
+    if req.method == "PUT" {
+        return put_token(ctx, req, client, &segments).map(Admitted::Answered);
+    }
+    method_allowed(req, &segments)?;
+    if !zone.zone.serves_path(&segments) {
+        return Err(Refusal::PathDenied.into());
+    }
+    let route = route::parse_normalised(segments).map_err(route_refusal)?;
+    session_token(ctx, zone, client, req)?;
+    // Version lists hold no node data: answered for anyone admitted, as Nova does.
+    Ok(match route {
+        Route::Ec2Versions => Admitted::Answered(render::ec2_versions()),
+        Route::OpenStackVersions => Admitted::Answered(render::openstack_versions(ctx.today)),
+        route => Admitted::Node {
+            client,
+            route,
+            mac: MacRule {
+                verify: zone.zone.verify_mac,
+                identify: zone.zone.identify_by_mac,
+                direct: client == peer,
+            },
+        },
+    })
+}
+
+/// Step 1: the TCP peer, unless the peer is a trusted proxy of its zone; then the
+/// forwarded chain, walked right to left past trusted hops.
+fn client_address(
+    policy: &Policy,
+    peer: IpAddr,
+    req: &Request<'_>,
+    seen: &mut Seen,
+) -> Result<IpAddr, Denied> {
+    let Some(pz) = policy.zone_for(peer).filter(|z| z.zone.trusts(peer)) else {
+        return Ok(peer);
+    };
+    let max = usize::from(pz.zone.max_hops);
+    let chain = match pz.zone.forwarded_header {
+        ForwardedHeader::XForwardedFor => forwarded::parse_xff(req.x_forwarded_for, max),
+        ForwardedHeader::Forwarded => forwarded::parse_forwarded(req.forwarded, max),
+    };
+    match chain {
+        Ok(chain) => Ok(forwarded::client_from_chain(
+            peer,
+            &chain,
+            &pz.zone.trusted_proxies,
+        )),
+        Err(e) => {
+            seen.zone = Some(pz.label.clone());
+            Err(Denied::new(Refusal::BadForwardedHeader).detail(e.to_string()))
+        }
+    }
+}
+
+/// Step 2: the client's zone; an address in no zone is denied.
+fn zone_of<'p>(
+    policy: &'p Policy,
+    client: IpAddr,
+    seen: &mut Seen,
+) -> Result<&'p ActiveZone, Denied> {
+    let zone = policy
+        .zone_for(client)
+        .ok_or_else(|| Denied::new(Refusal::NoZone).detail("address in no zone"))?;
+    seen.zone = Some(zone.label.clone());
+    match zone.zone.action {
+        Action::Deny => Err(Refusal::ZoneDenied.into()),
+        Action::Allow => Ok(zone),
+    }
+}
+
+/// Step 3: the zone's rate, per client (IPv6 per prefix).
+fn rate_limit(zone: &ActiveZone, client: IpAddr) -> Result<(), Denied> {
+    zone.limiter.check(client).map_err(|wait| {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Refusal::RateLimited(secs).into()
+    })
+}
+
+/// Step 4: the path decoded and normalised, and headers within their limits.
+fn hygiene(req: &Request<'_>) -> Result<Vec<String>, Denied> {
+    let segments = route::normalise(req.path).map_err(route_refusal)?;
+    if req.headers_too_large {
+        return Err(Refusal::HeadersTooLarge.into());
+    }
+    Ok(segments)
+}
+
+/// Reads carry no body; the only write besides the token PUT is where an instance sets its
+/// password (cloudbase-init).
+fn method_allowed(req: &Request<'_>, segments: &[String]) -> Result<(), Denied> {
+    let read = req.method == "GET" || req.method == "HEAD";
+    if req.has_body && read {
+        return Err(Refusal::BodyNotAccepted.into());
+    }
+    let password_post = req.method == "POST"
+        && segments.len() == 3
+        && segments[0] == "openstack"
+        && segments[2] == "password";
+    if read || password_post {
+        Ok(())
+    } else {
+        Err(Refusal::MethodNotAllowed.into())
+    }
+}
+
+fn route_refusal(e: RouteError) -> Denied {
+    Denied::new(match e {
+        RouteError::NotFound => Refusal::NotFound,
+        RouteError::TooLong => Refusal::PathTooLong,
+        RouteError::BadEncoding | RouteError::ControlCharacter => Refusal::BadPath,
+    })
+}
+
+/// Step 5: a present token must be valid everywhere; some zones require one.
+fn session_token(
+    ctx: &Context<'_>,
+    zone: &ActiveZone,
+    client: IpAddr,
+    req: &Request<'_>,
+) -> Result<(), Denied> {
+    match req.token {
+        Some(t) => ctx
+            .tokens
+            .verify(t, client, ctx.now)
+            .map_err(|e| Denied::new(Refusal::TokenInvalid).detail(e.to_string())),
+        None if zone.zone.tokens == TokenMode::Required => Err(Refusal::TokenRequired.into()),
+        None => Ok(()),
+    }
+}
+
+/// `PUT /latest/api/token`, as AWS IMDSv2 answers it.
+fn put_token(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    client: IpAddr,
+    segments: &[String],
+) -> Result<Reply, Denied> {
+    let is_token_path = segments.len() == 3 && segments[1] == "api" && segments[2] == "token";
+    if !is_token_path {
+        return Err(Refusal::MethodNotAllowed.into());
+    }
+    if segments[0] != "latest" {
+        return Err(Denied::new(Refusal::TokenPutForbidden).detail("token PUT to a versioned path"));
+    }
+    // A PUT that went through a proxy must not yield a token (AWS's rule).
+    if !req.x_forwarded_for.is_empty() {
+        return Err(
+            Denied::new(Refusal::TokenPutForbidden).detail("token PUT with X-Forwarded-For")
+        );
+    }
+    let ttl = token::parse_ttl(req.token_ttl).ok_or(Refusal::TokenBadTtl)?;
+    let mut reply = Reply::text(ctx.tokens.issue(client, ctx.now, ttl));
+    reply
+        .headers
+        .push(("X-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()));
+    Ok(reply)
+}

@@ -1,0 +1,101 @@
+//! The commands of the binary: `serve`, `policy check`, `render`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat, PolicyCommand};
+use crate::inventory::file;
+use crate::metadata::render;
+use crate::{handle, policy, proxy, server};
+
+/// Parses the command line and runs the command it names.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Policy(PolicyCommand::Check { dir }) => match policy::file::load_dir(&dir) {
+            Ok(zones) => {
+                let n = zones.len();
+                let text = format!(
+                    "{}{}: {n} zone(s), valid\n",
+                    policy::Policy::build(zones, None).describe(),
+                    dir.display()
+                );
+                write_stdout(text.as_bytes())
+            }
+            Err(e) => {
+                eprintln!("error: invalid policy: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Render(args) => {
+            let rendered = file::load(&args.inventory)
+                .map_err(|e| e.to_string())
+                .and_then(|inv| {
+                    render::render_offline(
+                        inv,
+                        &args.node,
+                        &args.path,
+                        &args.dns_servers,
+                        &handle::today_utc(),
+                    )
+                });
+            match rendered {
+                Ok(reply) => write_stdout(&reply.body),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
+    if let Err(msg) = init_logging(&args.log_level, args.log_format) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
+    match server::Settings::from_args(args).and_then(server::prepare) {
+        Ok(prepared) => {
+            proxy::run(prepared, Arc::new(tokio::sync::Notify::new()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a command's output; a reader that went away (`| head`) ends it quietly.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("invalid LOG_LEVEL {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| format!("cannot start logging: {e}"))
+}

@@ -1,0 +1,72 @@
+//! The admin listener: health, readiness and metrics, answered by [`crate::admin`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::inventory::Catalog;
+use crate::metrics::Metrics;
+
+pub(crate) struct AdminApp {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The metadata listener's address, checked until it first accepts a connection.
+    pub(crate) listen: SocketAddr,
+    pub(crate) listening: AtomicBool,
+}
+
+impl AdminApp {
+    /// pingora starts listeners without telling when they are bound: ask the metadata
+    /// port itself (the loopback of its family when it listens on every address).
+    async fn metadata_listening(&self) -> bool {
+        if self.listening.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut target = self.listen;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let up = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(target),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        if up {
+            self.listening.store(true, Ordering::Relaxed);
+        }
+        up
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let listening = self.metadata_listening().await;
+        let header = session.req_header();
+        let path = header.uri.path_and_query().map_or("/", |p| p.as_str());
+        let reply = crate::admin::handle(
+            header.method.as_str(),
+            path,
+            &self.catalog,
+            &self.metrics,
+            listening,
+        );
+        let mut builder = http::Response::builder().status(reply.status);
+        let _ = reply.fields(|k, v| {
+            builder = std::mem::take(&mut builder).header(k, v);
+            Ok::<(), ()>(())
+        });
+        builder
+            .body(reply.body.to_vec())
+            .unwrap_or_else(|_| http::Response::new(Vec::new()))
+    }
+}

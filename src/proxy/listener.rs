@@ -1,0 +1,134 @@
+//! The metadata listener's connection handling around pingora's HTTP/1 loop: caps open
+//! connections (in total and per client) when they are accepted, and closes a connection
+//! whose request headers do not arrive within the header timeout. pingora alone would wait
+//! 60 s per `read()` with no overall deadline, so a client dripping bytes could hold a
+//! connection forever.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use super::metadata::{ConnectionState, MetadataApp};
+use crate::conn::ConnLimits;
+use crate::identity::neighbour::ConnectionMemo;
+use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
+use crate::reply::Refusal;
+
+pub(crate) struct Listener {
+    pub(crate) proxy: Arc<HttpProxy<MetadataApp>>,
+    pub(crate) conns: Arc<ConnLimits>,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) header_timeout: Duration,
+    pub(crate) keepalive: Duration,
+}
+
+impl Listener {
+    /// Tell a refused client why, then close. A fresh socket's send buffer takes these few
+    /// bytes at once; a client that does not read them is not waited for.
+    async fn refuse(&self, mut stream: Stream, refusal: Refusal, peer: std::net::IpAddr) {
+        use tokio::io::AsyncWriteExt;
+        self.metrics
+            .connections_refused
+            .with_label_values(&[refusal.reason()])
+            .inc();
+        tracing::info!(
+            target: "audit",
+            event = "connection_refused",
+            reason = refusal.reason(),
+            peer = %peer,
+            "connection refused"
+        );
+        let bytes = refusal.reply().to_http1_closing();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+
+    /// Serves the connection's requests one after the other until it closes or stalls.
+    async fn serve(&self, mut stream: Stream, peer: std::net::IpAddr, shutdown: &ShutdownWatch) {
+        let mut persistent = None;
+        // A new connection must complete its first request's headers within the header
+        // timeout. A kept-alive one may first idle for the keep-alive time (pingora closes
+        // it then), so its next headers are due within both. Nothing is read ahead here:
+        // pingora's own read is the only one.
+        let mut deadline = self.header_timeout;
+        let link_layer = Arc::new(ConnectionMemo::default());
+        loop {
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(Some(self.keepalive.as_secs()));
+            if let Some(settings) = persistent.take() {
+                pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            let headers_in = Arc::new(AtomicBool::new(false));
+            session.set_connection_user_context(Some(Box::new(ConnectionState {
+                headers_in: headers_in.clone(),
+                link_layer: link_layer.clone(),
+            })));
+            let request = self.proxy.process_new_http(session, shutdown);
+            tokio::pin!(request);
+            let reused = tokio::select! {
+                r = &mut request => r,
+                _ = tokio::time::sleep(deadline) => {
+                    if headers_in.load(Ordering::Acquire) {
+                        // Headers are in: the answer is bounded by the handler's own timeouts.
+                        request.await
+                    } else {
+                        self.metrics.header_timeouts.inc();
+                        tracing::debug!(peer = %peer, "request headers not received in time; closing");
+                        None
+                    }
+                }
+            };
+            let Some(reused) = reused else { return };
+            let (next, settings) = reused.consume();
+            stream = next;
+            persistent = settings;
+            deadline = self.keepalive + self.header_timeout;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Listener {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Fail closed: a connection without a peer address has nobody to answer for.
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))?;
+        let key = self.policy.current().connection_key(peer);
+        let slot = match self.conns.acquire(key) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.refuse(stream, refusal, peer).await;
+                return None;
+            }
+        };
+        self.metrics.connections_open.inc();
+        self.serve(stream, peer, shutdown).await;
+        drop(slot);
+        self.metrics.connections_open.dec();
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}

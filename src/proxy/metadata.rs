@@ -1,0 +1,322 @@
+//! The metadata app: every request is answered inside `request_filter` from
+//! [`crate::handle`]; there is no upstream hop. Access log, audit line and counters are
+//! written in the `logging` phase, which pingora runs for every request it handed to the
+//! app, also when an earlier phase failed.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+
+use crate::admit::{Context, Request};
+use crate::handle::{self, Outcome, Record};
+use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
+use crate::inventory::{Catalog, OnDemand};
+use crate::metadata::password::{self, PasswordStore};
+use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
+use crate::policy::token::TokenKey;
+use crate::reply::{Refusal, Reply};
+
+/// Answers metadata requests; holds only shared, read-mostly state.
+pub(crate) struct MetadataApp {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) on_demand: Option<Arc<dyn OnDemand>>,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) tokens: Arc<TokenKey>,
+    pub(crate) passwords: Arc<PasswordStore>,
+    pub(crate) keepalive_seconds: u64,
+    pub(crate) max_header_count: usize,
+    pub(crate) max_header_bytes: usize,
+    /// Also bounds how long a password POST may take to send its body.
+    pub(crate) header_timeout: Duration,
+}
+
+/// Put on each request's session by the listener: a flag set once the request's headers are in, and the
+/// connection's link-layer answer (asked on its first request that needs it).
+pub(crate) struct ConnectionState {
+    pub(crate) headers_in: Arc<AtomicBool>,
+    pub(crate) link_layer: Arc<ConnectionMemo>,
+}
+
+/// One request's state between pingora's phases.
+#[derive(Default)]
+pub(crate) struct RequestState {
+    /// The connection's link-layer answer, handed over by the listener.
+    link: Option<Arc<ConnectionMemo>>,
+    /// What the request path decided, for the `logging` phase.
+    record: Option<Record>,
+}
+
+/// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
+/// (judged by Content-Length first, then by what arrives) or unreadable.
+async fn read_small_body(session: &mut Session) -> Option<Vec<u8>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > password::MAX_SIZE) {
+        return None;
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > password::MAX_SIZE {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(body),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// All values of one request header, as text (values that are not text are skipped).
+fn header_values<'a>(h: &'a pingora::http::RequestHeader, name: &str) -> Vec<&'a str> {
+    h.headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+fn peer_of(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl MetadataApp {
+    /// The request as the request path sees it.
+    fn request<'a>(
+        &self,
+        header: &'a pingora::http::RequestHeader,
+        peer: Option<IpAddr>,
+        body: Option<&'a [u8]>,
+        xff: &'a [&'a str],
+        fwd: &'a [&'a str],
+    ) -> Request<'a> {
+        let first = |name: &str| header.headers.get(name).and_then(|v| v.to_str().ok());
+        let header_bytes: usize = header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        Request {
+            method: header.method.as_str(),
+            path: header
+                .uri
+                .path_and_query()
+                .map_or_else(|| header.uri.path(), |p| p.as_str()),
+            peer,
+            x_forwarded_for: xff,
+            forwarded: fwd,
+            token: first("x-aws-ec2-metadata-token"),
+            token_ttl: first("x-aws-ec2-metadata-token-ttl-seconds"),
+            if_none_match: first("if-none-match"),
+            body,
+            headers_too_large: header.headers.len() > self.max_header_count
+                || header_bytes > self.max_header_bytes,
+            has_body: header.headers.contains_key("transfer-encoding")
+                || first("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0),
+        }
+    }
+
+    /// Only a password POST carries a body worth reading, and only a small one; `Err` when
+    /// it does not arrive within the header timeout.
+    async fn body(&self, session: &mut Session) -> Result<Option<Vec<u8>>, ()> {
+        if session.req_header().method != http::Method::POST {
+            return Ok(Some(Vec::new()));
+        }
+        tokio::time::timeout(self.header_timeout, read_small_body(session))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for MetadataApp {
+    type CTX = RequestState;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestState::default()
+    }
+
+    /// pingora hands over the connection context the listener attached once the request
+    /// headers are read: tell it that this request is no longer a slow-header suspect.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(state) = prev_ctx.downcast::<ConnectionState>() {
+            state.headers_in.store(true, Ordering::Release);
+            ctx.link = Some(state.link_layer.clone());
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // pingora keeps idle downstream connections forever unless told otherwise.
+        session.set_keepalive(Some(self.keepalive_seconds));
+        let peer = peer_of(session);
+        let Ok(body) = self.body(session).await else {
+            let outcome = Outcome::new(Err(Refusal::BodyTimeout.into()), Default::default());
+            ctx.record = Some(outcome.record);
+            session.set_keepalive(None);
+            write_reply(session, outcome.reply).await?;
+            return Ok(true);
+        };
+        let header = session.req_header();
+        let (xff, fwd) = (
+            header_values(header, "x-forwarded-for"),
+            header_values(header, "forwarded"),
+        );
+        let req = self.request(header, peer, body.as_deref(), &xff, &fwd);
+        let today = handle::today_utc();
+        let policy = self.policy.current();
+        // A TCP connection cannot change hands between hosts: its peer's MAC is asked once.
+        let memo = ctx.link.take().unwrap_or_default();
+        let neighbours = Remembered {
+            inner: &Netlink,
+            memo: &memo,
+        };
+        let context = Context {
+            catalog: &self.catalog,
+            neighbours: &neighbours,
+            policy: &policy,
+            tokens: &self.tokens,
+            passwords: &self.passwords,
+            now: std::time::SystemTime::now(),
+            today: &today,
+        };
+        let Outcome { reply, record } =
+            handle::handle(&context, self.on_demand.as_deref(), &req).await;
+        ctx.record = Some(record);
+        write_reply(session, reply).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // request_filter answers every request; reaching here is a bug, never a proxy hop.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "metadata requests are answered in request_filter",
+        ))
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let Some(record) = ctx.record.take() else {
+            if let Some(e) = error {
+                tracing::debug!(target: "access", error = %e, "request failed before an answer");
+            }
+            return;
+        };
+        let status = session.response_written().map_or(0, |h| h.status.as_u16());
+        let header = session.req_header();
+        let path = header
+            .uri
+            .path_and_query()
+            .map_or_else(|| header.uri.path(), |p| p.as_str());
+        log_request(
+            &self.metrics,
+            &record,
+            status,
+            header.method.as_str(),
+            path,
+            peer_of(session),
+        );
+    }
+}
+
+fn log_request(
+    metrics: &Metrics,
+    record: &Record,
+    status: u16,
+    method: &str,
+    path: &str,
+    peer: Option<IpAddr>,
+) {
+    let reason = record.refusal.map(|r| r.reason());
+    metrics.observe(status, reason, record.zone.as_deref());
+    let (client, peer) = (Addr(record.client), Addr(peer));
+    match record.refusal {
+        Some(r) if r.is_denial() => tracing::info!(
+            target: "audit",
+            event = "denied",
+            reason = r.reason(),
+            status,
+            client = %client,
+            peer = %peer,
+            zone = record.zone.as_deref().unwrap_or("-"),
+            node = record.node.as_deref().unwrap_or("-"),
+            method,
+            path = %truncate(path),
+            detail = record.detail.as_deref().unwrap_or(""),
+            "request refused"
+        ),
+        _ => tracing::debug!(
+            target: "access",
+            status,
+            client = %client,
+            node = record.node.as_deref().unwrap_or("-"),
+            method,
+            path = %truncate(path),
+            "request answered"
+        ),
+    }
+}
+
+/// An address for a log line, `-` when there is none; formatted only if the line is.
+struct Addr(Option<IpAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Paths are client-controlled: bound what a log line carries.
+fn truncate(path: &str) -> &str {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+fn response_header(reply: &Reply) -> Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    reply.fields(|k, v| h.insert_header(k, v).map(drop))?;
+    Ok(h)
+}
+
+async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
+    let header = response_header(&reply)?;
+    session
+        .write_response_header(Box::new(header), reply.body.is_empty())
+        .await?;
+    if !reply.body.is_empty() {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}

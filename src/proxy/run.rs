@@ -1,0 +1,135 @@
+//! Assembly: the metadata and admin listeners and the background services in one pingora
+//! server, run until SIGTERM, SIGINT or a stop request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
+use tokio::sync::Notify;
+
+use super::admin::AdminApp;
+use super::listener::Listener;
+use super::metadata::MetadataApp;
+use crate::conn::ConnLimits;
+use crate::inventory::refresh::Refresher;
+use crate::inventory::OnDemand;
+use crate::policy::store::PolicyStore;
+use crate::server::Prepared;
+
+/// Stops the server on SIGTERM, SIGINT or [`Notify::notify_one`], always gracefully: the
+/// listeners close, in-flight requests get the grace period.
+struct StopWatch {
+    stop: Arc<Notify>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for StopWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let wait = |s: &mut Option<tokio::signal::unix::Signal>| {
+            let s = s.take();
+            async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait(&mut term) => tracing::info!("SIGTERM received, stopping"),
+            _ = wait(&mut int) => tracing::info!("SIGINT received, stopping"),
+            _ = self.stop.notified() => tracing::info!("stop requested, stopping"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Runs the Ironic refresher on its own runtime until the server stops.
+struct RefreshService(Arc<Refresher>);
+
+#[async_trait]
+impl BackgroundService for RefreshService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+/// Watches the policy directory and SIGHUP, and sweeps rate-limiter state.
+struct PolicyService(Arc<PolicyStore>);
+
+#[async_trait]
+impl BackgroundService for PolicyService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
+/// Build and run the pingora server until it is stopped. Blocks the calling thread; must
+/// not be called from inside a tokio runtime.
+pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
+    let s = &p.settings;
+    tracing::info!(listen = %s.listen, admin = %s.admin, "serving metadata");
+    let conf = ServerConf {
+        threads: s.threads,
+        grace_period_seconds: Some(s.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_grace_seconds.max(1)),
+        // Never write into shared /tmp paths: no pid file or upgrade socket is used.
+        pid_file: String::new(),
+        upgrade_sock: String::new(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let header_timeout = Duration::from_secs(s.header_timeout_seconds);
+    let app = MetadataApp {
+        catalog: p.catalog.clone(),
+        metrics: p.metrics.clone(),
+        on_demand: p.refresher.clone().map(|r| r as Arc<dyn OnDemand>),
+        policy: p.policy.clone(),
+        tokens: p.tokens.clone(),
+        passwords: p.passwords.clone(),
+        keepalive_seconds: s.keepalive_seconds,
+        max_header_count: s.max_header_count,
+        max_header_bytes: s.max_header_bytes,
+        header_timeout,
+    };
+    let listener = Listener {
+        proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
+        conns: ConnLimits::new(s.max_connections, s.max_connections_per_client),
+        policy: p.policy.clone(),
+        metrics: p.metrics.clone(),
+        header_timeout,
+        keepalive: Duration::from_secs(s.keepalive_seconds),
+    };
+    let mut metadata = Service::new("metadata".to_string(), listener);
+    metadata.add_tcp(&s.listen.to_string());
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp {
+            catalog: p.catalog.clone(),
+            metrics: p.metrics.clone(),
+            listen: s.listen,
+            listening: Default::default(),
+        },
+    );
+    admin.add_tcp(&s.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(metadata);
+    server.add_service(admin);
+    server.add_service(background_service("policy", PolicyService(p.policy)));
+    if let Some(r) = p.refresher {
+        server.add_service(background_service("ironic refresher", RefreshService(r)));
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopWatch { stop }),
+    });
+    tracing::info!("stopped");
+}
