@@ -551,7 +551,9 @@ expect_node() {
 expect_status() {
   if [ "$status" = "$2" ]; then ok "$1"; else not_ok "$1 (status $status, want $2, body ${body:0:120})"; fi
 }
-# audit_has NAME PATTERN...: some audit line of that server's log has every pattern.
+# audit_has NAME PATTERN...: some audit line of that server's log has every pattern. A
+# request is audited just after its answer is written (pingora's logging phase): after a
+# request, wait for its line with `wait_until 5 audit_has ...`.
 audit_has() {
   local name=$1 line
   shift
@@ -652,7 +654,7 @@ spoof_refused() { # spoof_refused SERVER ADDRESS URL DESC
   nsx c3 ip neigh flush dev eth0
   get c3 "$url" -g --interface "$addr"
   if [ "$status" = 404 ] && [ "$body" = "no metadata for this address" ] &&
-    audit_has "$server" '"reason":"mac_mismatch"' "\"client\":\"$addr\"" "\"node\":\"$UUID_C2\"" 'neighbour MAC 52:54:00:77:00:13 is not a port of node'; then
+    wait_until 5 audit_has "$server" '"reason":"mac_mismatch"' "\"client\":\"$addr\"" "\"node\":\"$UUID_C2\"" 'neighbour MAC 52:54:00:77:00:13 is not a port of node'; then
     ok "$desc: 404, audited as mac_mismatch naming c3's MAC and c2's node"
   else
     not_ok "$desc (status $status, body $body; audit: $(grep -F '"target":"audit"' "$T/$server.log" | tail -n 1))"
@@ -671,7 +673,7 @@ get c2 "$MD"; expect_node "after the impostor left, c2 gets its own node again" 
 
 echo "# b. routed + DNAT (rtr: 169.254.169.254:80 -> 10.77.100.1:8080, no SNAT)"
 get rc "$MD"; expect_status "rc without a session token is refused with 401 (zone routed: tokens required)" 401
-if audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
+if wait_until 5 audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
   ok "the service saw rc's own address 10.78.0.2 through the router (audit line)"
 else
   not_ok "the service saw rc's own address through the router (audit: $(grep -F '"target":"audit"' "$T/s2.log" | tail -n 1))"
@@ -725,7 +727,7 @@ else
   not_ok "the ConfigMap-style ..data symlink swap is picked up without a signal"
 fi
 get pc "$MD"; expect_status "with the proxy no longer trusted its own address is used: 404" 404
-if audit_has s2 '"client":"10.77.3.1"' '"zone":"proxies"'; then
+if wait_until 5 audit_has s2 '"client":"10.77.3.1"' '"zone":"proxies"'; then
   ok "the refusal names the proxy 10.77.3.1 as the client (the header was not read)"
 else
   not_ok "the refusal names the proxy as the client (audit: $(grep -F '"target":"audit"' "$T/s2.log" | tail -n 1))"

@@ -1,24 +1,25 @@
-"""Shared pieces of the benchmark scenarios: free ports, the service under test, HTTP on
-loopback, a many-source-address load engine, statistics and the description of the machine.
+"""Shared pieces of the benchmark scenarios: scaling, policies, a many-source-address load
+engine, statistics and the description of the machine. The service under test, free ports
+and polling come from scripts/lib/service.py.
 
 Python standard library only. Every server listens on a free 127.0.0.1 port; every client
 address is in 127.0.0.0/8.
 """
 
 import errno
-import http.client
-import json
 import os
 import platform
 import selectors
 import socket
 import statistics
 import subprocess
-import tempfile
+import sys
 import time
 from pathlib import Path
 
-TOP = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+import service  # noqa: E402
+from service import TOP  # noqa: E402
 
 # Zone for the scenarios that must never be rate limited: every loopback client, at the
 # highest rate and burst the policy accepts.
@@ -47,42 +48,6 @@ def scaled(n, minimum=1):
     return max(minimum, int(round(n * scale())))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, what, timeout, interval=0.02):
-    """Poll `cond` until true; the servers make it true by their own work."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def http_get(port, path, source="127.0.0.1", timeout=30):
-    """(status, body bytes) of one GET on a fresh connection from `source`."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
-    try:
-        conn.request("GET", path, headers={"Host": "169.254.169.254"})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
-def rss_bytes(pid):
-    """VmRSS of a process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise SystemExit(f"no VmRSS for pid {pid}")
-
-
 def write_policy(directory, text=OPEN_POLICY):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,80 +55,11 @@ def write_policy(directory, text=OPEN_POLICY):
     return directory
 
 
-def service_env():
-    """This environment without what could choose another source or listener for a server."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_",
-                                 "THREADS", "REFRESH_", "LOG_"))}
+class Service(service.Service):
+    """The service as every scenario runs it: warnings only in its log (no audit lines)."""
 
-
-class Service:
-    """One ironic-metadata process on free loopback ports (metadata and admin)."""
-
-    def __init__(self, binary, source_args, workdir, policy_dir, extra=(), cpus=None, env=None):
-        self.port, self.admin = free_port(), free_port()
-        self.log_path = Path(tempfile.mkstemp(prefix="service-", suffix=".log", dir=workdir)[1])
-        cmd = [str(binary), "serve", *source_args, "--bind", "127.0.0.1", "--port", str(self.port),
-               "--admin", f"127.0.0.1:{self.admin}", "--policy-dir", str(policy_dir),
-               "--log-format", "json", "--log-level", "warn", *extra]
-        if cpus is not None:
-            cmd = ["taskset", "-c", cpus, *cmd]
-        self.started = time.monotonic()
-        with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(cmd, env={**service_env(), **(env or {})}, stdin=subprocess.DEVNULL,
-                                         stdout=logf, stderr=logf)
-
-    def readyz(self):
-        """The /readyz document, or None while the admin listener is not up."""
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-            conn.request("GET", "/readyz")
-            body = conn.getresponse().read()
-            conn.close()
-            return json.loads(body)
-        except (OSError, ValueError, http.client.HTTPException):
-            return None
-
-    def wait_ready(self, timeout=120, interval=0.01):
-        """Seconds from process start until /readyz says ready."""
-        def ready():
-            if self.proc.poll() is not None:
-                raise SystemExit(f"ironic-metadata exited with {self.proc.returncode}:\n{self.log_tail()}")
-            doc = self.readyz()
-            return doc is not None and doc.get("ready") is True
-        wait_for(ready, "ironic-metadata to be ready", timeout, interval)
-        return time.monotonic() - self.started
-
-    def metrics(self):
-        """Prometheus samples: {'name{labels}': value}."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=10)
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-        conn.close()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def metric(self, name):
-        return self.metrics().get(name, 0.0)
-
-    def rss(self):
-        return rss_bytes(self.proc.pid)
-
-    def log_tail(self, lines=20):
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def __init__(self, *args, log_level="warn", **kw):
+        super().__init__(*args, log_level=log_level, **kw)
 
 
 def client_address(base, i):

@@ -16,7 +16,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from common import TOP, Service, free_port, log, median, scaled, wait_for, write_policy
+from common import TOP, Service, log, median, scaled, write_policy
+from service import free_port, http_get, wait_for  # scripts/lib, on sys.path through common
 
 PATH = "/openstack/latest/meta_data.json"
 CONNECTIONS = 50
@@ -88,7 +89,7 @@ class Nginx:
                 raise SystemExit("nginx exited:\n" + (self.dir / "stderr.log").read_text()
                                  + (self.dir / "error.log").read_text())
             try:
-                return get(self.port)[0] == 200
+                return http_get(self.port, PATH)[0] == 200
             except OSError:
                 return False
         try:
@@ -101,17 +102,6 @@ class Nginx:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
-
-
-def get(port):
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", PATH)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
 
 
 def wrk(port, seconds, threads, lua, cpus=None):
@@ -180,7 +170,7 @@ def run(ctx):
         nginx = None
         try:
             ours.wait_ready(30)
-            status = get(ours.port)[0]
+            status = http_get(ours.port, PATH)[0]
             if status != 200:
                 raise SystemExit(f"ironic-metadata answered {status} for {PATH} from 127.0.0.1")
             # The body as ours serves it, fetched with curl as any client would.
@@ -188,7 +178,7 @@ def run(ctx):
             subprocess.run(["curl", "-sf", "-o", str(body_file), f"http://127.0.0.1:{ours.port}{PATH}"], check=True)
             body = body_file.read_bytes()
             nginx = Nginx(work / f"nginx-{n}", free_port(), n, body, cpus=server_cpus)
-            same = get(nginx.port)[1] == body
+            same = http_get(nginx.port, PATH)[1] == body
             if not same:
                 raise SystemExit("nginx does not serve the body byte for byte")
             results["body_bytes"] = len(body)

@@ -24,7 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-from common import TOP, client_address, free_port, log
+from common import TOP, client_address, log
+from service import free_port  # scripts/lib, on sys.path through common
 
 sys.path.insert(0, str(TOP / "scripts" / "ironic"))
 import harness  # noqa: E402
@@ -118,19 +119,10 @@ class SeededIronic:
         for _ in range(5):
             port = free_port()
             harness.write_config(self.state, port, "noauth", clean=False)
-            offset = harness.log_size(self.state)
-            with open(self.state / "ironic.log", "ab") as logf:
-                proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", self.state / "ironic.conf",
-                                         "--config-file", self.state / "bench.conf"],
-                                        stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                        cwd=self.state, start_new_session=True)
-            (self.state / "ironic.pid").write_text(f"{proc.pid}\n")
-            self.proc = proc  # from here on, stop() ends it whatever happens
-            result = harness.wait_ready(proc, port, self.state, time.monotonic() + 120, offset)
+            proc, result = harness.launch(venv, self.state, port, 120, [self.state / "bench.conf"])
             if result == "ok":
-                self.url = f"http://127.0.0.1:{port}"
+                self.proc, self.url = proc, f"http://127.0.0.1:{port}"
                 return
-            self.stop()
             if result == "failed":
                 raise SystemExit("Ironic did not start again:\n" + harness.log_tail(self.state))
         raise SystemExit("no free port for Ironic after 5 attempts")

@@ -15,9 +15,8 @@ import os
 import random
 import shutil
 import subprocess
-import time
 
-from common import free_port, log, scaled, service_env, write_policy
+from common import Service, log, scaled, write_policy
 from hotpath import CONNECTIONS, PATH, WRK_LUA, parse_wrk, summarize
 
 CLIENT_MAC = "52:54:00:88:00:02"
@@ -110,42 +109,24 @@ def run(ctx):
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     pin = (os.cpu_count() or 1) >= 2
     ns = Namespaces()
-    procs = {}
+    servers = {}
     try:
-        ports = {}
         for name, pol in policies.items():
-            port, admin = free_port(), free_port()
-            cmd = [str(ctx.binary), "serve", "--inventory", str(inv), "--bind", SERVER_IP, "--port", str(port),
-                   "--admin", f"127.0.0.1:{admin}", "--policy-dir", str(pol), "--threads", "1",
-                   "--max-connections-per-client", "1000", "--log-format", "json", "--log-level", "warn"]
-            if pin:
-                cmd = ["taskset", "-c", "0", *cmd]
-            log_file = open(work / f"{name}.log", "wb")
-            procs[name] = subprocess.Popen(ns.exec("srv", cmd), env=service_env(), stdin=subprocess.DEVNULL,
-                                           stdout=log_file, stderr=log_file)
-            ports[name] = (port, admin)
-        for name, (port, admin) in ports.items():
-            end = time.monotonic() + 30
-            while True:
-                if procs[name].poll() is not None:
-                    raise SystemExit(f"{name} server exited:\n{(work / f'{name}.log').read_text()}")
-                r = subprocess.run(ns.exec("srv", ["curl", "-fsS", "-m", "2", f"http://127.0.0.1:{admin}/readyz"]),
-                                   capture_output=True, text=True)
-                if r.returncode == 0 and json.loads(r.stdout).get("ready") is True:
-                    break
-                if time.monotonic() > end:
-                    raise SystemExit(f"{name} server not ready:\n{(work / f'{name}.log').read_text()}")
-                time.sleep(0.05)
+            servers[name] = Service(ctx.binary, ["--inventory", str(inv)], work, pol, bind=SERVER_IP,
+                                    netns=ns.name("srv"), cpus="0" if pin else None,
+                                    extra=["--threads", "1", "--max-connections-per-client", "1000"])
+        for name, svc in servers.items():
+            svc.wait_ready(30, interval=0.05)
             body = subprocess.run(ns.exec("cli", ["curl", "-sS", "-m", "5", "-w", "\n%{http_code}",
-                                                  f"http://{SERVER_IP}:{port}{PATH}"]),
+                                                  f"http://{SERVER_IP}:{svc.port}{PATH}"]),
                                   capture_output=True, text=True).stdout
             if not body.endswith("\n200") or NODE_UUID not in body:
                 raise SystemExit(f"{name}: the client is not answered as its node: {body[-200:]}")
         runs = []
         for mode in MODES:
             for r in range(1, rounds + 1):
-                for name, (port, _) in ports.items():
-                    url = f"http://{SERVER_IP}:{port}{PATH}"
+                for name, svc in servers.items():
+                    url = f"http://{SERVER_IP}:{svc.port}{PATH}"
                     cmd = ["wrk", "-t", "1", "-c", str(CONNECTIONS), "--timeout", "5s", "-s", str(lua)]
                     if mode == "close":
                         cmd += ["-H", "Connection: close"]
@@ -161,13 +142,8 @@ def run(ctx):
                     log(f"l2 {mode:10} round {r} {name:10}: {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms"
                         f"  p99 {res['p99_ms']:.3f} ms  errors {res['errors']}")
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        for svc in servers.values():
+            svc.stop()
         ns.close()
     errors = sum(r["errors"] for r in runs)
     if errors:

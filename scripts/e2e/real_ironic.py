@@ -13,7 +13,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,45 +21,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "ironic"))
+sys.path.insert(0, str(HERE.parent / "lib"))
 import harness  # noqa: E402
+import service  # noqa: E402
 
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(ok, what, detail=""):
-    RESULTS["passed" if ok else "failed"] += 1
-    print(f"{'ok  ' if ok else 'FAIL'} {what}" + (f"\n     {detail}" if detail and not ok else ""), flush=True)
-    return ok
-
-
-def eq(got, want, what):
-    return check(got == want, what, f"got {got!r}\n     want {want!r}")
-
-
-def wait_for(cond, what, timeout=60.0):
-    """Poll a condition the servers make true by their own work (a sweep, a start)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return check(False, f"timed out waiting for {what}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(port, path, source="127.0.0.1", host="127.0.0.1"):
-    conn = http.client.HTTPConnection(host, port, timeout=15, source_address=(source, 0))
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.getheader("Content-Type"), r.read()
-    finally:
-        conn.close()
+CHECKS = service.Checks()
+check, eq, wait_for = CHECKS.check, CHECKS.eq, CHECKS.wait_for
 
 
 def ip_of(i):
@@ -105,14 +71,9 @@ class Ironic:
 
     def restart(self):
         """Start Ironic again on the same port and database."""
-        venv = harness.venv_dir(None)
         port = int(self.url.rsplit(":", 1)[1])
-        with open(self.state / "ironic.log", "ab") as logf:
-            self.proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", self.state / "ironic.conf"],
-                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         cwd=self.state, start_new_session=True)
-        (self.state / "ironic.pid").write_text(f"{self.proc.pid}\n")
-        if harness.wait_ready(self.proc, port, self.state, time.monotonic() + 120) != "ok":
+        self.proc, result = harness.launch(harness.venv_dir(None), self.state, port, 120)
+        if result != "ok":
             raise SystemExit("Ironic did not restart:\n" + harness.log_tail(self.state))
 
     def close(self):
@@ -121,43 +82,16 @@ class Ironic:
         harness.remove_state(self.state)
 
 
-class Service:
-    def __init__(self, binary, source_args, env=None, refresh=2):
-        self.port, self.admin = free_port(), free_port()
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-        cmd = [binary, "serve", *source_args, "--bind", "127.0.0.1", "--port", str(self.port),
-               "--admin", f"127.0.0.1:{self.admin}", "--refresh-interval", str(refresh),
-               "--log-format", "json", "--log-level", "info",
-               "--policy-dir", str(HERE.parents[1] / "tests" / "fixtures" / "policies" / "open")]
-        clean = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_"))}
-        self.proc = subprocess.Popen(cmd, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        if not wait_for(lambda: self.proc.poll() is not None or self.healthy(), "service start", 30) \
-                or self.proc.poll() is not None:
-            raise SystemExit(f"service did not start:\n{Path(self.log.name).read_text()}")
+class Service(service.Service):
+    """The service on the open loopback policy, logging at info; both listeners up once built."""
 
-    def healthy(self):
-        """Admin answers and the metadata port accepts (the listeners start independently)."""
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return http_get(self.admin, "/healthz")[0] == 200
-        except OSError:
-            return False
+    def __init__(self, binary, source_args, env=None, refresh=2):
+        super().__init__(binary, source_args, extra=["--refresh-interval", str(refresh)], env=env)
+        self.wait_healthy(30)
 
     def get(self, path, source):
-        status, ctype, body = http_get(self.port, path, source)
+        status, body = service.http_get(self.port, path, source)
         return status, mask_seed(body.decode())
-
-    def ready(self):
-        return json.loads(http_get(self.admin, "/readyz")[2])
-
-    def metric(self, name):
-        text = http_get(self.admin, "/metrics")[2].decode()
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return 0.0
 
     def sweeps(self):
         return self.metric('metadata_inventory_sweeps_total{trigger="periodic"}') + \
@@ -166,10 +100,6 @@ class Service:
     def wait_sweeps(self, n=2):
         target = self.sweeps() + n
         return wait_for(lambda: self.sweeps() >= target, f"{n} more sweeps")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 SEED = "<seed>"
@@ -234,9 +164,9 @@ def check_node(svc, spec, index, label):
         if (status, body) != (200, want):
             bad.append(f"{path}: {status} {body[:200]!r} != {want[:200]!r}")
     if bad:
-        bad += Path(svc.log.name).read_text().splitlines()[-15:]
+        bad.append(svc.log_tail(15))
     return check(not bad, f"{label}: {spec['name']} from {ip_of(index)} gets exactly its own metadata",
-                 "\n     ".join(bad))
+                 "\n".join(bad))
 
 
 def scenario_noauth(binary):
@@ -246,12 +176,15 @@ def scenario_noauth(binary):
         nodes = specs(0, 3, "e2e-")
         ironic.harness("enroll", spec=nodes)
         svc = Service(binary, ["--ironic-url", ironic.url])
-        wait_for(lambda: svc.ready()["ready"], "first sweep")
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep")
         for i, spec in enumerate(nodes):
             check_node(svc, spec, i, "real Ironic, noauth")
             cloud_init_accepts(svc, spec, i)
         eq(svc.get("/openstack/latest/meta_data.json", "127.0.3.200"),
            (404, "no metadata for this address\n"), "an address no node claims is refused")
+        # Audited once the answer is written (the logging phase): waited for, not read at once.
+        check(svc.audit_until(lambda e: e.get("client") == "127.0.3.200" and e.get("reason") == "unknown_address"),
+              "the refusal is audited as unknown_address, naming the client", svc.log_tail(5))
 
         # The dump of this Ironic is a valid inventory file, answered identically.
         dump = Path(tempfile.mkstemp(suffix=".json")[1])
@@ -291,16 +224,16 @@ def scenario_noauth(binary):
 
         # Ironic killed: cached nodes are still served, readiness says degraded.
         ironic.stop()
-        wait_for(lambda: svc.ready()["status"] == "degraded", "degraded readiness")
-        ready = svc.ready()
+        wait_for(lambda: svc.readyz().get("status") == "degraded", "degraded readiness")
+        ready = svc.readyz()
         check(ready["status"] == "degraded" and "cannot connect" in (ready["last_error"] or ""),
               "Ironic down: /readyz reports degraded with the connection error", json.dumps(ready))
         check_node(svc, nodes[0], 0, "Ironic down, cached")
 
         # Ironic back on the same port: recovery without restarting the service.
         ironic.restart()
-        wait_for(lambda: svc.ready()["status"] == "ok", "recovery")
-        eq(svc.ready()["status"], "ok", "Ironic restarted: the service recovers by itself")
+        wait_for(lambda: svc.readyz().get("status") == "ok", "recovery")
+        eq(svc.readyz().get("status"), "ok", "Ironic restarted: the service recovers by itself")
         check_node(svc, nodes[2], 2, "after Ironic restart")
     finally:
         for s in (svc, svc_file):
@@ -389,14 +322,13 @@ def scenario_masked(binary):
         nodes = specs(10, 1, "masked-")
         ironic.harness("enroll", spec=nodes)
         svc = Service(binary, ["--ironic-url", ironic.url])
-        wait_for(lambda: svc.ready()["ready"], "first sweep")
-        warnings = svc.ready()["warnings"]
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep")
+        warnings = svc.readyz()["warnings"]
         check(any("show_instance_secrets" in w for w in warnings),
               "masked configdrive (policy not granted) is reported in /readyz", json.dumps(warnings))
         eq(svc.get("/openstack/latest/meta_data.json", ip_of(10)), (404, "not found\n"),
            "masked configdrive is never served as data")
-        log = Path(svc.log.name).read_text()
-        check("show_instance_secrets" in log, "masked configdrive is logged naming the policy")
+        check("show_instance_secrets" in svc.log_text(), "masked configdrive is logged naming the policy")
     finally:
         if svc:
             svc.stop()
@@ -411,27 +343,20 @@ def scenario_http_basic(binary):
         ironic.harness("enroll", spec=nodes)
         svc = Service(binary, ["--ironic-url", ironic.url],
                       env={"IRONIC_USERNAME": "metadata", "IRONIC_PASSWORD": "e2e-pa55"})
-        wait_for(lambda: svc.ready()["ready"], "first sweep")
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep")
         check_node(svc, nodes[0], 20, "real Ironic, http_basic")
         wrong = Service(binary, ["--ironic-url", ironic.url], refresh=1,
                         env={"IRONIC_USERNAME": "metadata", "IRONIC_PASSWORD": "wrong"})
-        wait_for(lambda: wrong.ready()["last_error"], "auth failure")
-        err = wrong.ready()["last_error"] or ""
+        wait_for(lambda: wrong.readyz().get("last_error"), "auth failure")
+        err = wrong.readyz().get("last_error") or ""
         check(err.endswith("answered 401 with http_basic credentials"), "wrong password: 401 reported", err)
-        check("e2e-pa55" not in Path(svc.log.name).read_text() and "wrong" not in Path(wrong.log.name).read_text(),
+        check("e2e-pa55" not in svc.log_text() and "wrong" not in wrong.log_text(),
               "passwords never reach the log")
     finally:
         for s in (svc, wrong):
             if s:
                 s.stop()
         ironic.close()
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def scenario_measure(binary):
@@ -447,7 +372,7 @@ def scenario_measure(binary):
         print(f"enrolled and deployed {count} nodes in {time.monotonic() - t0:.0f}s")
         svc = Service(binary, ["--ironic-url", ironic.url], refresh=30)
         svcs.append(svc)
-        wait_for(lambda: svc.ready()["ready"], "first sweep", 300)
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep", 300)
         first = svc.metric("metadata_inventory_sweep_duration_seconds_sum")
         # The same pages fetched by curl, same microversion, sequentially.
         version = harness.Client(ironic.url).version
@@ -489,10 +414,10 @@ def scenario_measure(binary):
         a = Service(binary, ["--inventory", str(empty)])
         b = Service(binary, ["--inventory", str(full)])
         svcs += [a, b]
-        ra, rb = rss_kib(a.proc.pid), rss_kib(b.proc.pid)
+        ra, rb = a.rss() // 1024, b.rss() // 1024
         print(f"RSS: empty inventory {ra} KiB, {count} nodes {rb} KiB: "
               f"{(rb - ra) * 1024 / count:.0f} bytes per node (inventory file {full.stat().st_size // 1024} KiB)")
-        print(f"RSS of the Ironic-backed service with {count} nodes: {rss_kib(svc.proc.pid)} KiB")
+        print(f"RSS of the Ironic-backed service with {count} nodes: {svc.rss() // 1024} KiB")
     finally:
         for s in svcs:
             s.stop()
@@ -507,8 +432,7 @@ def main():
         print(f"== {scenario.__name__}", flush=True)
         scenario(binary)
     print(f"e2e took {time.monotonic() - t0:.0f}s")
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    sys.exit(1 if RESULTS["failed"] else 0)
+    sys.exit(CHECKS.summary())
 
 
 if __name__ == "__main__":

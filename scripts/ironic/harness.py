@@ -42,7 +42,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ import uuid
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(TOP / "scripts" / "lib"))
+from service import Checks, free_port  # noqa: E402
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 FAILED_STATES = {"deploy failed", "clean failed", "error", "inspect failed",
                  "adopt failed", "rescue failed", "service failed"}
@@ -76,12 +77,6 @@ def venv_dir(arg):
     if not (venv / "bin" / "ironic").is_file():
         die(f"no ironic in {venv}: run scripts/ironic/setup-venv.sh first")
     return venv
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bcrypt_hash(venv, password):
@@ -219,6 +214,30 @@ def wait_ready(proc, port, state, deadline, log_offset=None):
     return "failed"
 
 
+def launch(venv, state, port, timeout, extra_configs=()):
+    """Start `ironic` on state/ironic.conf (which names `port`) and any further config files,
+    in a process group of its own logging to state/ironic.log, its pid in state/ironic.pid;
+    wait for it as wait_ready does. (Popen, 'ok' | 'port-in-use' | 'failed'); unless 'ok',
+    the process is stopped again."""
+    cmd = [venv / "bin" / "ironic", "--config-file", state / "ironic.conf"]
+    for conf in extra_configs:
+        cmd += ["--config-file", conf]
+    offset = log_size(state)
+    with open(state / "ironic.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=state,
+                                start_new_session=True)
+    (state / "ironic.pid").write_text(f"{proc.pid}\n")
+    result = "failed"
+    try:
+        result = wait_ready(proc, port, state, time.monotonic() + timeout, offset)
+    finally:  # on Ctrl-C too: leave nothing running
+        if result != "ok":
+            stop_group(proc.pid)
+            proc.wait()
+            (state / "ironic.pid").unlink(missing_ok=True)
+    return proc, result
+
+
 def stop_group(pgid, timeout=30.0):
     """SIGTERM the process group we started, then SIGKILL after timeout."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
@@ -261,21 +280,9 @@ def start_server(args):
     for attempt in range(1, 6):
         port = free_port()
         write_config(state, port, args.auth, clean)
-        offset = log_size(state)
-        with open(state / "ironic.log", "ab") as logf:
-            proc = subprocess.Popen([venv / "bin" / "ironic", "--config-file", state / "ironic.conf"],
-                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    cwd=state, start_new_session=True)
-        (state / "ironic.pid").write_text(f"{proc.pid}\n")
-        try:
-            result = wait_ready(proc, port, state, time.monotonic() + args.start_timeout, offset)
-        except BaseException:  # e.g. Ctrl-C: leave nothing running
-            stop_group(proc.pid)
-            raise
+        proc, result = launch(venv, state, port, args.start_timeout)
         if result == "ok":
             break
-        stop_group(proc.pid)
-        proc.wait()
         if result == "failed":
             die(f"Ironic did not come up within {args.start_timeout}s; log tail:\n{log_tail(state)}")
         log(f"port {port} was taken (attempt {attempt}), retrying with another")
@@ -657,9 +664,10 @@ def cmd_selftest(args):
         sys.stderr.write(out.stderr)
         return out.stdout
 
-    def check(ok, what):
-        log(f"{'ok' if ok else 'FAILED'}: {what}")
-        if not ok:
+    checks = Checks()
+
+    def check(ok, what):  # each step needs the ones before
+        if not checks.check(ok, what):
             raise SystemExit(1)
 
     started = []
@@ -702,6 +710,7 @@ def cmd_selftest(args):
     finally:
         for env in started:
             subprocess.run(harness + ["stop", "--state-dir", env["IRONIC_STATE_DIR"]])
+    checks.summary()
     log("selftest passed")
 
 
