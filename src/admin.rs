@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::identity::ProjectScopes;
 use crate::inventory::Catalog;
 use crate::metrics::{age_seconds, IndexGauges, Metrics};
 use crate::reply::{Refusal, Reply, JSON};
@@ -14,6 +15,7 @@ pub(crate) fn handle(
     path: &str,
     catalog: &Catalog,
     metrics: &Metrics,
+    scopes: &dyn ProjectScopes,
     listening: bool,
 ) -> Reply {
     if method != "GET" && method != "HEAD" {
@@ -21,7 +23,7 @@ pub(crate) fn handle(
     }
     match path.split('?').next().unwrap_or("") {
         "/healthz" => Reply::text("ok\n"),
-        "/readyz" => readyz(catalog, listening),
+        "/readyz" => readyz(catalog, scopes, listening),
         "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(gauges(catalog))),
         _ => Refusal::NotFound.reply(),
     }
@@ -37,9 +39,16 @@ fn gauges(catalog: &Catalog) -> IndexGauges {
     }
 }
 
-fn readyz(catalog: &Catalog, listening: bool) -> Reply {
+fn readyz(catalog: &Catalog, scopes: &dyn ProjectScopes, listening: bool) -> Reply {
     let status = catalog.status();
     let index = catalog.index();
+    // Claims the policy in force does not honour (it may change without a refresh).
+    let mut warnings = status.warnings.clone();
+    warnings.extend(index.out_of_scope(scopes).into_iter().map(|(ip, node)| {
+        format!(
+            "node {node}: its configdrive claims {ip}, outside the CIDRs the policy gives its project; the claim is ignored unless the client's MAC verifies it"
+        )
+    }));
     let ready = status.ready && listening;
     // Degraded: still serving the last good index, but the source is failing.
     let state = match (ready, status.last_error.is_some()) {
@@ -56,7 +65,7 @@ fn readyz(catalog: &Catalog, listening: bool) -> Reply {
         "served_nodes": index.served_count(),
         "index_age_seconds": age_seconds(status.last_success),
         "last_error": status.last_error,
-        "warnings": status.warnings,
+        "warnings": warnings,
     });
     let mut reply = Reply::ok(JSON, format!("{body}\n"));
     if !ready {

@@ -11,14 +11,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::identity::link::MacRule;
+use crate::identity::link::{Client, MacRule};
 use crate::identity::neighbour::Neighbours;
+use crate::identity::Sources;
 use crate::inventory::Catalog;
 use crate::metadata::password::PasswordStore;
 use crate::metadata::render;
 use crate::metadata::route::{self, Route, RouteError};
-use crate::policy::forwarded;
 use crate::policy::token::{self, TokenKey};
+use crate::policy::{forwarded, limiter};
 use crate::policy::{Action, ActiveZone, ForwardedHeader, Policy, TokenMode};
 use crate::reply::{Denied, Refusal, Reply};
 
@@ -30,6 +31,8 @@ pub(crate) struct Request<'a> {
     pub(crate) path: &'a str,
     /// The TCP peer, `None` when the transport has no IP address.
     pub(crate) peer: Option<IpAddr>,
+    /// The index of the interface an IPv6 link-local peer is on (`0`: none).
+    pub(crate) scope: u32,
     /// Every `X-Forwarded-For` header value, in order.
     pub(crate) x_forwarded_for: &'a [&'a str],
     /// Every `Forwarded` header value, in order.
@@ -77,9 +80,11 @@ pub(crate) enum Admitted {
     Answered(Reply),
     /// Needs identity and rendering.
     Node {
-        client: IpAddr,
+        client: Client,
         route: Route,
         mac: MacRule,
+        /// The claim sources the client's zone accepts.
+        sources: Sources,
     },
 }
 
@@ -95,7 +100,9 @@ pub(crate) fn admit(
     let client = client_address(ctx.policy, peer, req, seen)?;
     seen.client = Some(client);
     let zone = zone_of(ctx.policy, client, seen)?;
-    rate_limit(zone, client)?;
+    // The interface matters only for the peer itself (a link-local client).
+    let scope = if client == peer { req.scope } else { 0 };
+    rate_limit(zone, limiter::scoped(client, scope))?;
     let segments = hygiene(req)?;
     if req.method == "PUT" {
         return put_token(ctx, req, client, &segments).map(Admitted::Answered);
@@ -111,13 +118,14 @@ pub(crate) fn admit(
         Route::Ec2Versions => Admitted::Answered(render::ec2_versions()),
         Route::OpenStackVersions => Admitted::Answered(render::openstack_versions(ctx.today)),
         route => Admitted::Node {
-            client,
+            client: Client { ip: client, scope },
             route,
             mac: MacRule {
                 verify: zone.zone.verify_mac,
                 identify: zone.zone.identify_by_mac,
                 direct: client == peer,
             },
+            sources: zone.zone.sources,
         },
     })
 }

@@ -44,6 +44,10 @@ pub(crate) struct RenderArgs {
     /// DNS servers announced in network data generated from ports.
     #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
     pub(crate) dns_servers: Vec<IpAddr>,
+    /// Policy directory whose projects decide which configdrive claims count (warnings on
+    /// stderr name the ones that do not).
+    #[arg(long = "policy-dir", env = "POLICY_DIR")]
+    pub(crate) policy_dir: Option<PathBuf>,
     /// A metadata path, e.g. /openstack/latest/network_data.json.
     pub(crate) path: String,
 }
@@ -67,9 +71,10 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ServeArgs {
-    /// Address the metadata listener binds.
-    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_parser = parse_bind_addr)]
-    pub(crate) bind: IpAddr,
+    /// Addresses the metadata listeners bind (comma-separated); an IPv6 link-local one
+    /// names its interface: fe80::a9fe:a9fe%eth1.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_delimiter = ',', value_parser = parse_bind_addr)]
+    pub(crate) bind: Vec<BindAddr>,
     /// Port the metadata listener binds.
     #[arg(long = "port", env = "BIND_PORT", default_value_t = 80, value_parser = parse_port)]
     pub(crate) port: u16,
@@ -184,8 +189,41 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-fn parse_bind_addr(s: &str) -> Result<IpAddr, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| "expected an IPv4 or IPv6 address (set by --bind or BIND_ADDR)".into())
+/// A listener address as written: an IP address and, for an IPv6 link-local one, the
+/// interface it is on (a name or an index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BindAddr {
+    pub(crate) ip: IpAddr,
+    pub(crate) interface: Option<String>,
+}
+
+impl std::fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.interface {
+            Some(i) => write!(f, "{}%{i}", self.ip),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+fn parse_bind_addr(s: &str) -> Result<BindAddr, String> {
+    let s = s.trim();
+    let (ip, interface) = match s.split_once('%') {
+        Some((ip, i)) => (ip, Some(i.to_string())),
+        None => (s, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| {
+        format!("{s:?}: expected an IPv4 or IPv6 address (set by --bind or BIND_ADDR)")
+    })?;
+    let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+    match (&interface, link_local) {
+        (Some(i), _) if i.is_empty() => Err(format!("{s:?}: no interface after '%'")),
+        (Some(_), false) => Err(format!(
+            "{s:?}: only an IPv6 link-local address takes an interface"
+        )),
+        (None, true) => Err(format!(
+            "{s:?}: a link-local address needs its interface, e.g. {ip}%eth1"
+        )),
+        _ => Ok(BindAddr { ip, interface }),
+    }
 }

@@ -17,11 +17,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { dir }) => match policy::file::load_dir(&dir) {
-            Ok(zones) => {
-                let n = zones.len();
+            Ok(set) => {
+                let (n, p) = (set.zones.len(), set.projects.len());
                 let text = format!(
-                    "{}{}: {n} zone(s), valid\n",
-                    policy::Policy::build(zones, None).describe(),
+                    "{}{}: {n} zone(s), {p} project(s), valid\n",
+                    policy::Policy::build(set, None).describe(),
                     dir.display()
                 );
                 write_stdout(text.as_bytes())
@@ -31,28 +31,37 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Render(args) => {
-            let rendered = file::load(&args.inventory)
-                .map_err(|e| e.to_string())
-                .and_then(|inv| {
-                    render::render_offline(
-                        inv,
-                        &args.node,
-                        &args.path,
-                        &args.dns_servers,
-                        &handle::today_utc(),
-                    )
-                });
-            match rendered {
-                Ok(reply) => write_stdout(&reply.body),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+        Command::Render(args) => match render(&args) {
+            Ok((reply, warnings)) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
                 }
+                write_stdout(&reply.body)
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => serve(&args),
     }
+}
+
+fn render(args: &crate::cli::RenderArgs) -> Result<(crate::reply::Reply, Vec<String>), String> {
+    let policy = match &args.policy_dir {
+        Some(dir) => policy::file::load_dir(dir).map_err(|e| format!("invalid policy: {e}"))?,
+        None => Default::default(),
+    };
+    let scopes = policy::Policy::build(policy, None);
+    let inventory = file::load(&args.inventory).map_err(|e| e.to_string())?;
+    render::render_offline(
+        inventory,
+        &args.node,
+        &args.path,
+        &args.dns_servers,
+        &handle::today_utc(),
+        &scopes,
+    )
 }
 
 fn serve(args: &crate::cli::ServeArgs) -> ExitCode {

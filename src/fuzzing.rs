@@ -12,13 +12,15 @@ use ipnet::IpNet;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use crate::identity::{Index, Lookup};
+use crate::identity::link::{identify, Client, MacRule, Rules};
+use crate::identity::neighbour::{Neighbours, L2};
+use crate::identity::{Index, Lookup, ProjectScopes, Sources};
 use crate::ironic::model::{Inventory, Node};
 use crate::metadata::render;
 use crate::metadata::route::{self, Route};
 use crate::node::configdrive;
 use crate::policy::{file, forwarded, token, Policy};
-use crate::reply::JSON;
+use crate::reply::{Refusal, JSON};
 
 /// Request path → route. The route never leaves the trees: no empty, `.` or `..`
 /// segment, no `/` inside a segment, and normalising is idempotent.
@@ -105,14 +107,15 @@ pub fn policy(data: &[u8]) {
         return;
     };
     let path = Path::new("fuzz.toml");
-    let Ok(zones) = file::parse_files([(path, text)]) else {
+    let Ok(set) = file::parse_files([(path, text)]) else {
         return;
     };
-    let names: Vec<(String, Vec<IpNet>)> = zones
+    let names: Vec<(String, Vec<IpNet>)> = set
+        .zones
         .iter()
         .map(|z| (z.name.clone(), z.cidrs.clone()))
         .collect();
-    let policy = Policy::build(zones, None);
+    let policy = Policy::build(set, None);
     for (name, cidrs) in &names {
         for net in cidrs {
             let zone = policy
@@ -183,24 +186,10 @@ pub fn node(data: &[u8]) {
     let (views, _) = crate::node::build(inventory, &dns, &mut Default::default());
     let index = Index::build(views, &served);
     let routes: Vec<Route> = PATHS.iter().filter_map(|p| route::parse(p).ok()).collect();
-    for view in index.nodes() {
-        for &addr in &view.addresses {
-            match index.lookup(addr) {
-                Lookup::Found(found) => {
-                    // The only node claiming the address is the one answered for.
-                    assert!(std::sync::Arc::ptr_eq(&found, view), "{addr}");
-                    for r in &routes {
-                        if let Ok(reply) = render::render(&found, r, addr) {
-                            if reply.content_type == JSON && reply.status == 200 {
-                                serde_json::from_slice::<Value>(&reply.body)
-                                    .expect("a JSON file is valid JSON");
-                            }
-                        }
-                    }
-                }
-                Lookup::Contested(uuids) => assert!(uuids.len() >= 2),
-                Lookup::NotServed { .. } => {}
-                Lookup::Unknown => panic!("{addr} claimed by {} is not indexed", view.uuid),
+    for scopes in [&Everywhere as &dyn ProjectScopes, &Nowhere] {
+        for view in index.nodes() {
+            for &addr in view.node_addresses.iter().chain(&view.drive_addresses) {
+                check_address(&index, scopes, addr, &routes);
             }
         }
     }
@@ -219,8 +208,86 @@ pub fn node(data: &[u8]) {
     }
     // An address nobody claims finds nobody.
     let nobody = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xdead, 0, 0, 0, 0, 1));
-    if index.nodes().iter().all(|n| !n.addresses.contains(&nobody)) {
-        assert_eq!(index.lookup(nobody), Lookup::Unknown);
+    if index.claims(nobody).is_none() {
+        let got = identify(&index, &NoLink, client(nobody), &rules(&Everywhere));
+        assert_eq!(got.err().map(|d| d.refusal), Some(Refusal::UnknownAddress));
+    }
+}
+
+/// Every project may claim every address.
+struct Everywhere;
+impl ProjectScopes for Everywhere {
+    fn allows(&self, _: Option<&str>, _: IpAddr) -> bool {
+        true
+    }
+}
+
+/// No project may claim any address.
+struct Nowhere;
+impl ProjectScopes for Nowhere {
+    fn allows(&self, _: Option<&str>, _: IpAddr) -> bool {
+        false
+    }
+}
+
+/// A neighbour table without entries.
+struct NoLink;
+impl Neighbours for NoLink {
+    fn resolve(&self, _: IpAddr) -> std::io::Result<L2> {
+        Ok(L2::NoEntry)
+    }
+    fn resolve_scoped(&self, _: Ipv6Addr, _: u32) -> std::io::Result<L2> {
+        Ok(L2::NoEntry)
+    }
+}
+
+fn client(ip: IpAddr) -> Client {
+    Client { ip, scope: 0 }
+}
+
+fn rules(scopes: &dyn ProjectScopes) -> Rules<'_> {
+    Rules {
+        mac: MacRule {
+            direct: true,
+            ..MacRule::default()
+        },
+        sources: Sources::ALL,
+        scopes,
+    }
+}
+
+/// A node is answered for `addr` only when it claims it: in its own network data, or in
+/// its configdrive where no node's own data claims it and the project may; then every file
+/// renders, and every JSON file is valid JSON.
+fn check_address(index: &Index, scopes: &dyn ProjectScopes, addr: IpAddr, routes: &[Route]) {
+    match identify(index, &NoLink, client(addr), &rules(scopes)) {
+        Ok(found) => {
+            let claims = index.claims(addr).expect("a found address has claims");
+            let by_node = found.node_addresses.contains(&addr);
+            let by_drive = found.drive_addresses.contains(&addr)
+                && claims.node.is_empty()
+                && (!index.multi_project() || scopes.allows(found.project.as_deref(), addr));
+            assert!(by_node || by_drive, "{addr} answered for {}", found.uuid);
+            for r in routes {
+                if let Ok(reply) = render::render(&found, r, addr) {
+                    if reply.content_type == JSON && reply.status == 200 {
+                        serde_json::from_slice::<Value>(&reply.body)
+                            .expect("a JSON file is valid JSON");
+                    }
+                }
+            }
+        }
+        Err(d) => {
+            let ok = match d.refusal {
+                Refusal::ContestedAddress | Refusal::NodeNotServed => true,
+                // Deployer-written claims a multi-project policy does not honour.
+                Refusal::UnknownAddress => index.multi_project(),
+                // A link-local address names a host only with its interface and MAC.
+                Refusal::MacUnverifiable => crate::identity::link::is_link_local(addr),
+                _ => false,
+            };
+            assert!(ok, "{addr}: {:?} {:?}", d.refusal, d.detail);
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::admit::{admit, Admitted, Context, Request, Seen};
-use crate::identity::link::{identify, MacRule};
+use crate::identity::link::{identify, Client, Rules};
 use crate::inventory::OnDemand;
 use crate::metadata::password::PasswordError;
 use crate::metadata::render;
@@ -73,12 +73,22 @@ pub(crate) async fn handle(
     let mut seen = Seen::default();
     let result = match admit(ctx, req, &mut seen) {
         Ok(Admitted::Answered(reply)) => Ok(reply),
-        Ok(Admitted::Node { client, route, mac }) => {
-            let mut result = serve(ctx, req, client, &route, mac, &mut seen);
+        Ok(Admitted::Node {
+            client,
+            route,
+            mac,
+            sources,
+        }) => {
+            let rules = Rules {
+                mac,
+                sources,
+                scopes: ctx.policy,
+            };
+            let mut result = serve(ctx, req, client, &route, &rules, &mut seen);
             if unknown(&result) {
                 if let Some(source) = on_demand {
-                    if source.refresh_for(client).await {
-                        result = serve(ctx, req, client, &route, mac, &mut seen);
+                    if source.refresh_for(client.ip).await {
+                        result = serve(ctx, req, client, &route, &rules, &mut seen);
                     }
                 }
             }
@@ -97,7 +107,19 @@ pub(crate) fn handle_now(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
     let mut seen = Seen::default();
     let result = admit(ctx, req, &mut seen).and_then(|admitted| match admitted {
         Admitted::Answered(reply) => Ok(reply),
-        Admitted::Node { client, route, mac } => serve(ctx, req, client, &route, mac, &mut seen),
+        Admitted::Node {
+            client,
+            route,
+            mac,
+            sources,
+        } => {
+            let rules = Rules {
+                mac,
+                sources,
+                scopes: ctx.policy,
+            };
+            serve(ctx, req, client, &route, &rules, &mut seen)
+        }
     });
     conditional(Outcome::new(result, seen), req.if_none_match)
 }
@@ -110,13 +132,13 @@ fn unknown(result: &Result<Reply, Denied>) -> bool {
 fn serve(
     ctx: &Context<'_>,
     req: &Request<'_>,
-    client: IpAddr,
+    client: Client,
     route: &Route,
-    mac: MacRule,
+    rules: &Rules<'_>,
     seen: &mut Seen,
 ) -> Result<Reply, Denied> {
     let index = ctx.catalog.index();
-    let node = identify(&index, ctx.neighbours, client, mac)?;
+    let node = identify(&index, ctx.neighbours, client, rules)?;
     seen.node = Some(node.uuid.clone());
     if let Route::OpenStack {
         version,
@@ -127,7 +149,7 @@ fn serve(
             return password(ctx, req, &node);
         }
     }
-    render::render(&node, route, client).map_err(Denied::new)
+    render::render(&node, route, client.ip).map_err(Denied::new)
 }
 
 /// `/openstack/<version>/password`: GET returns the stored value (empty when none), POST
@@ -276,6 +298,9 @@ trusted_proxies = ["10.0.3.1"]
     struct Broken;
     impl Neighbours for Broken {
         fn resolve(&self, _: IpAddr) -> std::io::Result<L2> {
+            Err(std::io::Error::other("netlink socket refused"))
+        }
+        fn resolve_scoped(&self, _: std::net::Ipv6Addr, _: u32) -> std::io::Result<L2> {
             Err(std::io::Error::other("netlink socket refused"))
         }
     }

@@ -3,12 +3,12 @@
 //! what it prepares is then run by [`crate::proxy::run`].
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::ServeArgs;
+use crate::cli::{BindAddr, ServeArgs};
 use crate::inventory::refresh::{RefreshConfig, Refresher};
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient};
@@ -28,7 +28,8 @@ pub(crate) enum Source {
 /// Validated static settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub(crate) listen: SocketAddr,
+    /// The metadata listeners' addresses (a link-local one with its interface's index).
+    pub(crate) listen: Vec<SocketAddr>,
     pub(crate) admin: SocketAddr,
     pub(crate) source: Source,
     pub(crate) policy_dir: PathBuf,
@@ -61,6 +62,8 @@ pub(crate) enum StartError {
         admin: SocketAddr,
         bind: std::net::IpAddr,
     },
+    #[error("--bind: {0}")]
+    BindList(String),
     #[error("--threads must be at least 1")]
     NoThreads,
     #[error("--served-states lists no state")]
@@ -120,12 +123,17 @@ impl Settings {
                 Source::Ironic(Box::new(config), refresh)
             }
         };
+        let listen = listen_addresses(&a.bind, a.port)?;
         // On loopback both listeners are local-only anyway; anywhere else the admin
-        // endpoints must not be reachable on the address every node can reach.
-        if a.admin.ip() == a.bind && !a.bind.is_loopback() {
+        // endpoints must not be reachable on an address every node can reach.
+        if let Some(bind) = listen
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| *ip == a.admin.ip() && !ip.is_loopback())
+        {
             return Err(StartError::AdminOnMetadataAddress {
                 admin: a.admin,
-                bind: a.bind,
+                bind,
             });
         }
         if a.admin.ip().is_unspecified() {
@@ -146,7 +154,7 @@ impl Settings {
             return Err(StartError::NoServedStates);
         }
         Ok(Settings {
-            listen: SocketAddr::new(a.bind, a.port),
+            listen,
             admin: a.admin,
             source,
             policy_dir: a.policy_dir.clone(),
@@ -201,7 +209,9 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     };
     // pingora retries a failed bind for about 30 s and then runs on without a listener:
     // find out now, and say why.
-    check_bind(settings.listen, "metadata")?;
+    for addr in &settings.listen {
+        check_bind(*addr, "metadata")?;
+    }
     check_bind(settings.admin, "admin")?;
 
     tracing::info!(dir = %settings.policy_dir.display(), zones = policy.current().zones().len(), "policy loaded");
@@ -246,6 +256,44 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         tokens,
         passwords,
     })
+}
+
+/// The listeners' socket addresses: each once, a link-local one with its interface index.
+fn listen_addresses(binds: &[BindAddr], port: u16) -> Result<Vec<SocketAddr>, StartError> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for b in binds {
+        let addr = match (&b.interface, b.ip) {
+            (Some(i), IpAddr::V6(v6)) => SocketAddr::V6(std::net::SocketAddrV6::new(
+                v6,
+                port,
+                0,
+                interface_index(i).map_err(StartError::BindList)?,
+            )),
+            _ => SocketAddr::new(b.ip, port),
+        };
+        if out.contains(&addr) {
+            return Err(StartError::BindList(format!("{b} is listed twice")));
+        }
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(StartError::BindList("no address to listen on".into()));
+    }
+    Ok(out)
+}
+
+/// The index of a network interface, by name or as a number.
+fn interface_index(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let bad = || format!("no network interface named {name:?} on this host");
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(bad());
+    }
+    let text =
+        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).map_err(|_| bad())?;
+    text.trim().parse().map_err(|_| bad())
 }
 
 fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {

@@ -133,6 +133,70 @@ fn port_in_use_is_refused_at_once() {
 }
 
 #[test]
+fn bad_bind_lists_are_refused_before_anything_listens() {
+    let inv = fixture("nodes.json");
+    let run = |bind: &str| {
+        let mut args = serve_args(inv.to_str().unwrap(), free(), free());
+        args[4] = bind.to_string();
+        run_to_exit(bin().args(args))
+    };
+    // Start-up problems: exit 1 and one line.
+    let (code, err) = run("127.0.0.1,127.0.0.1");
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(1), "error: --bind: 127.0.0.1 is listed twice\n")
+    );
+    let (code, err) = run("127.0.0.1,fe80::a9fe:a9fe%nosuchif0");
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            Some(1),
+            "error: --bind: no network interface named \"nosuchif0\" on this host\n"
+        )
+    );
+    // Unusable arguments: exit 2, naming the value.
+    let (code, err) = run("fe80::a9fe:a9fe");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("\"fe80::a9fe:a9fe\": a link-local address needs its interface, e.g. fe80::a9fe:a9fe%eth1"),
+        "{err}"
+    );
+    let (code, err) = run("169.254.169.254%eth0");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("only an IPv6 link-local address takes an interface"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn every_address_of_the_bind_list_serves() {
+    // One listener per address, with the same request path: the node at 127.0.0.11 (whose
+    // network data also names ::1) is answered on both.
+    let s = Server::start_with(
+        &fixture("nodes.json"),
+        "127.0.0.1".parse().unwrap(),
+        &["--bind", "127.0.0.1,::1"],
+    );
+    let port = s.addr.port();
+    for (from, base) in [
+        ("127.0.0.11", format!("http://127.0.0.1:{port}")),
+        ("::1", format!("http://[::1]:{port}")),
+    ] {
+        let (status, _, body) = get(
+            &client_from(from),
+            &format!("{base}/latest/meta-data/instance-id"),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "aaaaaaaa-0000-4000-8000-000000000011"),
+            "{base}"
+        );
+    }
+}
+
+#[test]
 fn bind_port_that_is_not_a_number() {
     let inv = fixture("nodes.json");
     let (code, err) = run_to_exit(

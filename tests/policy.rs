@@ -562,5 +562,5 @@ fn shipped_policies_are_valid() {
                 == ["10.0.0.0/8", "private", "allow", "20/s", "burst", "100"]),
         "{text}"
     );
-    assert!(text.trim_end().ends_with("zone(s), valid"), "{text}");
+    assert!(text.trim_end().ends_with("project(s), valid"), "{text}");
 }

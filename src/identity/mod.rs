@@ -1,13 +1,16 @@
-//! Client address → exactly one Ironic node, or a refusal. This is the part that must never
-//! be wrong: exact matches only, and an address claimed by two nodes belongs to neither.
+//! Client → exactly one Ironic node, or a refusal. This is the part that must never be
+//! wrong: exact matches only, an address two nodes claim belongs to neither, and every claim
+//! remembers who wrote it, so that what a deployer writes never takes or contests what the
+//! operator's records say about another node.
 
 pub(crate) mod link;
 pub(crate) mod neighbour;
 
-use macaddr::MacAddr6;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use macaddr::MacAddr6;
 
 use crate::node::NodeView;
 
@@ -16,20 +19,93 @@ use crate::node::NodeView;
 pub(crate) const DEFAULT_SERVED_STATES: &[&str] =
     &["active", "deploying", "wait call-back", "rescue"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Claim {
-    One(usize),
-    /// Node UUIDs, sorted, that all claim this address.
-    Contested(Vec<String>),
+/// Who wrote a claim that an address or a MAC is a node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// `node.network_data`: set through Ironic's node API, by the operator.
+    Node,
+    /// The configdrive's `network_data`: written by whoever deploys the node.
+    Configdrive,
+    /// The kernel's neighbour entry for the client, matched against the node's Ironic ports
+    /// and portgroups (written by the operator or inspection).
+    Mac,
 }
 
-/// Outcome of an identity lookup.
+impl Source {
+    pub(crate) const ALL: [Source; 3] = [Source::Node, Source::Configdrive, Source::Mac];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Source::Node => "node",
+            Source::Configdrive => "configdrive",
+            Source::Mac => "mac",
+        }
+    }
+}
+
+/// The sources a zone accepts claims from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sources(u8);
+
+impl Sources {
+    pub(crate) const ALL: Sources = Sources(0b111);
+
+    pub(crate) fn of(list: &[Source]) -> Sources {
+        Sources(list.iter().fold(0, |bits, s| bits | (1 << *s as u8)))
+    }
+
+    pub(crate) fn accepts(self, s: Source) -> bool {
+        self.0 & (1 << s as u8) != 0
+    }
+
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        Source::ALL
+            .into_iter()
+            .filter(|s| self.accepts(*s))
+            .map(Source::name)
+            .collect()
+    }
+}
+
+impl Default for Sources {
+    fn default() -> Sources {
+        Sources::ALL
+    }
+}
+
+/// Where each project's deployers may claim addresses in their configdrives (the policy's
+/// `[[project]]` tables).
+pub(crate) trait ProjectScopes: Sync {
+    /// Whether a configdrive of a node of `project` may claim `ip`.
+    fn allows(&self, project: Option<&str>, ip: IpAddr) -> bool;
+}
+
+/// Who claims one address: operator-written claims and deployer-written ones apart. Node
+/// indices, sorted, each at most once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AddressClaims {
+    pub(crate) node: Vec<u32>,
+    pub(crate) configdrive: Vec<u32>,
+}
+
+/// A configdrive claim the index ignores whatever the policy says: the address is another
+/// node's by the operator's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Overruled {
+    pub(crate) ip: IpAddr,
+    /// The node whose configdrive claims the address.
+    pub(crate) claimant: String,
+    /// The nodes whose `node.network_data` holds it.
+    pub(crate) owners: Vec<String>,
+}
+
+/// Outcome of a lookup by MAC.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Lookup {
     Found(Arc<NodeView>),
-    /// No node claims the address.
+    /// No node claims it.
     Unknown,
-    /// Two or more nodes claim the address; their UUIDs.
+    /// Two or more nodes claim it; their UUIDs.
     Contested(Vec<String>),
     /// The node exists but its provision state is not served.
     NotServed {
@@ -42,9 +118,12 @@ pub(crate) enum Lookup {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     nodes: Vec<Arc<NodeView>>,
-    by_ip: HashMap<IpAddr, Claim>,
-    by_mac: HashMap<MacAddr6, Claim>,
+    by_ip: HashMap<IpAddr, AddressClaims>,
+    by_mac: HashMap<MacAddr6, Vec<u32>>,
     served: Vec<bool>,
+    /// The served nodes belong to more than one project: deployers are not the operator.
+    multi_project: bool,
+    overruled: Vec<Overruled>,
 }
 
 impl Index {
@@ -52,7 +131,7 @@ impl Index {
     /// makes the address contested rather than silently handing it to the other node.
     pub(crate) fn build(views: Vec<NodeView>, served_states: &[String]) -> Index {
         let nodes: Vec<Arc<NodeView>> = views.into_iter().map(Arc::new).collect();
-        let served = nodes
+        let served: Vec<bool> = nodes
             .iter()
             .map(|n| {
                 n.provision_state
@@ -60,47 +139,100 @@ impl Index {
                     .is_some_and(|s| served_states.iter().any(|x| x == s))
             })
             .collect();
-        let mut by_ip: HashMap<IpAddr, Claim> = HashMap::new();
-        let mut by_mac: HashMap<MacAddr6, Claim> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, AddressClaims> = HashMap::new();
+        let mut by_mac: HashMap<MacAddr6, Vec<u32>> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
-            for ip in &node.addresses {
-                claim(&mut by_ip, *ip, i, &nodes);
+            let i = i as u32;
+            for ip in &node.node_addresses {
+                by_ip.entry(*ip).or_default().node.push(i);
+            }
+            for ip in &node.drive_addresses {
+                by_ip.entry(*ip).or_default().configdrive.push(i);
             }
             for mac in &node.macs {
-                claim(&mut by_mac, *mac, i, &nodes);
+                by_mac.entry(*mac).or_default().push(i);
             }
         }
-        Index {
+        let mut projects = nodes
+            .iter()
+            .zip(&served)
+            .filter(|(_, s)| **s)
+            .map(|(n, _)| n.project.as_deref());
+        let first = projects.next();
+        let multi_project = projects.any(|p| Some(p) != first);
+        let mut index = Index {
             nodes,
             by_ip,
             by_mac,
             served,
-        }
+            multi_project,
+            overruled: Vec::new(),
+        };
+        index.overruled = index.find_overruled();
+        index
     }
 
-    pub(crate) fn lookup(&self, ip: IpAddr) -> Lookup {
-        self.resolve(self.by_ip.get(&ip.to_canonical()))
+    /// Configdrive claims on addresses that other nodes' operator-written data holds.
+    fn find_overruled(&self) -> Vec<Overruled> {
+        let mut out: Vec<Overruled> = self
+            .by_ip
+            .iter()
+            .filter(|(_, c)| !c.node.is_empty())
+            .flat_map(|(ip, c)| {
+                c.configdrive.iter().map(move |i| Overruled {
+                    ip: *ip,
+                    claimant: self.uuid(*i).to_string(),
+                    owners: c.node.iter().map(|j| self.uuid(*j).to_string()).collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.claimant, a.ip).cmp(&(&b.claimant, b.ip)));
+        out
+    }
+
+    /// Who claims `ip`, by source.
+    pub(crate) fn claims(&self, ip: IpAddr) -> Option<&AddressClaims> {
+        self.by_ip.get(&ip.to_canonical())
     }
 
     /// The node one of whose Ironic ports (or portgroups) has this MAC; a MAC on two nodes
     /// belongs to neither.
     pub(crate) fn lookup_mac(&self, mac: MacAddr6) -> Lookup {
-        self.resolve(self.by_mac.get(&mac))
+        match self.by_mac.get(&mac).map(Vec::as_slice) {
+            None | Some([]) => Lookup::Unknown,
+            Some([i]) => self.node_lookup(*i),
+            Some(many) => Lookup::Contested(self.uuids(many)),
+        }
     }
 
-    fn resolve(&self, claim: Option<&Claim>) -> Lookup {
-        match claim {
-            None => Lookup::Unknown,
-            Some(Claim::Contested(uuids)) => Lookup::Contested(uuids.clone()),
-            Some(Claim::One(i)) if self.served[*i] => Lookup::Found(self.nodes[*i].clone()),
-            Some(Claim::One(i)) => Lookup::NotServed {
-                uuid: self.nodes[*i].uuid.clone(),
-                state: self.nodes[*i]
-                    .provision_state
-                    .clone()
-                    .unwrap_or_else(|| "unknown".into()),
-            },
+    /// The node at `i`, or why it is not served.
+    pub(crate) fn node_lookup(&self, i: u32) -> Lookup {
+        let node = &self.nodes[i as usize];
+        if self.served[i as usize] {
+            return Lookup::Found(node.clone());
         }
+        Lookup::NotServed {
+            uuid: node.uuid.clone(),
+            state: node
+                .provision_state
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        }
+    }
+
+    pub(crate) fn node(&self, i: u32) -> &Arc<NodeView> {
+        &self.nodes[i as usize]
+    }
+
+    pub(crate) fn uuid(&self, i: u32) -> &str {
+        &self.nodes[i as usize].uuid
+    }
+
+    /// UUIDs of the nodes at `indices`, sorted.
+    pub(crate) fn uuids(&self, indices: &[u32]) -> Vec<String> {
+        let mut v: Vec<String> = indices.iter().map(|i| self.uuid(*i).to_string()).collect();
+        v.sort();
+        v
     }
 
     pub(crate) fn nodes(&self) -> &[Arc<NodeView>] {
@@ -111,35 +243,59 @@ impl Index {
         self.served.iter().filter(|s| **s).count()
     }
 
-    /// Addresses that more than one node claims, with the claimants.
-    pub(crate) fn contested(&self) -> impl Iterator<Item = (&IpAddr, &[String])> {
-        self.by_ip.iter().filter_map(|(ip, c)| match c {
-            Claim::Contested(u) => Some((ip, u.as_slice())),
-            Claim::One(_) => None,
+    /// Whether the served nodes belong to more than one project (nodes of no project count
+    /// as one more: the operator's).
+    pub(crate) fn multi_project(&self) -> bool {
+        self.multi_project
+    }
+
+    /// Whether the configdrive of node `i` may claim `ip`: in a fleet of one project (the
+    /// deployer is the operator); for a node of no project (only the operator, system
+    /// scoped, deploys those); else inside the CIDRs `scopes` give its project.
+    pub(crate) fn deployer_may_claim(
+        &self,
+        i: u32,
+        ip: IpAddr,
+        scopes: &dyn ProjectScopes,
+    ) -> bool {
+        let project = self.node(i).project.as_deref();
+        !self.multi_project || project.is_none() || scopes.allows(project, ip)
+    }
+
+    /// Configdrive claims on other nodes' addresses, ignored.
+    pub(crate) fn overruled(&self) -> &[Overruled] {
+        &self.overruled
+    }
+
+    /// Addresses that more than one node claims with the same weight, with the claimants:
+    /// two operator-written claims, or (with none) two deployer-written ones.
+    pub(crate) fn contested(&self) -> impl Iterator<Item = (&IpAddr, Vec<String>)> {
+        self.by_ip.iter().filter_map(|(ip, c)| {
+            let same = if c.node.is_empty() {
+                &c.configdrive
+            } else {
+                &c.node
+            };
+            (same.len() > 1).then(|| (ip, self.uuids(same)))
         })
     }
-}
 
-/// Records that node `i` claims `key`; a second claimant makes it contested.
-fn claim<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, Claim>,
-    key: K,
-    i: usize,
-    nodes: &[Arc<NodeView>],
-) {
-    match map.get_mut(&key) {
-        None => {
-            map.insert(key, Claim::One(i));
+    /// Configdrive claims outside the deployer's project CIDRs, in a fleet of several
+    /// projects: what the policy in force ignores (a MAC may still verify them).
+    pub(crate) fn out_of_scope(&self, scopes: &dyn ProjectScopes) -> Vec<(IpAddr, String)> {
+        if !self.multi_project {
+            return Vec::new();
         }
-        Some(Claim::One(j)) => {
-            let mut uuids = vec![nodes[*j].uuid.clone(), nodes[i].uuid.clone()];
-            uuids.sort();
-            map.insert(key, Claim::Contested(uuids));
-        }
-        Some(Claim::Contested(uuids)) => {
-            uuids.push(nodes[i].uuid.clone());
-            uuids.sort();
-        }
+        let mut out: Vec<(IpAddr, String)> = self
+            .by_ip
+            .iter()
+            .filter(|(_, c)| c.node.is_empty())
+            .flat_map(|(ip, c)| c.configdrive.iter().map(move |i| (*ip, *i)))
+            .filter(|(ip, i)| !self.deployer_may_claim(*i, *ip, scopes))
+            .map(|(ip, i)| (ip, self.uuid(i).to_string()))
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -166,27 +322,39 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn exact_match_only() {
-        let idx = Index::build(
-            inv(
-                json!({"nodes": [{"uuid": "a", "provision_state": "active", "network_data": nd("192.0.2.1")}]}),
-            ),
-            &served(),
-        );
-        assert!(
-            matches!(idx.lookup("192.0.2.1".parse().unwrap()), Lookup::Found(n) if n.uuid == "a")
-        );
-        assert_eq!(idx.lookup("192.0.2.2".parse().unwrap()), Lookup::Unknown);
-        // An IPv4-mapped IPv6 peer (dual-stack listener) is the same client.
-        assert!(matches!(
-            idx.lookup("::ffff:192.0.2.1".parse().unwrap()),
-            Lookup::Found(_)
-        ));
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn contested_address_belongs_to_nobody() {
+    fn claims_are_indexed_by_who_wrote_them() {
+        let idx = Index::build(
+            inv(json!({"nodes": [
+                {"uuid": "a", "provision_state": "active", "network_data": nd("192.0.2.1"),
+                 "instance_info": {"configdrive": {"network_data": nd("192.0.2.9")}}}]})),
+            &served(),
+        );
+        assert_eq!(
+            idx.claims(ip("192.0.2.1")),
+            Some(&AddressClaims {
+                node: vec![0],
+                configdrive: vec![]
+            })
+        );
+        assert_eq!(
+            idx.claims(ip("192.0.2.9")),
+            Some(&AddressClaims {
+                node: vec![],
+                configdrive: vec![0]
+            })
+        );
+        assert_eq!(idx.claims(ip("192.0.2.2")), None);
+        // An IPv4-mapped IPv6 peer (dual-stack listener) is the same client.
+        assert!(idx.claims(ip("::ffff:192.0.2.1")).is_some());
+    }
+
+    #[test]
+    fn contested_addresses_are_listed() {
         let idx = Index::build(
             inv(json!({"nodes": [
                 {"uuid": "b", "provision_state": "active", "network_data": nd("192.0.2.1")},
@@ -194,11 +362,14 @@ mod tests {
                 {"uuid": "c", "provision_state": "active", "network_data": nd("192.0.2.1")}]})),
             &served(),
         );
+        let contested: Vec<_> = idx.contested().collect();
         assert_eq!(
-            idx.lookup("192.0.2.1".parse().unwrap()),
-            Lookup::Contested(vec!["a".into(), "b".into(), "c".into()])
+            contested,
+            vec![(
+                &ip("192.0.2.1"),
+                vec!["a".to_string(), "b".into(), "c".into()]
+            )]
         );
-        assert_eq!(idx.contested().count(), 1);
     }
 
     #[test]
@@ -210,12 +381,31 @@ mod tests {
             &served(),
         );
         assert_eq!(
-            idx.lookup("192.0.2.1".parse().unwrap()),
+            idx.node_lookup(0),
             Lookup::NotServed {
                 uuid: "a".into(),
                 state: "available".into()
             }
         );
         assert_eq!(idx.served_count(), 0);
+    }
+
+    #[test]
+    fn projects_are_counted_over_served_nodes() {
+        let one = Index::build(
+            inv(json!({"nodes": [
+                {"uuid": "a", "provision_state": "active", "owner": "p1"},
+                {"uuid": "b", "provision_state": "active", "owner": "x", "lessee": "p1"},
+                {"uuid": "c", "provision_state": "available", "owner": "p2"}]})),
+            &served(),
+        );
+        assert!(!one.multi_project());
+        let two = Index::build(
+            inv(json!({"nodes": [
+                {"uuid": "a", "provision_state": "active", "owner": "p1"},
+                {"uuid": "b", "provision_state": "active"}]})),
+            &served(),
+        );
+        assert!(two.multi_project());
     }
 }

@@ -8,7 +8,7 @@
 //! as a MAC.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use macaddr::MacAddr6;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
@@ -58,6 +58,10 @@ pub(crate) fn mac_text(m: &MacAddr6) -> String {
 /// Looks up the link-layer facts of a client address.
 pub(crate) trait Neighbours: Send + Sync {
     fn resolve(&self, ip: IpAddr) -> io::Result<L2>;
+
+    /// The neighbour entry of an IPv6 link-local address on interface `ifindex` (the
+    /// interface the client asked on); no route is involved.
+    fn resolve_scoped(&self, ip: Ipv6Addr, ifindex: u32) -> io::Result<L2>;
 }
 
 /// The kernel's tables, over rtnetlink, in this process's network namespace.
@@ -73,6 +77,13 @@ impl Neighbours for Netlink {
             }
         }
         with_socket(|socket| resolve_on(socket, ip))
+    }
+
+    fn resolve_scoped(&self, ip: Ipv6Addr, ifindex: u32) -> io::Result<L2> {
+        if ifindex == 0 {
+            return Ok(L2::LinkLocal);
+        }
+        with_socket(|socket| neighbour_on(socket, IpAddr::V6(ip), ifindex))
     }
 }
 
@@ -180,6 +191,11 @@ fn resolve_on(socket: &mut Asker, ip: IpAddr) -> io::Result<L2> {
     let Some(oif) = oif else {
         return Ok(L2::NoRoute);
     };
+    neighbour_on(socket, ip, oif)
+}
+
+/// The neighbour entry of `ip` on interface `oif`.
+fn neighbour_on(socket: &mut Asker, ip: IpAddr, oif: u32) -> io::Result<L2> {
     let neigh = match socket.ask(neighbour_request(ip, oif))? {
         Some(RouteNetlinkMessage::NewNeighbour(n)) => n,
         Some(_) => return Err(unexpected()),
@@ -200,20 +216,31 @@ pub(crate) struct Remembered<'a> {
     pub(crate) memo: &'a ConnectionMemo,
 }
 
-impl Neighbours for Remembered<'_> {
-    fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
-        let ip = ip.to_canonical();
+impl Remembered<'_> {
+    fn remembered(&self, ip: IpAddr, ask: impl FnOnce() -> io::Result<L2>) -> io::Result<L2> {
         let mut memo = self.memo.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known, mac)) = *memo {
             if known == ip {
                 return Ok(L2::Mac(mac));
             }
         }
-        let answer = self.inner.resolve(ip)?;
+        let answer = ask()?;
         if let L2::Mac(mac) = answer {
             *memo = Some((ip, mac));
         }
         Ok(answer)
+    }
+}
+
+impl Neighbours for Remembered<'_> {
+    fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
+        let ip = ip.to_canonical();
+        self.remembered(ip, || self.inner.resolve(ip))
+    }
+
+    /// A connection arrives on one interface: the memo holds for it as for any address.
+    fn resolve_scoped(&self, ip: Ipv6Addr, ifindex: u32) -> io::Result<L2> {
+        self.remembered(IpAddr::V6(ip), || self.inner.resolve_scoped(ip, ifindex))
     }
 }
 
@@ -230,6 +257,10 @@ impl Neighbours for Fixed {
             .get(&ip.to_canonical())
             .cloned()
             .unwrap_or(L2::NoEntry))
+    }
+
+    fn resolve_scoped(&self, ip: Ipv6Addr, _ifindex: u32) -> io::Result<L2> {
+        self.resolve(IpAddr::V6(ip))
     }
 }
 
@@ -305,6 +336,11 @@ mod tests {
         fn resolve(&self, ip: IpAddr) -> io::Result<L2> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.1.resolve(ip)
+        }
+
+        fn resolve_scoped(&self, ip: Ipv6Addr, ifindex: u32) -> io::Result<L2> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.1.resolve_scoped(ip, ifindex)
         }
     }
 

@@ -90,6 +90,18 @@ impl Catalog {
         for w in warnings.iter().filter(|w| !prev.warnings.contains(w)) {
             tracing::warn!(target: "inventory", "{w}");
         }
+        for o in index.overruled() {
+            if !prev.warnings.contains(&overruled_warning(o)) {
+                tracing::info!(
+                    target: "audit",
+                    event = "claim_ignored",
+                    node = %o.claimant,
+                    address = %o.ip,
+                    owner = %o.owners.join(","),
+                    "a configdrive claims an address another node's network_data holds"
+                );
+            }
+        }
         self.index.store(Arc::new(index));
         self.status.store(Arc::new(SourceStatus {
             source: prev.source.clone(),
@@ -129,5 +141,15 @@ fn index_warnings(index: &Index) -> Vec<String> {
         .collect();
     contested.sort();
     out.extend(contested);
+    out.extend(index.overruled().iter().map(overruled_warning));
     out
+}
+
+fn overruled_warning(o: &crate::identity::Overruled) -> String {
+    format!(
+        "node {}: its configdrive claims {}, which the network_data of node {} holds; the claim is ignored",
+        o.claimant,
+        o.ip,
+        o.owners.join(", ")
+    )
 }

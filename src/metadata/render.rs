@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::ec2::ec2;
 use super::openstack::openstack;
 use super::route::Route;
-use crate::identity::Index;
+use crate::identity::{Index, ProjectScopes};
 use crate::ironic::model::Inventory;
 use crate::node::NodeView;
 use crate::reply::{Refusal, Reply};
@@ -42,14 +42,16 @@ pub(crate) fn render(node: &NodeView, route: &Route, client: IpAddr) -> Result<R
 
 /// What `node` (a UUID or name in `inventory`) is served for `path`, whatever its
 /// provision state, as if it asked from its first address: the `render` command, for
-/// operators checking a node's documents before it boots.
+/// operators checking a node's documents before it boots. With it come warnings about the
+/// node's configdrive claims that identity ignores (under `scopes`, the policy's projects).
 pub(crate) fn render_offline(
     inventory: Inventory,
     node: &str,
     path: &str,
     dns: &[IpAddr],
     today: &str,
-) -> Result<Reply, String> {
+    scopes: &dyn ProjectScopes,
+) -> Result<(Reply, Vec<String>), String> {
     let (views, _) = crate::node::build(inventory, dns, &mut Default::default());
     let index = Index::build(views, &[]);
     let view = index
@@ -59,10 +61,12 @@ pub(crate) fn render_offline(
         .ok_or_else(|| format!("no node {node:?} in the inventory"))?;
     let route = super::route::parse(path).map_err(|e| format!("{path}: {e}"))?;
     let client = view
-        .addresses
+        .node_addresses
         .first()
+        .or(view.drive_addresses.first())
         .copied()
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let warnings = ignored_claims(&index, &view.uuid, scopes);
     match route {
         Route::OpenStackVersions => Ok(openstack_versions(today)),
         route => render(view, &route, client).map_err(|r| {
@@ -74,4 +78,28 @@ pub(crate) fn render_offline(
             )
         }),
     }
+    .map(|reply| (reply, warnings))
+}
+
+/// The configdrive claims of node `uuid` that identity ignores, in words.
+fn ignored_claims(index: &Index, uuid: &str, scopes: &dyn ProjectScopes) -> Vec<String> {
+    let overruled = index
+        .overruled()
+        .iter()
+        .filter(|o| o.claimant == uuid)
+        .map(|o| {
+            format!(
+                "the configdrive claims {}, which the network_data of node {} holds: ignored",
+                o.ip,
+                o.owners.join(", ")
+            )
+        });
+    let out_of_scope = index
+        .out_of_scope(scopes)
+        .into_iter()
+        .filter(|(_, n)| n == uuid)
+        .map(|(ip, _)| {
+            format!("the configdrive claims {ip}, outside the CIDRs the policy gives the node's project: ignored unless its MAC verifies it")
+        });
+    overruled.chain(out_of_scope).collect()
 }

@@ -38,8 +38,15 @@ pub(crate) struct NodeView {
     pub(crate) static_network_data: Option<Doc>,
     /// Network data generated from the node's ports and portgroups.
     pub(crate) generated_network_data: Option<Doc>,
-    /// Every address the node's network data claims (configdrive and static), deduplicated.
-    pub(crate) addresses: Vec<IpAddr>,
+    /// The static addresses of `node.network_data`, which the operator writes through
+    /// Ironic's node API; sorted, deduplicated.
+    pub(crate) node_addresses: Vec<IpAddr>,
+    /// The static addresses of the configdrive's `network_data`, which whoever deploys the
+    /// node writes (in multi-tenant Ironic a lessee or owner), and that the node's own data
+    /// does not already claim; sorted, deduplicated.
+    pub(crate) drive_addresses: Vec<IpAddr>,
+    /// The Ironic project the node's deployments belong to: its lessee, else its owner.
+    pub(crate) project: Option<String>,
     /// The MACs of the node's Ironic ports and portgroups, sorted, deduplicated.
     pub(crate) macs: Vec<macaddr::MacAddr6>,
     /// `instance_info.project_id`, else the node's lessee, else its owner.
@@ -147,18 +154,18 @@ impl NodeView {
         new: &mut DriveCache,
     ) -> NodeView {
         let configdrive = configdrive_of(node, old, new);
-        let mut addresses = Vec::new();
+        let (mut node_addresses, mut drive_addresses) = (Vec::new(), Vec::new());
         let drive_network = match &configdrive {
             ConfigDrive::Contents(c) => c.network_data.as_ref(),
             _ => None,
         };
         if let Some(nd) = drive_network {
-            collect_addresses(&nd.value(), &mut addresses);
+            collect_addresses(&nd.value(), &mut drive_addresses);
         }
         let static_value = node.network_data.as_ref().map(Raw::value);
         let static_network_data = match &static_value {
             Some(v @ Value::Object(m)) if !m.is_empty() => {
-                collect_addresses(v, &mut addresses);
+                collect_addresses(v, &mut node_addresses);
                 let doc = Doc::new(v);
                 // Often the very document the configdrive holds: keep one copy.
                 Some(match drive_network {
@@ -168,8 +175,11 @@ impl NodeView {
             }
             _ => None,
         };
-        addresses.sort();
-        addresses.dedup();
+        node_addresses.sort();
+        node_addresses.dedup();
+        drive_addresses.sort();
+        drive_addresses.dedup();
+        drive_addresses.retain(|a| node_addresses.binary_search(a).is_err());
         let info = |k: &str| {
             node.instance_info
                 .get(k)
@@ -184,7 +194,9 @@ impl NodeView {
             configdrive,
             static_network_data,
             generated_network_data: None,
-            addresses,
+            node_addresses,
+            drive_addresses,
+            project: nonempty(&node.lessee).or_else(|| nonempty(&node.owner)),
             macs: Vec::new(),
             project_id: info("project_id")
                 .or_else(|| nonempty(&node.lessee))
@@ -351,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_come_from_configdrive_and_static_network_data() {
+    fn addresses_are_kept_by_who_wrote_them() {
         let n = node(json!({
             "uuid": "u1", "name": "n1", "provision_state": "active",
             "network_data": {"links": [], "services": [], "networks": [
@@ -362,8 +374,10 @@ mod tests {
                 {"id": "d", "type": "ipv4_dhcp", "link": "l", "network_id": "x"}]}}}
         }));
         let v = NodeView::from_ironic(&n);
-        let want: Vec<IpAddr> = vec!["192.0.2.5".parse().unwrap(), "2001:db8::5".parse().unwrap()];
-        assert_eq!(v.addresses, want);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert_eq!(v.node_addresses, vec![ip("192.0.2.5")]);
+        // 192.0.2.5 is the node's own already: the configdrive adds only its other address.
+        assert_eq!(v.drive_addresses, vec![ip("2001:db8::5")]);
     }
 
     #[test]

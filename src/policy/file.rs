@@ -9,7 +9,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Action, ForwardedHeader, PathRule, Quota, TokenMode, Zone};
+use super::{Action, ForwardedHeader, PathRule, PolicySet, Project, Quota, TokenMode, Zone};
+use crate::identity::{Source as ClaimSource, Sources};
 
 /// Largest accepted rate, requests per second per client.
 pub(crate) const MAX_PER_SECOND: f64 = 100_000.0;
@@ -23,6 +24,16 @@ pub(crate) const MAX_HOPS: u8 = 32;
 struct PolicyFile {
     #[serde(default)]
     zone: Vec<Spanned<ZoneFile>>,
+    #[serde(default)]
+    project: Vec<Spanned<ProjectFile>>,
+}
+
+/// Where one project's deployers may claim addresses in their configdrives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    id: Spanned<String>,
+    cidrs: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +62,8 @@ struct ZoneFile {
     verify_mac: Option<Spanned<bool>>,
     #[serde(default)]
     identify_by_mac: Option<Spanned<bool>>,
+    #[serde(default)]
+    identity_sources: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,8 +129,8 @@ pub(crate) fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(files)
 }
 
-/// Read and validate every policy file of `dir` into zones.
-pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Zone>, PolicyError> {
+/// Read and validate every policy file of `dir`.
+pub(crate) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
     let texts = read_dir(dir)?;
     parse_files(texts.iter().map(|(p, t)| (p.as_path(), t.as_str())))
 }
@@ -144,11 +157,12 @@ pub(crate) fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
     h.finish()
 }
 
-/// Validate a set of (path, text) policy files into zones.
+/// Validate a set of (path, text) policy files into zones and projects.
 pub(crate) fn parse_files<'a>(
     files: impl IntoIterator<Item = (&'a Path, &'a str)>,
-) -> Result<Vec<Zone>, PolicyError> {
+) -> Result<PolicySet, PolicyError> {
     let mut zones: Vec<Zone> = Vec::new();
+    let mut projects = ProjectTable::default();
     // Where each zone name and each CIDR was first declared.
     let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
     let mut cidrs: HashMap<IpNet, (String, PathBuf, usize)> = HashMap::new();
@@ -162,6 +176,9 @@ pub(crate) fn parse_files<'a>(
                 message: e.message().trim().to_string(),
             }
         })?;
+        for project in parsed.project {
+            projects.add(&src, project)?;
+        }
         for zone in parsed.zone {
             let zone_line = src.line_of(zone.span().start);
             let z = zone.into_inner();
@@ -195,22 +212,97 @@ pub(crate) fn parse_files<'a>(
             zones.push(zone);
         }
     }
-    Ok(zones)
+    Ok(PolicySet {
+        zones,
+        projects: projects.projects,
+    })
 }
 
+/// The projects read so far, with where each id and CIDR was declared.
+#[derive(Default)]
+struct ProjectTable {
+    projects: Vec<Project>,
+    at: Vec<(PathBuf, usize)>,
+}
+
+impl ProjectTable {
+    /// Adds one `[[project]]`: a new id, CIDRs that overlap no CIDR of any project (its own
+    /// included), so each address belongs to at most one project.
+    fn add(&mut self, src: &Source<'_>, p: Spanned<ProjectFile>) -> Result<(), PolicyError> {
+        let line = src.line_of(p.span().start);
+        let p = p.into_inner();
+        let id = p.id.get_ref().trim().to_string();
+        if id.is_empty() {
+            return Err(src.err(p.id.span(), "project: field id: must not be empty".into()));
+        }
+        if let Some(k) = self.projects.iter().position(|q| q.id == id) {
+            let (file, l) = &self.at[k];
+            return Err(src.err(
+                p.id.span(),
+                format!(
+                    "project {id:?}: field id: duplicate project (first declared at {}:{l})",
+                    file.display()
+                ),
+            ));
+        }
+        if p.cidrs.get_ref().is_empty() {
+            return Err(src.err(
+                p.cidrs.span(),
+                format!("project {id:?}: field cidrs: must list at least one CIDR"),
+            ));
+        }
+        let mut cidrs: Vec<IpNet> = Vec::new();
+        for c in p.cidrs.get_ref() {
+            let net = parse_cidr(src, &format!("project {id:?}"), "cidrs", c)?;
+            self.check_overlap(src, c, &id, net, &cidrs)?;
+            cidrs.push(net);
+        }
+        self.projects.push(Project { id, cidrs });
+        self.at.push((src.path.to_owned(), line));
+        Ok(())
+    }
+
+    fn check_overlap(
+        &self,
+        src: &Source<'_>,
+        at: &Spanned<String>,
+        id: &str,
+        net: IpNet,
+        own: &[IpNet],
+    ) -> Result<(), PolicyError> {
+        let overlaps = |a: &IpNet, b: &IpNet| a.contains(&b.network()) || b.contains(&a.network());
+        if let Some(o) = own.iter().find(|o| overlaps(o, &net)) {
+            return Err(src.err(
+                at.span(),
+                format!("project {id:?}: field cidrs: {net} overlaps {o} of the same project"),
+            ));
+        }
+        for (k, q) in self.projects.iter().enumerate() {
+            if let Some(o) = q.cidrs.iter().find(|o| overlaps(o, &net)) {
+                let (file, line) = &self.at[k];
+                return Err(src.err(
+                    at.span(),
+                    format!(
+                        "project {id:?}: field cidrs: {net} overlaps {o} of project {:?} at {}:{line}",
+                        q.id,
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A CIDR (or a bare address: that one host) of `owner` (`zone "a"`, `project "p"`).
 fn parse_cidr(
     src: &Source<'_>,
-    zone: &str,
+    owner: &str,
     field: &str,
     s: &Spanned<String>,
 ) -> Result<IpNet, PolicyError> {
     let raw = s.get_ref().trim();
-    let err = |why: String| {
-        src.err(
-            s.span(),
-            format!("zone {zone:?}: field {field}: {raw:?} {why}"),
-        )
-    };
+    let err = |why: String| src.err(s.span(), format!("{owner}: field {field}: {raw:?} {why}"));
     // A bare address means that one host.
     let net =
         match raw.parse::<IpNet>() {
@@ -310,10 +402,59 @@ fn path_rules(
         .collect()
 }
 
-/// `verify_mac` and `identify_by_mac`; identifying by MAC needs verifying it.
-fn mac_rules(src: &Source<'_>, name: &str, z: &ZoneFile) -> Result<(bool, bool), PolicyError> {
+/// `identity_sources`: a non-empty list of known sources, each once; all three by default.
+fn identity_sources(src: &Source<'_>, name: &str, z: &ZoneFile) -> Result<Sources, PolicyError> {
+    let Some(list) = &z.identity_sources else {
+        return Ok(Sources::ALL);
+    };
+    if list.get_ref().is_empty() {
+        return Err(src.err(
+            list.span(),
+            format!("zone {name:?}: field identity_sources: must list at least one source"),
+        ));
+    }
+    let mut seen: Vec<ClaimSource> = Vec::new();
+    for item in list.get_ref() {
+        let s = ClaimSource::ALL
+            .into_iter()
+            .find(|s| s.name() == item.get_ref().trim())
+            .ok_or_else(|| {
+                src.err(
+                    item.span(),
+                    format!(
+                        "zone {name:?}: field identity_sources: {:?} is not one of \"node\", \"configdrive\", \"mac\"",
+                        item.get_ref()
+                    ),
+                )
+            })?;
+        if seen.contains(&s) {
+            return Err(src.err(
+                item.span(),
+                format!(
+                    "zone {name:?}: field identity_sources: {:?} is listed twice",
+                    s.name()
+                ),
+            ));
+        }
+        seen.push(s);
+    }
+    Ok(Sources::of(&seen))
+}
+
+/// `verify_mac` and `identify_by_mac`; identifying by MAC needs verifying it, and `mac`
+/// among the zone's identity sources.
+fn mac_rules(
+    src: &Source<'_>,
+    name: &str,
+    z: &ZoneFile,
+    sources: Sources,
+) -> Result<(bool, bool), PolicyError> {
     let verify = z.verify_mac.as_ref().is_some_and(|v| *v.get_ref());
     match &z.identify_by_mac {
+        Some(v) if *v.get_ref() && !sources.accepts(ClaimSource::Mac) => Err(src.err(
+            v.span(),
+            format!("zone {name:?}: field identify_by_mac: needs \"mac\" in identity_sources"),
+        )),
         Some(v) if *v.get_ref() && !verify => Err(src.err(
             v.span(),
             format!(
@@ -338,12 +479,12 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         .cidrs
         .get_ref()
         .iter()
-        .map(|c| parse_cidr(src, &name, "cidrs", c))
+        .map(|c| parse_cidr(src, &format!("zone {name:?}"), "cidrs", c))
         .collect::<Result<Vec<_>, _>>()?;
     let trusted_proxies = z
         .trusted_proxies
         .iter()
-        .map(|c| parse_cidr(src, &name, "trusted_proxies", c))
+        .map(|c| parse_cidr(src, &format!("zone {name:?}"), "trusted_proxies", c))
         .collect::<Result<Vec<_>, _>>()?;
     let quota = quota(src, &name, &z.rate_limit)?;
     let ipv6_prefix = bounded(src, &name, "ipv6_prefix", &z.ipv6_prefix, (1, 128, 64))?;
@@ -360,7 +501,8 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         Some(list) => path_rules(src, &name, "paths", list)?,
     };
     let deny_paths = path_rules(src, &name, "deny_paths", &z.deny_paths)?;
-    let (verify_mac, identify_by_mac) = mac_rules(src, &name, &z)?;
+    let sources = identity_sources(src, &name, &z)?;
+    let (verify_mac, identify_by_mac) = mac_rules(src, &name, &z, sources)?;
     Ok(Zone {
         name,
         cidrs,
@@ -375,6 +517,7 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         deny_paths,
         verify_mac,
         identify_by_mac,
+        sources,
     })
 }
 
@@ -383,7 +526,9 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Result<Vec<Zone>, String> {
-        parse_files([(Path::new("p.toml"), text)]).map_err(|e| e.to_string())
+        parse_files([(Path::new("p.toml"), text)])
+            .map(|set| set.zones)
+            .map_err(|e| e.to_string())
     }
 
     const OK: &str = "[[zone]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/8\", \"fd00::/8\"]\naction = \"allow\"\nrate_limit = { per_second = 5, burst = 10 }\n";
@@ -408,7 +553,7 @@ mod tests {
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.1/8\"]\naction = \"allow\"\n",
              "p.toml:3: zone \"a\": field cidrs: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\ncolour = \"blue\"\n",
-             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`"),
+             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`, `identity_sources`"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 5 }\n",
              "p.toml:5: zone \"a\": field rate_limit.per_second: 0 is outside 0.000012 (one a day) to 100000"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 1, burst = 0 }\n",
@@ -429,6 +574,40 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(one(text).unwrap_err(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn projects_and_identity_sources_are_checked() {
+        let z = "[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\n";
+        let cases = [
+            (format!("{z}identity_sources = [\"node\", \"dhcp\"]\n"),
+             "p.toml:5: zone \"a\": field identity_sources: \"dhcp\" is not one of \"node\", \"configdrive\", \"mac\""),
+            (format!("{z}identity_sources = [\"node\", \"node\"]\n"),
+             "p.toml:5: zone \"a\": field identity_sources: \"node\" is listed twice"),
+            (format!("{z}identity_sources = []\n"),
+             "p.toml:5: zone \"a\": field identity_sources: must list at least one source"),
+            (format!("{z}verify_mac = true\nidentify_by_mac = true\nidentity_sources = [\"node\"]\n"),
+             "p.toml:6: zone \"a\": field identify_by_mac: needs \"mac\" in identity_sources"),
+            ("[[project]]\nid = \"p\"\ncidrs = [\"10.0.0.0/16\", \"10.0.1.0/24\"]\n".into(),
+             "p.toml:3: project \"p\": field cidrs: 10.0.1.0/24 overlaps 10.0.0.0/16 of the same project"),
+            ("[[project]]\nid = \"p\"\ncidrs = [\"10.0.0.0/16\"]\n[[project]]\nid = \"q\"\ncidrs = [\"10.0.0.0/8\"]\n".into(),
+             "p.toml:6: project \"q\": field cidrs: 10.0.0.0/8 overlaps 10.0.0.0/16 of project \"p\" at p.toml:1"),
+            ("[[project]]\nid = \"p\"\ncidrs = [\"10.0.0.0/16\"]\n[[project]]\nid = \"p\"\ncidrs = [\"10.1.0.0/16\"]\n".into(),
+             "p.toml:5: project \"p\": field id: duplicate project (first declared at p.toml:1)"),
+            ("[[project]]\nid = \"p\"\ncidrs = [\"10.0.0.1/16\"]\n".into(),
+             "p.toml:3: project \"p\": field cidrs: \"10.0.0.1/16\" has host bits set (did you mean 10.0.0.0/16?)"),
+            ("[[project]]\nid = \"\"\ncidrs = [\"10.0.0.0/16\"]\n".into(),
+             "p.toml:2: project: field id: must not be empty"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(one(&text).unwrap_err(), want, "{text}");
+        }
+        let set = parse_files([(Path::new("p.toml"), &*format!("{z}identity_sources = [\"node\", \"mac\"]\n[[project]]\nid = \"p\"\ncidrs = [\"10.1.0.0/16\", \"192.0.2.7\"]\n"))]).unwrap();
+        assert_eq!(
+            set.zones[0].sources,
+            Sources::of(&[ClaimSource::Node, ClaimSource::Mac])
+        );
+        assert_eq!(set.projects[0].cidrs.len(), 2);
     }
 
     #[test]

@@ -29,13 +29,30 @@ fn governor_quota(q: Quota) -> governor::Quota {
 }
 
 /// The address a client is counted under: itself for IPv4 (and IPv4-mapped IPv6), its
-/// prefix of `ipv6_prefix` bits for IPv6.
+/// prefix of `ipv6_prefix` bits for IPv6; an IPv6 link-local client by its whole address,
+/// as [`scoped`] folds its interface in (`fe80::/64` is every link's).
 pub(crate) fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => IpAddr::V6(v6),
         v6 => IpNet::new(v6, ipv6_prefix)
             .map(|n| n.trunc().addr())
             .unwrap_or(v6),
+    }
+}
+
+/// A link-local client's address with the index of the interface it asked on written into
+/// bits 32 to 63, which the link-local prefix leaves zero: one key per (interface, address).
+/// Any other address is itself.
+pub(crate) fn scoped(ip: IpAddr, scope: u32) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+            let mut seg = v6.segments();
+            seg[2] = (scope >> 16) as u16;
+            seg[3] = scope as u16;
+            IpAddr::V6(seg.into())
+        }
+        other => other,
     }
 }
 
@@ -114,6 +131,20 @@ mod tests {
         assert!(l.check("2001:db8::ffff:2".parse().unwrap()).is_ok());
         assert!(l.check("2001:db8::3".parse().unwrap()).is_err());
         assert!(l.check("2001:db8:0:1::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_link_local_client_is_its_address_on_its_interface() {
+        let (l, _) = limiter(1.0, 1);
+        let ll: IpAddr = "fe80::1".parse().unwrap();
+        assert!(l.check(scoped(ll, 2)).is_ok());
+        assert!(l.check(scoped(ll, 2)).is_err());
+        // The same address on another interface, and another address on the same one.
+        assert!(l.check(scoped(ll, 3)).is_ok());
+        assert!(l.check(scoped("fe80::2".parse().unwrap(), 2)).is_ok());
+        // Other addresses are not changed.
+        let g: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(scoped(g, 2), g);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::identity::{ProjectScopes, Sources};
 use limiter::ZoneLimiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,6 +118,22 @@ pub(crate) struct Zone {
     pub(crate) verify_mac: bool,
     /// A client whose address no node claims is identified by its MAC's Ironic port.
     pub(crate) identify_by_mac: bool,
+    /// The claim sources that identify a client in this zone.
+    pub(crate) sources: Sources,
+}
+
+/// One project's CIDRs: where its deployers' configdrives may claim addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Project {
+    pub(crate) id: String,
+    pub(crate) cidrs: Vec<IpNet>,
+}
+
+/// What a set of policy files declares.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicySet {
+    pub(crate) zones: Vec<Zone>,
+    pub(crate) projects: Vec<Project>,
 }
 
 impl Zone {
@@ -141,6 +158,7 @@ pub(crate) struct ActiveZone {
 /// A validated, indexed policy.
 pub(crate) struct Policy {
     zones: Vec<ActiveZone>,
+    projects: Vec<Project>,
     /// Per prefix length (longest first): network → zone index.
     by_prefix: Vec<(u8, bool, HashMap<IpNet, usize>)>,
 }
@@ -148,7 +166,8 @@ pub(crate) struct Policy {
 impl Policy {
     /// Index `zones`, keeping the limiter state of zones whose limit did not change so a
     /// reload never hands a flooding client a fresh burst.
-    pub(crate) fn build(zones: Vec<Zone>, previous: Option<&Policy>) -> Policy {
+    pub(crate) fn build(set: PolicySet, previous: Option<&Policy>) -> Policy {
+        let PolicySet { zones, projects } = set;
         let mut by_len: HashMap<(u8, bool), HashMap<IpNet, usize>> = HashMap::new();
         for (i, z) in zones.iter().enumerate() {
             for net in &z.cidrs {
@@ -185,7 +204,11 @@ impl Policy {
                 }
             })
             .collect();
-        Policy { zones, by_prefix }
+        Policy {
+            zones,
+            projects,
+            by_prefix,
+        }
     }
 
     /// The zone whose most specific CIDR contains `ip`.
@@ -209,11 +232,13 @@ impl Policy {
     /// The key a connection from `peer` is counted under for the per-client connection
     /// cap: `None` for a trusted proxy of its zone (it carries many clients), otherwise the
     /// address as its zone's rate limiter keys it (IPv6 by prefix; a /64 outside any zone).
-    pub(crate) fn connection_key(&self, peer: IpAddr) -> Option<IpAddr> {
+    /// A link-local peer is counted per (interface `scope`, address).
+    pub(crate) fn connection_key(&self, peer: IpAddr, scope: u32) -> Option<IpAddr> {
+        let key = limiter::scoped(peer, scope);
         match self.zone_for(peer) {
             Some(z) if z.zone.trusts(peer) => None,
-            Some(z) => Some(limiter::client_key(peer, z.zone.ipv6_prefix)),
-            None => Some(limiter::client_key(peer, 64)),
+            Some(z) => Some(limiter::client_key(key, z.zone.ipv6_prefix)),
+            None => Some(limiter::client_key(key, 64)),
         }
     }
 
@@ -234,63 +259,23 @@ impl Policy {
         total
     }
 
-    /// Human-readable table of the effective zones, most specific CIDR first.
+    /// Human-readable table of the effective zones, most specific CIDR first, then the
+    /// projects' CIDRs.
     pub(crate) fn describe(&self) -> String {
         let mut rows: Vec<(u8, String)> = Vec::new();
         for z in &self.zones {
-            for net in &z.zone.cidrs {
-                let zone = &z.zone;
-                let extra = match zone.action {
-                    Action::Deny => String::new(),
-                    Action::Allow => {
-                        let mut parts = vec![format!(
-                            "{}/s burst {}",
-                            zone.quota.per_second, zone.quota.burst
-                        )];
-                        if zone.tokens == TokenMode::Required {
-                            parts.push("tokens required".into());
-                        }
-                        if zone.identify_by_mac {
-                            parts.push("MAC verified, identifies".into());
-                        } else if zone.verify_mac {
-                            parts.push("MAC verified".into());
-                        }
-                        if !zone.trusted_proxies.is_empty() {
-                            let proxies: Vec<String> =
-                                zone.trusted_proxies.iter().map(|p| p.to_string()).collect();
-                            parts.push(format!(
-                                "trusts {} via {}",
-                                proxies.join(","),
-                                match zone.forwarded_header {
-                                    ForwardedHeader::XForwardedFor => "X-Forwarded-For",
-                                    ForwardedHeader::Forwarded => "Forwarded",
-                                }
-                            ));
-                        }
-                        let paths: Vec<String> = zone.paths.iter().map(|p| p.to_string()).collect();
-                        if paths != ["/"] {
-                            parts.push(format!("paths {}", paths.join(",")));
-                        }
-                        if !zone.deny_paths.is_empty() {
-                            let d: Vec<String> =
-                                zone.deny_paths.iter().map(|p| p.to_string()).collect();
-                            parts.push(format!("not {}", d.join(",")));
-                        }
-                        parts.join("; ")
-                    }
-                };
-                let action = match zone.action {
-                    Action::Allow => "allow",
-                    Action::Deny => "deny",
-                };
-                rows.push((
-                    net.prefix_len(),
-                    format!(
-                        "{:<24} {:<16} {action:<6} {extra}",
-                        net.to_string(),
-                        zone.name
-                    ),
-                ));
+            let zone = &z.zone;
+            let (action, extra) = match zone.action {
+                Action::Deny => ("deny", String::new()),
+                Action::Allow => ("allow", zone.summary()),
+            };
+            for net in &zone.cidrs {
+                let row = format!(
+                    "{:<24} {:<16} {action:<6} {extra}",
+                    net.to_string(),
+                    zone.name
+                );
+                rows.push((net.prefix_len(), row));
             }
         }
         rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -303,7 +288,64 @@ impl Policy {
             out.push('\n');
         }
         out.push_str(&format!("{:<24} {:<16} deny\n", "any other address", "-"));
+        for p in &self.projects {
+            let cidrs: Vec<String> = p.cidrs.iter().map(|c| c.to_string()).collect();
+            out.push_str(&format!(
+                "project {:?}: configdrives may claim {}\n",
+                p.id,
+                cidrs.join(", ")
+            ));
+        }
         out
+    }
+}
+
+impl Zone {
+    /// The zone's limits and rules in one line, for `policy check`.
+    fn summary(&self) -> String {
+        let mut parts = vec![format!(
+            "{}/s burst {}",
+            self.quota.per_second, self.quota.burst
+        )];
+        if self.tokens == TokenMode::Required {
+            parts.push("tokens required".into());
+        }
+        if self.identify_by_mac {
+            parts.push("MAC verified, identifies".into());
+        } else if self.verify_mac {
+            parts.push("MAC verified".into());
+        }
+        if self.sources != Sources::ALL {
+            parts.push(format!("identity from {}", self.sources.names().join(",")));
+        }
+        if !self.trusted_proxies.is_empty() {
+            let proxies: Vec<String> = self.trusted_proxies.iter().map(|p| p.to_string()).collect();
+            let header = match self.forwarded_header {
+                ForwardedHeader::XForwardedFor => "X-Forwarded-For",
+                ForwardedHeader::Forwarded => "Forwarded",
+            };
+            parts.push(format!("trusts {} via {header}", proxies.join(",")));
+        }
+        let paths: Vec<String> = self.paths.iter().map(|p| p.to_string()).collect();
+        if paths != ["/"] {
+            parts.push(format!("paths {}", paths.join(",")));
+        }
+        if !self.deny_paths.is_empty() {
+            let d: Vec<String> = self.deny_paths.iter().map(|p| p.to_string()).collect();
+            parts.push(format!("not {}", d.join(",")));
+        }
+        parts.join("; ")
+    }
+}
+
+impl ProjectScopes for Policy {
+    fn allows(&self, project: Option<&str>, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        project.is_some_and(|id| {
+            self.projects
+                .iter()
+                .any(|p| p.id == id && p.cidrs.iter().any(|n| n.contains(&ip)))
+        })
     }
 }
 

@@ -33,8 +33,8 @@ impl PolicyStore {
     /// Load the directory; an invalid set is an error (fatal at start-up).
     pub(crate) fn load(dir: &Path, metrics: Arc<Metrics>) -> Result<PolicyStore, PolicyError> {
         let files = file::read_dir(dir)?;
-        let zones = file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))?;
-        let policy = Policy::build(zones, None);
+        let set = file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))?;
+        let policy = Policy::build(set, None);
         metrics.policy_zones.set(policy.zones().len() as i64);
         Ok(PolicyStore {
             dir: dir.to_owned(),
@@ -59,12 +59,12 @@ impl PolicyStore {
                 return Ok(None);
             }
             file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))
-                .map(|zones| Some((zones, print)))
+                .map(|set| Some((set, print)))
         });
         match parsed {
             Ok(None) => Ok(()),
-            Ok(Some((zones, print))) => {
-                let policy = Policy::build(zones, Some(&self.current.load()));
+            Ok(Some((set, print))) => {
+                let policy = Policy::build(set, Some(&self.current.load()));
                 *last = print;
                 let n = policy.zones().len();
                 self.current.store(Arc::new(policy));

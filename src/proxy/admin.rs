@@ -11,39 +11,44 @@ use pingora::protocols::http::ServerSession;
 
 use crate::inventory::Catalog;
 use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
 
 pub(crate) struct AdminApp {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) metrics: Arc<Metrics>,
-    /// The metadata listener's address, checked until it first accepts a connection.
-    pub(crate) listen: SocketAddr,
+    pub(crate) policy: Arc<PolicyStore>,
+    /// The metadata listeners' addresses, checked until each has accepted a connection.
+    pub(crate) listen: Vec<SocketAddr>,
     pub(crate) listening: AtomicBool,
 }
 
 impl AdminApp {
-    /// pingora starts listeners without telling when they are bound: ask the metadata
+    /// pingora starts listeners without telling when they are bound: ask each metadata
     /// port itself (the loopback of its family when it listens on every address).
     async fn metadata_listening(&self) -> bool {
         if self.listening.load(Ordering::Relaxed) {
             return true;
         }
-        let mut target = self.listen;
-        if target.ip().is_unspecified() {
-            target.set_ip(match target {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        for addr in &self.listen {
+            let mut target = *addr;
+            if target.ip().is_unspecified() {
+                target.set_ip(match target {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let up = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(target),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok());
+            if !up {
+                return false;
+            }
         }
-        let up = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(target),
-        )
-        .await
-        .is_ok_and(|c| c.is_ok());
-        if up {
-            self.listening.store(true, Ordering::Relaxed);
-        }
-        up
+        self.listening.store(true, Ordering::Relaxed);
+        true
     }
 }
 
@@ -58,6 +63,7 @@ impl ServeHttp for AdminApp {
             path,
             &self.catalog,
             &self.metrics,
+            &*self.policy.current(),
             listening,
         );
         let mut builder = http::Response::builder().status(reply.status);

@@ -110,10 +110,11 @@ impl ServerApp for Listener {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // Fail closed: a connection without a peer address has nobody to answer for.
-        let peer = stream
+        let addr = stream
             .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))?;
-        let key = self.policy.current().connection_key(peer);
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())?;
+        let (peer, scope) = super::metadata::ip_and_scope(addr);
+        let key = self.policy.current().connection_key(peer, scope);
         let slot = match self.conns.acquire(key) {
             Ok(slot) => slot,
             Err(refusal) => {

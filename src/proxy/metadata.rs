@@ -89,11 +89,22 @@ fn header_values<'a>(h: &'a pingora::http::RequestHeader, name: &str) -> Vec<&'a
         .collect()
 }
 
-fn peer_of(session: &Session) -> Option<IpAddr> {
+/// The peer's address and, for an IPv6 one, the index of the interface it is on (the scope
+/// the kernel gives a link-local peer; `0` otherwise).
+pub(crate) fn ip_and_scope(addr: std::net::SocketAddr) -> (IpAddr, u32) {
+    match addr {
+        std::net::SocketAddr::V6(a) if a.ip().is_unicast_link_local() => {
+            (IpAddr::V6(*a.ip()), a.scope_id())
+        }
+        a => (a.ip(), 0),
+    }
+}
+
+fn peer_of(session: &Session) -> Option<(IpAddr, u32)> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+        .map(|a| ip_and_scope(*a))
 }
 
 impl MetadataApp {
@@ -119,6 +130,7 @@ impl MetadataApp {
                 .path_and_query()
                 .map_or_else(|| header.uri.path(), |p| p.as_str()),
             peer,
+            scope: 0,
             x_forwarded_for: xff,
             forwarded: fwd,
             token: first("x-aws-ec2-metadata-token"),
@@ -171,7 +183,7 @@ impl ProxyHttp for MetadataApp {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // pingora keeps idle downstream connections forever unless told otherwise.
         session.set_keepalive(Some(self.keepalive_seconds));
-        let peer = peer_of(session);
+        let (peer, scope) = peer_of(session).unzip();
         let Ok(body) = self.body(session).await else {
             let outcome = Outcome::new(Err(Refusal::BodyTimeout.into()), Default::default());
             ctx.record = Some(outcome.record);
@@ -184,7 +196,8 @@ impl ProxyHttp for MetadataApp {
             header_values(header, "x-forwarded-for"),
             header_values(header, "forwarded"),
         );
-        let req = self.request(header, peer, body.as_deref(), &xff, &fwd);
+        let mut req = self.request(header, peer, body.as_deref(), &xff, &fwd);
+        req.scope = scope.unwrap_or(0);
         let today = handle::today_utc();
         let policy = self.policy.current();
         // A TCP connection cannot change hands between hosts: its peer's MAC is asked once.
@@ -240,7 +253,7 @@ impl ProxyHttp for MetadataApp {
             status,
             header.method.as_str(),
             path,
-            peer_of(session),
+            peer_of(session).map(|p| p.0),
         );
     }
 }

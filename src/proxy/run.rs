@@ -77,7 +77,8 @@ impl BackgroundService for PolicyService {
 /// not be called from inside a tokio runtime.
 pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
     let s = &p.settings;
-    tracing::info!(listen = %s.listen, admin = %s.admin, "serving metadata");
+    let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
+    tracing::info!(listen = %listen.join(","), admin = %s.admin, "serving metadata");
     let conf = ServerConf {
         threads: s.threads,
         grace_period_seconds: Some(s.shutdown_grace_seconds),
@@ -110,13 +111,16 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         keepalive: Duration::from_secs(s.keepalive_seconds),
     };
     let mut metadata = Service::new("metadata".to_string(), listener);
-    metadata.add_tcp(&s.listen.to_string());
+    for addr in &listen {
+        metadata.add_tcp(addr);
+    }
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp {
             catalog: p.catalog.clone(),
             metrics: p.metrics.clone(),
-            listen: s.listen,
+            policy: p.policy.clone(),
+            listen: s.listen.clone(),
             listening: Default::default(),
         },
     );

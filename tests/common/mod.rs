@@ -92,12 +92,13 @@ impl Server {
             let mut cmd = bin();
             cmd.arg("serve")
                 .args(source)
-                .args([
-                    "--bind",
-                    &bind.to_string(),
-                    "--port",
-                    &addr.port().to_string(),
-                ])
+                // A test that lists its own addresses (`--bind A,B`) gets them instead.
+                .args(if extra.contains(&"--bind") {
+                    vec![]
+                } else {
+                    vec!["--bind".to_string(), bind.to_string()]
+                })
+                .args(["--port", &addr.port().to_string()])
                 .args([
                     "--admin",
                     &admin.to_string(),
