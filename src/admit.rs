@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::identity::link::{Client, MacRule};
+use crate::identity::link::{Client, MacRule, Rules};
 use crate::identity::neighbour::Neighbours;
 use crate::identity::Sources;
 use crate::inventory::Catalog;
@@ -79,13 +79,33 @@ pub(crate) enum Admitted {
     /// Answered without node data (version lists, a session token).
     Answered(Reply),
     /// Needs identity and rendering.
-    Node {
-        client: Client,
-        route: Route,
-        mac: MacRule,
-        /// The claim sources the client's zone accepts.
-        sources: Sources,
-    },
+    Node(NodeRequest),
+}
+
+/// An admitted request for one node's data.
+pub(crate) struct NodeRequest {
+    pub(crate) client: Client,
+    pub(crate) route: Route,
+    pub(crate) mac: MacRule,
+    /// The claim sources the client's zone accepts.
+    pub(crate) sources: Sources,
+}
+
+impl NodeRequest {
+    /// The zone's identity rules, with the policy's projects.
+    pub(crate) fn rules<'a>(&self, ctx: &Context<'a>) -> Rules<'a> {
+        Rules {
+            mac: self.mac,
+            sources: self.sources,
+            scopes: ctx.policy,
+        }
+    }
+
+    /// A POST of the password: the one request whose body is read.
+    pub(crate) fn is_password_post(&self, req: &Request<'_>) -> bool {
+        req.method == "POST"
+            && matches!(&self.route, Route::OpenStack { file: Some(f), .. } if f == "password")
+    }
 }
 
 /// Steps 1 to 5, in order; `seen` records the client and zone as they are settled.
@@ -104,20 +124,25 @@ pub(crate) fn admit(
     let scope = if client == peer { req.scope } else { 0 };
     rate_limit(zone, limiter::scoped(client, scope))?;
     let segments = hygiene(req)?;
-    if req.method == "PUT" {
-        return put_token(ctx, req, client, &segments).map(Admitted::Answered);
-    }
     method_allowed(req, &segments)?;
-    if !zone.zone.serves_path(&segments) {
-        return Err(Refusal::PathDenied.into());
+    // A token is issued at `latest` only, as AWS does.
+    if req.method == "PUT" && segments[0] != "latest" {
+        return Err(Denied::new(Refusal::TokenPutForbidden).detail("token PUT to a versioned path"));
     }
     let route = route::parse_normalised(segments).map_err(route_refusal)?;
+    // The zone's path rules apply to the route, whichever way it was spelt, token PUTs too.
+    if !zone.zone.serves_route(&route::canonical(&route)) {
+        return Err(Refusal::PathDenied.into());
+    }
+    if req.method == "PUT" {
+        return put_token(ctx, req, client).map(Admitted::Answered);
+    }
     session_token(ctx, zone, client, req)?;
     // Version lists hold no node data: answered for anyone admitted, as Nova does.
     Ok(match route {
         Route::Ec2Versions => Admitted::Answered(render::ec2_versions()),
         Route::OpenStackVersions => Admitted::Answered(render::openstack_versions(ctx.today)),
-        route => Admitted::Node {
+        route => Admitted::Node(NodeRequest {
             client: Client { ip: client, scope },
             route,
             mac: MacRule {
@@ -126,7 +151,7 @@ pub(crate) fn admit(
                 direct: client == peer,
             },
             sources: zone.zone.sources,
-        },
+        }),
     })
 }
 
@@ -192,18 +217,20 @@ fn hygiene(req: &Request<'_>) -> Result<Vec<String>, Denied> {
     Ok(segments)
 }
 
-/// Reads carry no body; the only write besides the token PUT is where an instance sets its
-/// password (cloudbase-init).
+/// Reads carry no body; the writes are the token PUT (AWS IMDSv2) and the password POST
+/// (cloudbase-init).
 fn method_allowed(req: &Request<'_>, segments: &[String]) -> Result<(), Denied> {
     let read = req.method == "GET" || req.method == "HEAD";
     if req.has_body && read {
         return Err(Refusal::BodyNotAccepted.into());
     }
-    let password_post = req.method == "POST"
-        && segments.len() == 3
-        && segments[0] == "openstack"
-        && segments[2] == "password";
-    if read || password_post {
+    let allowed = match req.method {
+        "GET" | "HEAD" => true,
+        "PUT" => segments.len() == 3 && segments[1] == "api" && segments[2] == "token",
+        "POST" => segments.len() == 3 && segments[0] == "openstack" && segments[2] == "password",
+        _ => false,
+    };
+    if allowed {
         Ok(())
     } else {
         Err(Refusal::MethodNotAllowed.into())
@@ -236,24 +263,11 @@ fn session_token(
 }
 
 /// `PUT /latest/api/token`, as AWS IMDSv2 answers it.
-fn put_token(
-    ctx: &Context<'_>,
-    req: &Request<'_>,
-    client: IpAddr,
-    segments: &[String],
-) -> Result<Reply, Denied> {
-    let is_token_path = segments.len() == 3 && segments[1] == "api" && segments[2] == "token";
-    if !is_token_path {
-        return Err(Refusal::MethodNotAllowed.into());
-    }
-    if segments[0] != "latest" {
-        return Err(Denied::new(Refusal::TokenPutForbidden).detail("token PUT to a versioned path"));
-    }
-    // A PUT that went through a proxy must not yield a token (AWS's rule).
-    if !req.x_forwarded_for.is_empty() {
-        return Err(
-            Denied::new(Refusal::TokenPutForbidden).detail("token PUT with X-Forwarded-For")
-        );
+fn put_token(ctx: &Context<'_>, req: &Request<'_>, client: IpAddr) -> Result<Reply, Denied> {
+    // A PUT that went through a proxy must not yield a token (AWS's rule), whichever header
+    // the proxy wrote.
+    if !req.x_forwarded_for.is_empty() || !req.forwarded.is_empty() {
+        return Err(Denied::new(Refusal::TokenPutForbidden).detail("token PUT through a proxy"));
     }
     let ttl = token::parse_ttl(req.token_ttl).ok_or(Refusal::TokenBadTtl)?;
     let mut reply = Reply::text(ctx.tokens.issue(client, ctx.now, ttl));

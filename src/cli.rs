@@ -81,6 +81,11 @@ pub(crate) struct ServeArgs {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long = "admin", env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
     pub(crate) admin: SocketAddr,
+    /// Let the admin listener bind every address (0.0.0.0 or [::]), which includes the
+    /// metadata address: only where nodes cannot reach this host's other ports (a pod
+    /// behind a Service, with a NetworkPolicy on the admin port).
+    #[arg(long = "admin-on-all-addresses", env = "ADMIN_ON_ALL_ADDRESSES")]
+    pub(crate) admin_on_all_addresses: bool,
     /// Serve the nodes of this inventory file (an Ironic dump: {"nodes", "ports", "portgroups"}).
     #[arg(long = "inventory", env = "INVENTORY_FILE")]
     pub(crate) inventory: Option<PathBuf>,
@@ -142,12 +147,13 @@ pub(crate) struct ServeArgs {
     #[arg(long = "threads", env = "THREADS")]
     pub(crate) threads: Option<usize>,
     /// Seconds an idle keep-alive connection is kept open.
-    #[arg(
-        long = "keepalive-seconds",
-        env = "KEEPALIVE_SECONDS",
-        default_value_t = 15
-    )]
+    #[arg(long = "keepalive-seconds", env = "KEEPALIVE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) keepalive_seconds: u64,
+    /// Seconds one write of an answer may wait for a client that does not read; the whole
+    /// exchange after the headers is bounded by the header timeout, the on-demand Ironic
+    /// wait and this.
+    #[arg(long = "write-timeout-seconds", env = "WRITE_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub(crate) write_timeout_seconds: u64,
     /// Seconds a new connection has to send its first request's headers (a kept-alive
     /// one: the keep-alive time plus this). Slower: the connection is closed.
     #[arg(long = "header-timeout-seconds", env = "HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]

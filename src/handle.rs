@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::admit::{admit, Admitted, Context, Request, Seen};
+use crate::admit::{admit, Admitted, Context, NodeRequest, Request, Seen};
 use crate::identity::link::{identify, Client, Rules};
 use crate::inventory::OnDemand;
 use crate::metadata::password::PasswordError;
@@ -62,6 +62,20 @@ impl Outcome {
     }
 }
 
+/// Where a request stands after admission.
+pub(crate) enum Step {
+    Done(Outcome),
+    /// Admitted, and its body is needed (a password POST): read it, then [`resume`]. A
+    /// body is never read before the client is admitted.
+    NeedsBody(Pending),
+}
+
+/// An admitted request waiting for its body.
+pub(crate) struct Pending {
+    seen: Seen,
+    node: NodeRequest,
+}
+
 /// The whole path, plus one on-demand refresh when the address is unknown: a node deployed
 /// a moment ago is answered on its first request. Before the first inventory has loaded an
 /// unknown address gets 503 rather than a 404 that would read as "no such node".
@@ -69,56 +83,68 @@ pub(crate) async fn handle(
     ctx: &Context<'_>,
     on_demand: Option<&dyn OnDemand>,
     req: &Request<'_>,
-) -> Outcome {
+) -> Step {
     let mut seen = Seen::default();
     let result = match admit(ctx, req, &mut seen) {
-        Ok(Admitted::Answered(reply)) => Ok(reply),
-        Ok(Admitted::Node {
-            client,
-            route,
-            mac,
-            sources,
-        }) => {
-            let rules = Rules {
-                mac,
-                sources,
-                scopes: ctx.policy,
-            };
-            let mut result = serve(ctx, req, client, &route, &rules, &mut seen);
-            if unknown(&result) {
-                if let Some(source) = on_demand {
-                    if source.refresh_for(client.ip).await {
-                        result = serve(ctx, req, client, &route, &rules, &mut seen);
-                    }
-                }
-            }
-            if unknown(&result) && !ctx.catalog.status().ready {
-                result = Err(Denied::new(Refusal::NotReady).detail("no inventory loaded yet"));
-            }
-            result
+        Ok(Admitted::Node(node)) if node.is_password_post(req) => {
+            return Step::NeedsBody(Pending { seen, node });
         }
+        Ok(Admitted::Node(node)) => {
+            return Step::Done(answer(ctx, on_demand, req, node, seen).await)
+        }
+        Ok(Admitted::Answered(reply)) => Ok(reply),
         Err(d) => Err(d),
     };
+    Step::Done(conditional(Outcome::new(result, seen), req.if_none_match))
+}
+
+/// The rest of the path once the body of `pending` is in `req.body`, or did not arrive in
+/// time (`timed_out`).
+pub(crate) async fn resume(
+    ctx: &Context<'_>,
+    on_demand: Option<&dyn OnDemand>,
+    req: &Request<'_>,
+    pending: Pending,
+    timed_out: bool,
+) -> Outcome {
+    if timed_out {
+        return Outcome::new(Err(Refusal::BodyTimeout.into()), pending.seen);
+    }
+    answer(ctx, on_demand, req, pending.node, pending.seen).await
+}
+
+/// Identity and rendering, with one on-demand refresh for an unknown address.
+async fn answer(
+    ctx: &Context<'_>,
+    on_demand: Option<&dyn OnDemand>,
+    req: &Request<'_>,
+    node: NodeRequest,
+    mut seen: Seen,
+) -> Outcome {
+    let rules = node.rules(ctx);
+    let mut result = serve(ctx, req, node.client, &node.route, &rules, &mut seen);
+    if unknown(&result) {
+        if let Some(source) = on_demand {
+            if source.refresh_for(node.client.ip).await {
+                result = serve(ctx, req, node.client, &node.route, &rules, &mut seen);
+            }
+        }
+    }
+    if unknown(&result) && !ctx.catalog.status().ready {
+        result = Err(Denied::new(Refusal::NotReady).detail("no inventory loaded yet"));
+    }
     conditional(Outcome::new(result, seen), req.if_none_match)
 }
 
-/// The whole path without on-demand refresh (file inventories, tests, benchmarks).
+/// The whole path without on-demand refresh (file inventories, tests, benchmarks); a
+/// password POST's body is taken from `req`.
 pub(crate) fn handle_now(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
     let mut seen = Seen::default();
     let result = admit(ctx, req, &mut seen).and_then(|admitted| match admitted {
         Admitted::Answered(reply) => Ok(reply),
-        Admitted::Node {
-            client,
-            route,
-            mac,
-            sources,
-        } => {
-            let rules = Rules {
-                mac,
-                sources,
-                scopes: ctx.policy,
-            };
-            serve(ctx, req, client, &route, &rules, &mut seen)
+        Admitted::Node(node) => {
+            let rules = node.rules(ctx);
+            serve(ctx, req, node.client, &node.route, &rules, &mut seen)
         }
     });
     conditional(Outcome::new(result, seen), req.if_none_match)

@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_refused: IntCounterVec,
     /// Connections closed because a request's headers did not arrive in time.
     pub(crate) header_timeouts: IntCounter,
+    /// Connections closed because an exchange (body, answer) did not finish in time.
+    pub(crate) exchange_timeouts: IntCounter,
 }
 
 /// Creates metrics and registers each in the registry as it is made.
@@ -145,6 +147,10 @@ impl Metrics {
             header_timeouts: m.counter(
                 "metadata_header_timeouts_total",
                 "Connections closed because request headers did not arrive in time",
+            ),
+            exchange_timeouts: m.counter(
+                "metadata_exchange_timeouts_total",
+                "Connections closed because an answer was not taken (or a body not sent) in time",
             ),
             registry: m.0,
         }

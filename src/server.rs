@@ -39,6 +39,9 @@ pub(crate) struct Settings {
     pub(crate) served_states: Vec<String>,
     pub(crate) threads: usize,
     pub(crate) keepalive_seconds: u64,
+    pub(crate) write_timeout_seconds: u64,
+    /// Longest a request waits for an on-demand refresh of the inventory.
+    pub(crate) on_demand_wait: Duration,
     pub(crate) max_header_count: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) header_timeout_seconds: u64,
@@ -64,6 +67,8 @@ pub(crate) enum StartError {
     },
     #[error("--bind: {0}")]
     BindList(String),
+    #[error("the admin listener {0} would answer on the metadata address too: give it an address of its own (e.g. 127.0.0.1:9180), or pass --admin-on-all-addresses where nodes cannot reach this host's other ports")]
+    AdminOnAllAddresses(SocketAddr),
     #[error("--threads must be at least 1")]
     NoThreads,
     #[error("--served-states lists no state")]
@@ -136,14 +141,11 @@ impl Settings {
                 bind,
             });
         }
-        if a.admin.ip().is_unspecified() {
-            tracing::warn!(admin = %a.admin, "the admin listener accepts connections on every local address");
+        // Every local address includes the metadata one, where every node asks.
+        if a.admin.ip().is_unspecified() && !a.admin_on_all_addresses {
+            return Err(StartError::AdminOnAllAddresses(a.admin));
         }
-        let threads = match a.threads {
-            Some(0) => return Err(StartError::NoThreads),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let threads = threads(a.threads)?;
         let served_states: Vec<String> = a
             .served_states
             .iter()
@@ -153,6 +155,10 @@ impl Settings {
         if served_states.is_empty() {
             return Err(StartError::NoServedStates);
         }
+        let on_demand_wait = match &source {
+            Source::Ironic(_, r) => r.on_demand_wait,
+            Source::File(_) => Duration::ZERO,
+        };
         Ok(Settings {
             listen,
             admin: a.admin,
@@ -164,6 +170,8 @@ impl Settings {
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,
+            write_timeout_seconds: a.write_timeout_seconds,
+            on_demand_wait,
             max_header_count: a.max_header_count,
             max_header_bytes: a.max_header_bytes,
             header_timeout_seconds: a.header_timeout_seconds,
@@ -256,6 +264,15 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         tokens,
         passwords,
     })
+}
+
+/// Worker threads: as asked, or one per CPU.
+fn threads(asked: Option<usize>) -> Result<usize, StartError> {
+    match asked {
+        Some(0) => Err(StartError::NoThreads),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }
 
 /// The listeners' socket addresses: each once, a link-local one with its interface index.

@@ -7,56 +7,17 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::{client_from, eventually, fixture, get, Server};
+use common::{
+    body, client_from, connect, eventually, fixture, get, raw, read_to_close, status_line, Server,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 const ALPHA: &str = "127.0.0.11";
 const ALPHA_ID: &str = "aaaaaaaa-0000-4000-8000-000000000011";
 const BRAVO: &str = "127.0.0.12";
 const FOX: &str = "127.0.0.15";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A TCP connection to the server from `from`.
-async fn connect(s: &Server, from: IpAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    socket.connect(s.addr).await.unwrap()
-}
-
-/// Everything the server sends until it closes the connection (or 10 s pass: a hang).
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the server neither answered nor closed");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Send raw bytes from `from`; the answer up to the server's close.
-async fn raw(s: &Server, from: &str, bytes: &[u8]) -> String {
-    let mut stream = connect(s, from.parse().unwrap()).await;
-    // The server may close before reading everything (it refused early): not an error.
-    let _ = stream.write_all(bytes).await;
-    let _ = stream.shutdown().await;
-    read_to_close(&mut stream).await
-}
-
-fn status_line(answer: &str) -> &str {
-    answer.lines().next().unwrap_or("")
-}
-
-fn body(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
 
 /// The server still answers an ordinary request, right after something hostile.
 async fn still_serves(s: &Server) {

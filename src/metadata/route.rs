@@ -65,6 +65,25 @@ pub(crate) fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
     Ok(out)
 }
 
+/// The route as path rules see it: `["openstack", version, file]` or
+/// `["ec2", version, path...]`, whichever way the request spelt it.
+pub(crate) fn canonical(route: &Route) -> Vec<&str> {
+    match route {
+        Route::Ec2Versions => vec!["ec2"],
+        Route::OpenStackVersions => vec!["openstack"],
+        Route::OpenStack { version, file } => {
+            let mut v = vec!["openstack", *version];
+            v.extend(file.as_deref());
+            v
+        }
+        Route::Ec2 { version, path } => {
+            let mut v = vec!["ec2", *version];
+            v.extend(path.iter().map(String::as_str));
+            v
+        }
+    }
+}
+
 pub(crate) fn parse(path: &str) -> Result<Route, RouteError> {
     parse_normalised(normalise(path)?)
 }

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::identity::{ProjectScopes, Sources};
+use crate::versions;
 use limiter::ZoneLimiter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,10 +62,15 @@ impl Default for Quota {
     }
 }
 
-/// A path prefix of normalised segments; `*` matches any one segment
-/// (`/openstack/*/user_data` matches that file of every version).
+/// A path prefix, matched against the parsed route rather than the request's spelling: the
+/// EC2 tree with or without its `/ec2` prefix, a version by any of its names (`latest` is
+/// the newest version). `*` matches any one segment (`/openstack/*/user_data` is that file
+/// of every version; `/*/user-data` the EC2 user data of every version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PathRule {
+    /// As written, for messages.
+    text: String,
+    /// `["openstack", version, file]` or `["ec2", version, ...]`, versions resolved.
     segments: Vec<String>,
 }
 
@@ -73,7 +79,7 @@ impl PathRule {
         if !s.starts_with('/') {
             return Err(format!("{s:?} must start with '/'"));
         }
-        let segments: Vec<String> = s
+        let mut segments: Vec<String> = s
             .split('/')
             .filter(|p| !p.is_empty())
             .map(str::to_string)
@@ -81,22 +87,47 @@ impl PathRule {
         if segments.iter().any(|p| p == "." || p == "..") {
             return Err(format!("{s:?} must not contain '.' or '..' segments"));
         }
-        Ok(PathRule { segments })
+        let tree = match segments.first().map(String::as_str) {
+            None => {
+                return Ok(PathRule {
+                    text: s.into(),
+                    segments,
+                })
+            }
+            Some("openstack") => versions::OPENSTACK,
+            Some("ec2") => versions::EC2,
+            // The EC2 tree is also served at the root.
+            Some(_) => {
+                segments.insert(0, "ec2".into());
+                versions::EC2
+            }
+        };
+        if let Some(v) = segments.get_mut(1).filter(|v| *v != "*") {
+            *v = versions::resolve(tree, v)
+                .ok_or_else(|| {
+                    format!("{s:?}: {v:?} is not a metadata version of its tree, nor latest or *")
+                })?
+                .to_string();
+        }
+        Ok(PathRule {
+            text: s.into(),
+            segments,
+        })
     }
 
-    pub(crate) fn matches(&self, path: &[String]) -> bool {
-        self.segments.len() <= path.len()
+    pub(crate) fn matches(&self, route: &[&str]) -> bool {
+        self.segments.len() <= route.len()
             && self
                 .segments
                 .iter()
-                .zip(path)
+                .zip(route)
                 .all(|(rule, seg)| rule == "*" || rule == seg)
     }
 }
 
 impl std::fmt::Display for PathRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "/{}", self.segments.join("/"))
+        f.write_str(&self.text)
     }
 }
 
@@ -141,9 +172,10 @@ impl Zone {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
-    pub(crate) fn serves_path(&self, segments: &[String]) -> bool {
-        self.paths.iter().any(|r| r.matches(segments))
-            && !self.deny_paths.iter().any(|r| r.matches(segments))
+    /// Whether the zone's path rules let `route` through (see [`PathRule`]).
+    pub(crate) fn serves_route(&self, route: &[&str]) -> bool {
+        self.paths.iter().any(|r| r.matches(route))
+            && !self.deny_paths.iter().any(|r| r.matches(route))
     }
 }
 
@@ -378,19 +410,55 @@ mod tests {
     }
 
     #[test]
-    fn path_rules() {
-        let r = PathRule::parse("/openstack/*/user_data").unwrap();
-        let segs = |s: &str| {
-            s.split('/')
-                .filter(|x| !x.is_empty())
-                .map(str::to_string)
+    fn path_rules_match_routes_whatever_their_spelling() {
+        let rule = |s: &str| PathRule::parse(s).unwrap();
+        let route = |s: &str| {
+            let r = crate::metadata::route::parse(s).unwrap();
+            crate::metadata::route::canonical(&r)
+                .iter()
+                .map(|x| x.to_string())
                 .collect::<Vec<_>>()
         };
-        assert!(r.matches(&segs("/openstack/latest/user_data")));
-        assert!(r.matches(&segs("/openstack/2012-08-10/user_data")));
-        assert!(!r.matches(&segs("/openstack/latest/meta_data.json")));
-        assert!(!r.matches(&segs("/openstack/latest")));
-        assert!(PathRule::parse("/").unwrap().matches(&[]));
+        let m = |r: &str, path: &str| {
+            let segs = route(path);
+            rule(r).matches(&segs.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        assert!(m("/openstack/*/user_data", "/openstack/latest/user_data"));
+        assert!(m(
+            "/openstack/*/user_data",
+            "/openstack/2012-08-10/user_data"
+        ));
+        assert!(!m(
+            "/openstack/*/user_data",
+            "/openstack/latest/meta_data.json"
+        ));
+        assert!(!m("/openstack/*/user_data", "/openstack/latest"));
+        // A version matches by any of its names, and only that version.
+        assert!(m(
+            "/openstack/latest/user_data",
+            "/openstack/2025-04-04/user_data"
+        ));
+        assert!(!m(
+            "/openstack/latest/user_data",
+            "/openstack/2012-08-10/user_data"
+        ));
+        // The EC2 tree with and without its prefix.
+        for p in [
+            "/latest/user-data",
+            "/ec2/latest/user-data",
+            "/ec2/2009-04-04/user-data",
+            "/1.0/user-data",
+        ] {
+            assert!(m("/*/user-data", p), "{p}");
+            assert!(m("/ec2/*/user-data", p), "{p}");
+            assert!(!m("/openstack", p), "{p}");
+        }
+        assert!(m("/latest/user-data", "/ec2/2009-04-04/user-data"));
+        assert!(!m("/latest/user-data", "/1.0/user-data"));
+        assert!(m("/", "/openstack/latest/user_data"));
+        assert!(m("/latest/api", "/latest/api/token"));
+        assert!(PathRule::parse("/openstack/2099-01-01").is_err());
+        assert!(PathRule::parse("/3.0/meta-data").is_err());
     }
 
     #[test]

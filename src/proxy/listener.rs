@@ -29,6 +29,9 @@ pub(crate) struct Listener {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) header_timeout: Duration,
     pub(crate) keepalive: Duration,
+    /// Longest an exchange may last once its headers are in (body, identity with an
+    /// on-demand refresh, the answer's writes): a client that stops reading is let go.
+    pub(crate) exchange_limit: Duration,
 }
 
 impl Listener {
@@ -84,8 +87,15 @@ impl Listener {
                 r = &mut request => r,
                 _ = tokio::time::sleep(deadline) => {
                     if headers_in.load(Ordering::Acquire) {
-                        // Headers are in: the answer is bounded by the handler's own timeouts.
-                        request.await
+                        // Headers are in: the rest of the exchange gets its own bound.
+                        match tokio::time::timeout(self.exchange_limit, request).await {
+                            Ok(reused) => reused,
+                            Err(_) => {
+                                self.metrics.exchange_timeouts.inc();
+                                tracing::debug!(peer = %peer, "exchange not finished in time; closing");
+                                None
+                            }
+                        }
                     } else {
                         self.metrics.header_timeouts.inc();
                         tracing::debug!(peer = %peer, "request headers not received in time; closing");

@@ -13,7 +13,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::admit::{Context, Request};
-use crate::handle::{self, Outcome, Record};
+use crate::handle::{self, Outcome, Record, Step};
 use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::inventory::{Catalog, OnDemand};
 use crate::metadata::password::{self, PasswordStore};
@@ -35,6 +35,8 @@ pub(crate) struct MetadataApp {
     pub(crate) max_header_bytes: usize,
     /// Also bounds how long a password POST may take to send its body.
     pub(crate) header_timeout: Duration,
+    /// How long one write of an answer may wait for the client to read.
+    pub(crate) write_timeout: Duration,
 }
 
 /// Put on each request's session by the listener: a flag set once the request's headers are in, and the
@@ -80,12 +82,16 @@ async fn read_small_body(session: &mut Session) -> Option<Vec<u8>> {
     }
 }
 
-/// All values of one request header, as text (values that are not text are skipped).
+/// Stands for a header value that is not text: present, and never valid.
+const NOT_TEXT: &str = "\u{fffd}";
+
+/// All values of one request header, in order; a value that is not text is [`NOT_TEXT`], so
+/// that it is refused where it matters rather than taken as absent.
 fn header_values<'a>(h: &'a pingora::http::RequestHeader, name: &str) -> Vec<&'a str> {
     h.headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(NOT_TEXT))
         .collect()
 }
 
@@ -112,12 +118,17 @@ impl MetadataApp {
     fn request<'a>(
         &self,
         header: &'a pingora::http::RequestHeader,
-        peer: Option<IpAddr>,
+        (peer, scope): (Option<IpAddr>, u32),
         body: Option<&'a [u8]>,
         xff: &'a [&'a str],
         fwd: &'a [&'a str],
     ) -> Request<'a> {
-        let first = |name: &str| header.headers.get(name).and_then(|v| v.to_str().ok());
+        let first = |name: &str| {
+            header
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or(NOT_TEXT))
+        };
         let header_bytes: usize = header
             .headers
             .iter()
@@ -130,7 +141,7 @@ impl MetadataApp {
                 .path_and_query()
                 .map_or_else(|| header.uri.path(), |p| p.as_str()),
             peer,
-            scope: 0,
+            scope,
             x_forwarded_for: xff,
             forwarded: fwd,
             token: first("x-aws-ec2-metadata-token"),
@@ -144,17 +155,6 @@ impl MetadataApp {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .is_some_and(|n| n > 0),
         }
-    }
-
-    /// Only a password POST carries a body worth reading, and only a small one; `Err` when
-    /// it does not arrive within the header timeout.
-    async fn body(&self, session: &mut Session) -> Result<Option<Vec<u8>>, ()> {
-        if session.req_header().method != http::Method::POST {
-            return Ok(Some(Vec::new()));
-        }
-        tokio::time::timeout(self.header_timeout, read_small_body(session))
-            .await
-            .map_err(|_| ())
     }
 }
 
@@ -181,23 +181,13 @@ impl ProxyHttp for MetadataApp {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        // pingora keeps idle downstream connections forever unless told otherwise.
-        session.set_keepalive(Some(self.keepalive_seconds));
-        let (peer, scope) = peer_of(session).unzip();
-        let Ok(body) = self.body(session).await else {
-            let outcome = Outcome::new(Err(Refusal::BodyTimeout.into()), Default::default());
-            ctx.record = Some(outcome.record);
-            session.set_keepalive(None);
-            write_reply(session, outcome.reply).await?;
-            return Ok(true);
-        };
-        let header = session.req_header();
-        let (xff, fwd) = (
-            header_values(header, "x-forwarded-for"),
-            header_values(header, "forwarded"),
-        );
-        let mut req = self.request(header, peer, body.as_deref(), &xff, &fwd);
-        req.scope = scope.unwrap_or(0);
+        // pingora keeps idle downstream connections forever unless told otherwise; one the
+        // client did not ask to keep (HTTP/1.0 without keep-alive, Connection: close) closes.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.keepalive_seconds));
+        }
+        session.set_write_timeout(Some(self.write_timeout));
+        let peer = peer_of(session).map_or((None, 0), |(ip, scope)| (Some(ip), scope));
         let today = handle::today_utc();
         let policy = self.policy.current();
         // A TCP connection cannot change hands between hosts: its peer's MAC is asked once.
@@ -215,8 +205,35 @@ impl ProxyHttp for MetadataApp {
             now: std::time::SystemTime::now(),
             today: &today,
         };
-        let Outcome { reply, record } =
-            handle::handle(&context, self.on_demand.as_deref(), &req).await;
+        let on_demand = self.on_demand.as_deref();
+        let step = {
+            let header = session.req_header();
+            let (xff, fwd) = (
+                header_values(header, "x-forwarded-for"),
+                header_values(header, "forwarded"),
+            );
+            let req = self.request(header, peer, None, &xff, &fwd);
+            handle::handle(&context, on_demand, &req).await
+        };
+        let Outcome { reply, record } = match step {
+            Step::Done(outcome) => outcome,
+            // Admitted: only now is its (small) body read, within the header timeout.
+            Step::NeedsBody(pending) => {
+                let body =
+                    tokio::time::timeout(self.header_timeout, read_small_body(session)).await;
+                let header = session.req_header();
+                let (xff, fwd) = (
+                    header_values(header, "x-forwarded-for"),
+                    header_values(header, "forwarded"),
+                );
+                let read = body.as_ref().ok().and_then(|b| b.as_deref());
+                let req = self.request(header, peer, read, &xff, &fwd);
+                handle::resume(&context, on_demand, &req, pending, body.is_err()).await
+            }
+        };
+        if record.refusal == Some(Refusal::BodyTimeout) {
+            session.set_keepalive(None);
+        }
         ctx.record = Some(record);
         write_reply(session, reply).await?;
         Ok(true)

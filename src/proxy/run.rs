@@ -90,6 +90,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let header_timeout = Duration::from_secs(s.header_timeout_seconds);
+    let write_timeout = Duration::from_secs(s.write_timeout_seconds);
     let app = MetadataApp {
         catalog: p.catalog.clone(),
         metrics: p.metrics.clone(),
@@ -101,6 +102,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         max_header_count: s.max_header_count,
         max_header_bytes: s.max_header_bytes,
         header_timeout,
+        write_timeout,
     };
     let listener = Listener {
         proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
@@ -109,6 +111,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         metrics: p.metrics.clone(),
         header_timeout,
         keepalive: Duration::from_secs(s.keepalive_seconds),
+        exchange_limit: header_timeout + s.on_demand_wait + write_timeout,
     };
     let mut metadata = Service::new("metadata".to_string(), listener);
     for addr in &listen {

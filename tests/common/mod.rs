@@ -368,3 +368,44 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
         .unwrap_or_default();
     (status, ct, r.text().await.unwrap())
 }
+
+/// A TCP connection to the server from `from`.
+pub async fn connect(s: &Server, from: IpAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    socket.connect(s.addr).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection (or 10 s pass: a hang).
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Send raw bytes from `from`; the answer up to the server's close.
+pub async fn raw(s: &Server, from: &str, bytes: &[u8]) -> String {
+    let mut stream = connect(s, from.parse().unwrap()).await;
+    // The server may close before reading everything (it refused early): not an error.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, bytes).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+    read_to_close(&mut stream).await
+}
+
+pub fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+pub fn body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
