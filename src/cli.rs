@@ -178,6 +178,14 @@ pub(crate) struct ServeArgs {
         default_value_t = 2
     )]
     pub(crate) shutdown_grace_seconds: u64,
+    /// Seconds per audit interval: the first refusal of each client and reason in one is
+    /// logged, the rest are counted and summed up in one line.
+    #[arg(long = "audit-interval-seconds", env = "AUDIT_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) audit_interval_seconds: u64,
+    /// Refusals a client may collect per minute (all at once at most); past them its
+    /// connection is closed and new ones refused (429) until the budget refills.
+    #[arg(long = "refusals-per-minute", env = "REFUSALS_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) refusals_per_minute: u32,
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

@@ -27,6 +27,7 @@
 
 mod admin;
 mod admit;
+mod audit;
 mod cli;
 #[cfg(feature = "server")]
 mod commands;

@@ -45,6 +45,10 @@ pub(crate) struct Metrics {
     pub(crate) header_timeouts: IntCounter,
     /// Connections closed because an exchange (body, answer) did not finish in time.
     pub(crate) exchange_timeouts: IntCounter,
+    /// Refusals counted but not logged (one line per client and reason per interval).
+    pub(crate) audit_suppressed: IntCounter,
+    /// Clients over their refusal budget, by what was done (`closed`, `refused`).
+    pub(crate) refusal_throttled: IntCounterVec,
 }
 
 /// Creates metrics and registers each in the registry as it is made.
@@ -151,6 +155,15 @@ impl Metrics {
             exchange_timeouts: m.counter(
                 "metadata_exchange_timeouts_total",
                 "Connections closed because an answer was not taken (or a body not sent) in time",
+            ),
+            audit_suppressed: m.counter(
+                "metadata_audit_suppressed_total",
+                "Refusals counted without an audit line (the first per client and reason per interval has one)",
+            ),
+            refusal_throttled: m.counters(
+                "metadata_refusal_throttled_total",
+                "Connections of clients over their refusal budget, closed after an answer or refused when accepted",
+                &["action"],
             ),
             registry: m.0,
         }

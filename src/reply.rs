@@ -161,6 +161,9 @@ pub(crate) enum Refusal {
     TotalConnections,
     /// The client (address, or IPv6 prefix) already holds `MAX_CONNECTIONS_PER_CLIENT`.
     ClientConnections,
+    /// The client was refused more often than its budget allows: its connection is closed
+    /// and new ones refused until the budget refills.
+    TooManyRefusals,
 }
 
 impl Refusal {
@@ -195,6 +198,7 @@ impl Refusal {
             Refusal::NeighbourLookupFailed => "neighbour_lookup_failed",
             Refusal::TotalConnections => "total_limit",
             Refusal::ClientConnections => "client_limit",
+            Refusal::TooManyRefusals => "refusal_budget",
         }
     }
 
@@ -232,6 +236,7 @@ impl Refusal {
             Refusal::BodyTimeout => (408, "request body not received in time\n"),
             Refusal::TotalConnections => (503, "too many connections\n"),
             Refusal::ClientConnections => (429, "too many connections from this client\n"),
+            Refusal::TooManyRefusals => (429, "too many refused requests\n"),
         };
         let mut reply = Reply {
             status,
@@ -247,7 +252,7 @@ impl Refusal {
             Refusal::RateLimited(secs) => {
                 reply.headers.push(("Retry-After", secs.max(1).to_string()))
             }
-            Refusal::TotalConnections | Refusal::ClientConnections => {
+            Refusal::TotalConnections | Refusal::ClientConnections | Refusal::TooManyRefusals => {
                 reply.headers.push(("Retry-After", "1".into()))
             }
             _ => {}

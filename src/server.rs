@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) threads: usize,
     pub(crate) keepalive_seconds: u64,
     pub(crate) write_timeout_seconds: u64,
+    pub(crate) audit_interval_seconds: u64,
+    pub(crate) refusals_per_minute: u32,
     /// Longest a request waits for an on-demand refresh of the inventory.
     pub(crate) on_demand_wait: Duration,
     pub(crate) max_header_count: usize,
@@ -171,6 +173,8 @@ impl Settings {
             threads,
             keepalive_seconds: a.keepalive_seconds,
             write_timeout_seconds: a.write_timeout_seconds,
+            audit_interval_seconds: a.audit_interval_seconds,
+            refusals_per_minute: a.refusals_per_minute,
             on_demand_wait,
             max_header_count: a.max_header_count,
             max_header_bytes: a.max_header_bytes,

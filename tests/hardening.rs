@@ -252,3 +252,78 @@ fn an_admin_listener_on_every_address_is_refused() {
         "{err}"
     );
 }
+
+const DENIED: &str = "127.0.0.50";
+
+fn quarantine() -> tempfile::TempDir {
+    policy(&format!(
+        "{LAB}\n[[zone]]\nname = \"quarantine\"\ncidrs = [\"127.0.0.50/32\"]\naction = \"deny\"\n"
+    ))
+}
+
+#[tokio::test]
+async fn a_denied_client_can_drive_neither_the_log_nor_the_server() {
+    let dir = quarantine();
+    let s = serve(dir.path(), &["--refusals-per-minute", "60"]);
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        let answer = raw(
+            &s,
+            DENIED,
+            b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        *statuses
+            .entry(status_line(&answer).to_string())
+            .or_insert(0) += 1;
+    }
+    // The budget's 60 refusals, then its connections are refused at once.
+    assert_eq!(
+        statuses.get("HTTP/1.1 403 Forbidden"),
+        Some(&61),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.get("HTTP/1.1 429 Too Many Requests"),
+        Some(&939),
+        "{statuses:?}"
+    );
+    s.metric_reaches(
+        "metadata_refusal_throttled_total{action=\"refused\"}",
+        939.0,
+    )
+    .await;
+    // One audit line per reason; everything else counted.
+    s.metric_reaches("metadata_audit_suppressed_total", 998.0)
+        .await;
+    let lines: Vec<_> = s
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["client"] == DENIED || e["peer"] == DENIED)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(lines, ["zone_denied", "refusal_budget"]);
+    // Everyone else is served meanwhile.
+    let (code, _, body) = get(&client_from(ALPHA), &s.url("/latest/meta-data/instance-id")).await;
+    assert_eq!((code, body.as_str()), (200, ALPHA_ID));
+}
+
+#[tokio::test]
+async fn unlogged_refusals_are_summed_up_once_per_interval() {
+    let dir = quarantine();
+    let s = serve(dir.path(), &["--audit-interval-seconds", "1"]);
+    for _ in 0..5 {
+        let answer = raw(&s, DENIED, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status_line(&answer), "HTTP/1.1 403 Forbidden");
+    }
+    let events = s
+        .audit_until("the interval's summary", |ev| {
+            ev.iter().any(|e| e["event"] == "suppressed")
+        })
+        .await;
+    let summary = events.iter().find(|e| e["event"] == "suppressed").unwrap();
+    assert_eq!(
+        (summary["refusals"].as_u64(), summary["clients"].as_u64()),
+        (Some(4), Some(1))
+    );
+}

@@ -297,10 +297,17 @@ async fn a_flooding_address_is_limited_and_others_are_served() {
          rate_limit = { per_second = 20, burst = 40 }\n",
     )
     .unwrap();
+    // The refusal budget (tested on its own) would close the flood's connection: here the
+    // rate limit alone is at work.
     let s = Server::start_with(
         &fixture("nodes.json"),
         "127.0.0.1".parse().unwrap(),
-        &["--policy-dir", policy.path().to_str().unwrap()],
+        &[
+            "--policy-dir",
+            policy.path().to_str().unwrap(),
+            "--refusals-per-minute",
+            "1000000",
+        ],
     );
     let url = s.url("/openstack/latest/meta_data.json");
     let flood = {

@@ -16,6 +16,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use super::metadata::{ConnectionState, MetadataApp};
+use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
 use crate::identity::neighbour::ConnectionMemo;
 use crate::metrics::Metrics;
@@ -32,6 +33,8 @@ pub(crate) struct Listener {
     /// Longest an exchange may last once its headers are in (body, identity with an
     /// on-demand refresh, the answer's writes): a client that stops reading is let go.
     pub(crate) exchange_limit: Duration,
+    pub(crate) audit: Arc<AuditGate>,
+    pub(crate) refusals: Arc<RefusalBudget>,
 }
 
 impl Listener {
@@ -43,13 +46,17 @@ impl Listener {
             .connections_refused
             .with_label_values(&[refusal.reason()])
             .inc();
-        tracing::info!(
-            target: "audit",
-            event = "connection_refused",
-            reason = refusal.reason(),
-            peer = %peer,
-            "connection refused"
-        );
+        if self.audit.admit(Some(peer), refusal.reason()) {
+            tracing::info!(
+                target: "audit",
+                event = "connection_refused",
+                reason = refusal.reason(),
+                peer = %peer,
+                "connection refused"
+            );
+        } else {
+            self.metrics.audit_suppressed.inc();
+        }
         let bytes = refusal.reply().to_http1_closing();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             stream.write_all(&bytes).await?;
@@ -124,6 +131,15 @@ impl ServerApp for Listener {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())?;
         let (peer, scope) = super::metadata::ip_and_scope(addr);
+        // A client over its refusal budget costs a handshake per try, nothing more.
+        if self.refusals.blocked(peer) {
+            self.metrics
+                .refusal_throttled
+                .with_label_values(&["refused"])
+                .inc();
+            self.refuse(stream, Refusal::TooManyRefusals, peer).await;
+            return None;
+        }
         let key = self.policy.current().connection_key(peer, scope);
         let slot = match self.conns.acquire(key) {
             Ok(slot) => slot,

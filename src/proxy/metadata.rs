@@ -13,6 +13,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
 use crate::admit::{Context, Request};
+use crate::audit::{AuditGate, RefusalBudget};
 use crate::handle::{self, Outcome, Record, Step};
 use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::inventory::{Catalog, OnDemand};
@@ -37,6 +38,8 @@ pub(crate) struct MetadataApp {
     pub(crate) header_timeout: Duration,
     /// How long one write of an answer may wait for the client to read.
     pub(crate) write_timeout: Duration,
+    pub(crate) audit: Arc<AuditGate>,
+    pub(crate) refusals: Arc<RefusalBudget>,
 }
 
 /// Put on each request's session by the listener: a flag set once the request's headers are in, and the
@@ -234,6 +237,16 @@ impl ProxyHttp for MetadataApp {
         if record.refusal == Some(Refusal::BodyTimeout) {
             session.set_keepalive(None);
         }
+        // A client refused past its budget is let go after this answer.
+        if let (Some(r), Some(who)) = (record.refusal, record.client.or(peer.0)) {
+            if r.is_denial() && self.refusals.refused(who) {
+                session.set_keepalive(None);
+                self.metrics
+                    .refusal_throttled
+                    .with_label_values(&["closed"])
+                    .inc();
+            }
+        }
         ctx.record = Some(record);
         write_reply(session, reply).await?;
         Ok(true)
@@ -266,6 +279,7 @@ impl ProxyHttp for MetadataApp {
             .map_or_else(|| header.uri.path(), |p| p.as_str());
         log_request(
             &self.metrics,
+            &self.audit,
             &record,
             status,
             header.method.as_str(),
@@ -277,6 +291,7 @@ impl ProxyHttp for MetadataApp {
 
 fn log_request(
     metrics: &Metrics,
+    audit: &AuditGate,
     record: &Record,
     status: u16,
     method: &str,
@@ -285,8 +300,12 @@ fn log_request(
 ) {
     let reason = record.refusal.map(|r| r.reason());
     metrics.observe(status, reason, record.zone.as_deref());
+    let asker = record.client.or(peer);
     let (client, peer) = (Addr(record.client), Addr(peer));
     match record.refusal {
+        Some(r) if r.is_denial() && !audit.admit(asker, r.reason()) => {
+            metrics.audit_suppressed.inc();
+        }
         Some(r) if r.is_denial() => tracing::info!(
             target: "audit",
             event = "denied",

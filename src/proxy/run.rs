@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::admin::AdminApp;
 use super::listener::Listener;
 use super::metadata::MetadataApp;
+use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
 use crate::inventory::refresh::Refresher;
 use crate::inventory::OnDemand;
@@ -63,6 +64,40 @@ impl BackgroundService for RefreshService {
     }
 }
 
+/// Ends each audit interval with one line summing up the refusals it did not log, and
+/// forgets refusal budgets that are full again.
+struct AuditService {
+    gate: Arc<AuditGate>,
+    refusals: Arc<RefusalBudget>,
+    every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for AuditService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (suppressed, clients) = self.gate.rotate();
+            if suppressed > 0 {
+                tracing::info!(
+                    target: "audit",
+                    event = "suppressed",
+                    refusals = suppressed,
+                    clients,
+                    seconds = self.every.as_secs(),
+                    "refusals counted without a line of their own"
+                );
+            }
+            self.refusals.sweep();
+        }
+    }
+}
+
 /// Watches the policy directory and SIGHUP, and sweeps rate-limiter state.
 struct PolicyService(Arc<PolicyStore>);
 
@@ -90,6 +125,8 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let header_timeout = Duration::from_secs(s.header_timeout_seconds);
+    let audit = Arc::new(AuditGate::new());
+    let refusals = Arc::new(RefusalBudget::new(s.refusals_per_minute));
     let write_timeout = Duration::from_secs(s.write_timeout_seconds);
     let app = MetadataApp {
         catalog: p.catalog.clone(),
@@ -103,6 +140,8 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         max_header_bytes: s.max_header_bytes,
         header_timeout,
         write_timeout,
+        audit: audit.clone(),
+        refusals: refusals.clone(),
     };
     let listener = Listener {
         proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
@@ -112,6 +151,8 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         header_timeout,
         keepalive: Duration::from_secs(s.keepalive_seconds),
         exchange_limit: header_timeout + s.on_demand_wait + write_timeout,
+        audit: audit.clone(),
+        refusals: refusals.clone(),
     };
     let mut metadata = Service::new("metadata".to_string(), listener);
     for addr in &listen {
@@ -132,6 +173,14 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
     server.add_service(metadata);
     server.add_service(admin);
     server.add_service(background_service("policy", PolicyService(p.policy)));
+    server.add_service(background_service(
+        "audit",
+        AuditService {
+            gate: audit,
+            refusals,
+            every: Duration::from_secs(s.audit_interval_seconds),
+        },
+    ));
     if let Some(r) = p.refresher {
         server.add_service(background_service("ironic refresher", RefreshService(r)));
     }
