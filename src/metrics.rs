@@ -21,10 +21,23 @@ pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     denied: IntCounterVec,
-    index_nodes: IntGauge,
-    index_served_nodes: IntGauge,
-    index_age_seconds: IntGauge,
-    index_ready: IntGauge,
+    index: Index,
+    /// The Ironic source.
+    pub(crate) source: Source,
+    /// The policy and its limiters.
+    pub(crate) policy: Policy,
+    /// The metadata listener's connections and what its clients cost.
+    pub(crate) conn: Conn,
+}
+
+struct Index {
+    nodes: IntGauge,
+    served_nodes: IntGauge,
+    age_seconds: IntGauge,
+    ready: IntGauge,
+}
+
+pub(crate) struct Source {
     /// Inventory sweeps by trigger (`periodic`, `on_demand`).
     pub(crate) sweeps: IntCounterVec,
     /// Failed sweeps by reason (`connect`, `timeout`, `http_5xx`, `auth`, ...).
@@ -32,15 +45,21 @@ pub(crate) struct Metrics {
     pub(crate) sweep_seconds: Histogram,
     /// HTTP requests sent to Ironic (and Keystone).
     pub(crate) ironic_requests: IntCounter,
+}
+
+pub(crate) struct Policy {
     /// Policy reloads by result (`applied`, `rejected`).
-    pub(crate) policy_reloads: IntCounterVec,
-    pub(crate) policy_zones: IntGauge,
+    pub(crate) reloads: IntCounterVec,
+    pub(crate) zones: IntGauge,
     /// Clients the rate limiters track (after the last sweep).
     pub(crate) ratelimit_clients: IntGauge,
+}
+
+pub(crate) struct Conn {
     /// Connections the metadata listener holds now.
-    pub(crate) connections_open: IntGauge,
-    /// Connections closed at accept time, by reason (`total_limit`, `client_limit`).
-    pub(crate) connections_refused: IntCounterVec,
+    pub(crate) open: IntGauge,
+    /// Connections closed at accept time, by reason (`total_limit`, `client_limit`, ...).
+    pub(crate) refused: IntCounterVec,
     /// Connections closed because a request's headers did not arrive in time.
     pub(crate) header_timeouts: IntCounter,
     /// Connections closed because an exchange (body, answer) did not finish in time.
@@ -77,43 +96,30 @@ impl Maker {
     }
 }
 
-impl Metrics {
-    pub(crate) fn new() -> Metrics {
-        let m = Maker(Registry::new());
-        let sweep_seconds = m.add(
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "metadata_inventory_sweep_duration_seconds",
-                    "Time to fetch the whole inventory",
-                )
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-            )
-            .expect("static metric definition"),
-        );
-        Metrics {
-            requests: m.counters(
-                "metadata_requests_total",
-                "Metadata requests answered, by HTTP status",
-                &["status"],
-            ),
-            denied: m.counters(
-                "metadata_requests_denied_total",
-                "Metadata requests refused, by reason",
-                &["reason", "zone"],
-            ),
-            index_nodes: m.gauge("metadata_index_nodes", "Nodes in the current index"),
-            index_served_nodes: m.gauge(
+impl Index {
+    fn new(m: &Maker) -> Index {
+        Index {
+            nodes: m.gauge("metadata_index_nodes", "Nodes in the current index"),
+            served_nodes: m.gauge(
                 "metadata_index_served_nodes",
                 "Indexed nodes in a served provision state",
             ),
-            index_age_seconds: m.gauge(
+            age_seconds: m.gauge(
                 "metadata_index_age_seconds",
                 "Seconds since the index was last refreshed successfully",
             ),
-            index_ready: m.gauge(
+            ready: m.gauge(
                 "metadata_index_ready",
                 "1 once an inventory has been loaded",
             ),
+        }
+    }
+}
+
+impl Source {
+    fn new(m: &Maker) -> Source {
+        let buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        Source {
             sweeps: m.counters(
                 "metadata_inventory_sweeps_total",
                 "Inventory sweeps, by trigger",
@@ -124,26 +130,49 @@ impl Metrics {
                 "Failed inventory sweeps, by reason",
                 &["reason"],
             ),
-            sweep_seconds,
+            sweep_seconds: m.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "metadata_inventory_sweep_duration_seconds",
+                        "Time to fetch the whole inventory",
+                    )
+                    .buckets(buckets),
+                )
+                .expect("static metric definition"),
+            ),
             ironic_requests: m.counter(
                 "metadata_ironic_requests_total",
                 "HTTP requests sent to Ironic and Keystone",
             ),
-            policy_reloads: m.counters(
+        }
+    }
+}
+
+impl Policy {
+    fn new(m: &Maker) -> Policy {
+        Policy {
+            reloads: m.counters(
                 "metadata_policy_reloads_total",
                 "Policy reloads, by result",
                 &["result"],
             ),
-            policy_zones: m.gauge("metadata_policy_zones", "Zones in the policy in force"),
+            zones: m.gauge("metadata_policy_zones", "Zones in the policy in force"),
             ratelimit_clients: m.gauge(
                 "metadata_ratelimit_tracked_clients",
                 "Client addresses the rate limiters hold state for",
             ),
-            connections_open: m.gauge(
+        }
+    }
+}
+
+impl Conn {
+    fn new(m: &Maker) -> Conn {
+        Conn {
+            open: m.gauge(
                 "metadata_connections_open",
                 "Connections the metadata listener holds",
             ),
-            connections_refused: m.counters(
+            refused: m.counters(
                 "metadata_connections_refused_total",
                 "Connections closed when accepted, by reason",
                 &["reason"],
@@ -165,6 +194,28 @@ impl Metrics {
                 "Connections of clients over their refusal budget, closed after an answer or refused when accepted",
                 &["action"],
             ),
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let m = Maker(Registry::new());
+        Metrics {
+            requests: m.counters(
+                "metadata_requests_total",
+                "Metadata requests answered, by HTTP status",
+                &["status"],
+            ),
+            denied: m.counters(
+                "metadata_requests_denied_total",
+                "Metadata requests refused, by reason",
+                &["reason", "zone"],
+            ),
+            index: Index::new(&m),
+            source: Source::new(&m),
+            policy: Policy::new(&m),
+            conn: Conn::new(&m),
             registry: m.0,
         }
     }
@@ -200,10 +251,10 @@ impl Metrics {
 
     /// Prometheus text exposition, with the index gauges as read at scrape time.
     pub(crate) fn render(&self, index: IndexGauges) -> String {
-        self.index_nodes.set(index.nodes as i64);
-        self.index_served_nodes.set(index.served as i64);
-        self.index_ready.set(i64::from(index.ready));
-        self.index_age_seconds.set(index.age_seconds.unwrap_or(-1));
+        self.index.nodes.set(index.nodes as i64);
+        self.index.served_nodes.set(index.served as i64);
+        self.index.ready.set(i64::from(index.ready));
+        self.index.age_seconds.set(index.age_seconds.unwrap_or(-1));
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

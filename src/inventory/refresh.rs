@@ -125,10 +125,14 @@ impl Refresher {
         let result = self.client.fetch_inventory().await;
         let elapsed = t0.elapsed();
         self.metrics
+            .source
             .ironic_requests
             .inc_by(self.client.requests_sent().saturating_sub(before));
-        self.metrics.sweeps.with_label_values(&[kind]).inc();
-        self.metrics.sweep_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.source.sweeps.with_label_values(&[kind]).inc();
+        self.metrics
+            .source
+            .sweep_seconds
+            .observe(elapsed.as_secs_f64());
         let ok = match result {
             Ok(mut inventory) => {
                 self.resolve_configdrive_urls(&mut inventory).await;
@@ -151,6 +155,7 @@ impl Refresher {
             }
             Err(e) => {
                 self.metrics
+                    .source
                     .sweep_failures
                     .with_label_values(&[e.reason()])
                     .inc();

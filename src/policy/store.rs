@@ -35,7 +35,7 @@ impl PolicyStore {
         let files = file::read_dir(dir)?;
         let set = file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))?;
         let policy = Policy::build(set, None);
-        metrics.policy_zones.set(policy.zones().len() as i64);
+        metrics.policy.zones.set(policy.zones().len() as i64);
         Ok(PolicyStore {
             dir: dir.to_owned(),
             current: ArcSwap::from_pointee(policy),
@@ -69,16 +69,18 @@ impl PolicyStore {
                 let n = policy.zones().len();
                 self.current.store(Arc::new(policy));
                 self.metrics
-                    .policy_reloads
+                    .policy
+                    .reloads
                     .with_label_values(&["applied"])
                     .inc();
-                self.metrics.policy_zones.set(n as i64);
+                self.metrics.policy.zones.set(n as i64);
                 tracing::info!(target: "policy", dir = %self.dir.display(), zones = n, "policy reloaded");
                 Ok(())
             }
             Err(e) => {
                 self.metrics
-                    .policy_reloads
+                    .policy
+                    .reloads
                     .with_label_values(&["rejected"])
                     .inc();
                 tracing::error!(target: "policy", error = %e, "policy rejected; the previous policy stays in force");
@@ -131,7 +133,7 @@ impl PolicyStore {
                 }
                 _ = sweep.tick() => {
                     let tracked = self.current().sweep_limiters();
-                    self.metrics.ratelimit_clients.set(tracked as i64);
+                    self.metrics.policy.ratelimit_clients.set(tracked as i64);
                 }
                 _ = shutdown.changed() => return,
             }

@@ -43,7 +43,8 @@ impl Listener {
     async fn refuse(&self, mut stream: Stream, refusal: Refusal, peer: std::net::IpAddr) {
         use tokio::io::AsyncWriteExt;
         self.metrics
-            .connections_refused
+            .conn
+            .refused
             .with_label_values(&[refusal.reason()])
             .inc();
         if self.audit.admit(Some(peer), refusal.reason()) {
@@ -55,7 +56,7 @@ impl Listener {
                 "connection refused"
             );
         } else {
-            self.metrics.audit_suppressed.inc();
+            self.metrics.conn.audit_suppressed.inc();
         }
         let bytes = refusal.reply().to_http1_closing();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -98,13 +99,13 @@ impl Listener {
                         match tokio::time::timeout(self.exchange_limit, request).await {
                             Ok(reused) => reused,
                             Err(_) => {
-                                self.metrics.exchange_timeouts.inc();
+                                self.metrics.conn.exchange_timeouts.inc();
                                 tracing::debug!(peer = %peer, "exchange not finished in time; closing");
                                 None
                             }
                         }
                     } else {
-                        self.metrics.header_timeouts.inc();
+                        self.metrics.conn.header_timeouts.inc();
                         tracing::debug!(peer = %peer, "request headers not received in time; closing");
                         None
                     }
@@ -134,6 +135,7 @@ impl ServerApp for Listener {
         // A client over its refusal budget costs a handshake per try, nothing more.
         if self.refusals.blocked(peer) {
             self.metrics
+                .conn
                 .refusal_throttled
                 .with_label_values(&["refused"])
                 .inc();
@@ -148,10 +150,10 @@ impl ServerApp for Listener {
                 return None;
             }
         };
-        self.metrics.connections_open.inc();
+        self.metrics.conn.open.inc();
         self.serve(stream, peer, shutdown).await;
         drop(slot);
-        self.metrics.connections_open.dec();
+        self.metrics.conn.open.dec();
         None
     }
 

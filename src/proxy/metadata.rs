@@ -242,6 +242,7 @@ impl ProxyHttp for MetadataApp {
             if r.is_denial() && self.refusals.refused(who) {
                 session.set_keepalive(None);
                 self.metrics
+                    .conn
                     .refusal_throttled
                     .with_label_values(&["closed"])
                     .inc();
@@ -304,7 +305,7 @@ fn log_request(
     let (client, peer) = (Addr(record.client), Addr(peer));
     match record.refusal {
         Some(r) if r.is_denial() && !audit.admit(asker, r.reason()) => {
-            metrics.audit_suppressed.inc();
+            metrics.conn.audit_suppressed.inc();
         }
         Some(r) if r.is_denial() => tracing::info!(
             target: "audit",
