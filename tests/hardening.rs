@@ -327,3 +327,110 @@ async fn unlogged_refusals_are_summed_up_once_per_interval() {
         (Some(4), Some(1))
     );
 }
+
+/// The number of log lines whose message is `message`.
+fn lines_saying(s: &Server, message: &str) -> usize {
+    s.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .count()
+}
+
+const DENY_50: &str =
+    "[[zone]]\nname = \"quarantine\"\ncidrs = [\"127.0.0.50/32\"]\naction = \"deny\"\n";
+
+#[tokio::test]
+async fn a_broken_policy_file_is_rejected_once_and_nothing_reloads_itself() {
+    let dir = policy(LAB);
+    let s = serve(dir.path(), &[]);
+    std::fs::write(dir.path().join("b.toml"), "[[zone]]\nname = \n").unwrap();
+    s.metric_reaches("metadata_policy_reloads_total{result=\"rejected\"}", 1.0)
+        .await;
+    // A valid edit after it: applied once. Reading the files must not look like an edit.
+    std::fs::write(dir.path().join("b.toml"), DENY_50).unwrap();
+    s.metric_reaches("metadata_policy_reloads_total{result=\"applied\"}", 1.0)
+        .await;
+    assert_eq!(status_of(&s, "127.0.0.50").await, 403);
+    assert_eq!(
+        lines_saying(&s, "policy rejected; the previous policy stays in force"),
+        1
+    );
+    assert_eq!(lines_saying(&s, "policy reloaded"), 1);
+    assert_eq!(
+        s.metric("metadata_policy_reloads_total{result=\"rejected\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("metadata_policy_reloads_total{result=\"applied\"}")
+            .await,
+        1.0
+    );
+}
+
+async fn status_of(s: &Server, from: &str) -> u16 {
+    get(&client_from(from), &s.url("/latest/meta-data/instance-id"))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn an_emptied_policy_file_is_refused_and_the_old_policy_serves() {
+    let dir = policy(&format!("{LAB}\n{DENY_50}"));
+    let s = serve(dir.path(), &[]);
+    assert_eq!(status_of(&s, "127.0.0.50").await, 403);
+    // Truncated in place, as `> p.toml` or an editor without atomic saves does.
+    std::fs::write(dir.path().join("p.toml"), "").unwrap();
+    s.metric_reaches("metadata_policy_reloads_total{result=\"rejected\"}", 1.0)
+        .await;
+    assert_eq!(status_of(&s, ALPHA).await, 200);
+    assert_eq!(status_of(&s, "127.0.0.50").await, 403);
+    assert!(s.log().contains("no zone"), "{}", s.log());
+}
+
+#[tokio::test]
+async fn a_replaced_policy_directory_keeps_being_watched() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("p.toml"), LAB).unwrap();
+    let s = serve(&dir, &[]);
+    // Renamed into place: a new directory replaces the old one.
+    let new = root.path().join("policies.new");
+    std::fs::create_dir(&new).unwrap();
+    std::fs::write(new.join("p.toml"), format!("{LAB}\n{DENY_50}")).unwrap();
+    std::fs::rename(&dir, root.path().join("policies.old")).unwrap();
+    std::fs::rename(&new, &dir).unwrap();
+    s.metric_reaches("metadata_policy_reloads_total{result=\"applied\"}", 1.0)
+        .await;
+    assert_eq!(status_of(&s, "127.0.0.50").await, 403);
+    // Deleted and made again.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("p.toml"), LAB).unwrap();
+    s.metric_reaches("metadata_policy_reloads_total{result=\"applied\"}", 2.0)
+        .await;
+    assert_eq!(status_of(&s, "127.0.0.50").await, 404);
+}
+
+#[test]
+fn a_policy_without_zones_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), "# nothing yet\n").unwrap();
+    let inv = fixture("nodes.json");
+    let port = common::free_port("127.0.0.1".parse().unwrap()).to_string();
+    let (code, err) = common::run_to_exit(common::bin().args([
+        "serve",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--policy-dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no zone"), "{err}");
+}

@@ -163,10 +163,12 @@ pub(crate) fn parse_files<'a>(
 ) -> Result<PolicySet, PolicyError> {
     let mut zones: Vec<Zone> = Vec::new();
     let mut projects = ProjectTable::default();
+    let mut first: Option<PathBuf> = None;
     // Where each zone name and each CIDR was first declared.
     let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
     let mut cidrs: HashMap<IpNet, (String, PathBuf, usize)> = HashMap::new();
     for (path, text) in files {
+        first.get_or_insert_with(|| path.to_owned());
         let src = Source { path, text };
         let parsed: PolicyFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| src.line_of(s.start)).unwrap_or(0);
@@ -211,6 +213,13 @@ pub(crate) fn parse_files<'a>(
             }
             zones.push(zone);
         }
+    }
+    if zones.is_empty() {
+        return Err(PolicyError {
+            file: first.unwrap_or_default(),
+            line: 0,
+            message: "no zone in the policy: every client would be refused".into(),
+        });
     }
     Ok(PolicySet {
         zones,

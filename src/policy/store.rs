@@ -20,14 +20,54 @@ pub(crate) struct PolicyStore {
     current: ArcSwap<Policy>,
     metrics: Arc<Metrics>,
     /// Serialises reloads so two never interleave their build and swap; holds the
-    /// fingerprint of the file set in force.
-    reloading: Mutex<u64>,
+    /// fingerprints of the file set in force and of the last one rejected.
+    reloading: Mutex<Fingerprints>,
 }
 
-/// How long file events are gathered before one reload (an editor writes several).
-const SETTLE: Duration = Duration::from_millis(100);
+#[derive(Default)]
+struct Fingerprints {
+    applied: u64,
+    rejected: Option<u64>,
+}
+
+/// Quiet time after the last file event before the set is read: an editor, `cp` or a
+/// ConfigMap update writes in several steps.
+const SETTLE: Duration = Duration::from_millis(250);
+/// Longest a stream of events defers a reload.
+const MAX_DEFER: Duration = Duration::from_secs(5);
 /// How often limiter state of idle clients is dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// What a file event says about the policy directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Something in the directory was created, written, renamed or removed.
+    InDir,
+    /// The directory itself was replaced, removed or created: its watch must be renewed.
+    Dir,
+}
+
+/// Only what changes files counts: reading them (open, close after read), which every
+/// reload does, must never look like a change.
+fn change_of(event: &notify::Event, dir: &Path) -> Option<Change> {
+    use notify::EventKind;
+    if !matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+    ) {
+        return None;
+    }
+    let mut out = None;
+    for p in &event.paths {
+        if p == dir {
+            return Some(Change::Dir);
+        }
+        if p.parent() == Some(dir) {
+            out = Some(Change::InDir);
+        }
+    }
+    out
+}
 
 impl PolicyStore {
     /// Load the directory; an invalid set is an error (fatal at start-up).
@@ -37,10 +77,13 @@ impl PolicyStore {
         let policy = Policy::build(set, None);
         metrics.policy.zones.set(policy.zones().len() as i64);
         Ok(PolicyStore {
-            dir: dir.to_owned(),
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
             current: ArcSwap::from_pointee(policy),
             metrics,
-            reloading: Mutex::new(file::fingerprint(&files)),
+            reloading: Mutex::new(Fingerprints {
+                applied: file::fingerprint(&files),
+                rejected: None,
+            }),
         })
     }
 
@@ -50,22 +93,25 @@ impl PolicyStore {
     }
 
     /// Re-read the directory and swap the new policy in, or keep the old one. A file set
-    /// identical to the last one read is left alone.
+    /// identical to the one in force is left alone; one identical to the last rejected one
+    /// is rejected again without another log line.
     pub(crate) fn reload(&self) -> Result<(), PolicyError> {
-        let mut last = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let parsed = file::read_dir(&self.dir).and_then(|files| {
-            let print = file::fingerprint(&files);
-            if print == *last {
-                return Ok(None);
-            }
+        let mut prints = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let files = file::read_dir(&self.dir);
+        let print = files.as_ref().map(|f| file::fingerprint(f)).ok();
+        if print == Some(prints.applied) {
+            return Ok(());
+        }
+        let parsed = files.and_then(|files| {
             file::parse_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))
-                .map(|set| Some((set, print)))
         });
         match parsed {
-            Ok(None) => Ok(()),
-            Ok(Some((set, print))) => {
+            Ok(set) => {
                 let policy = Policy::build(set, Some(&self.current.load()));
-                *last = print;
+                *prints = Fingerprints {
+                    applied: print.unwrap_or_default(),
+                    rejected: None,
+                };
                 let n = policy.zones().len();
                 self.current.store(Arc::new(policy));
                 self.metrics
@@ -78,38 +124,60 @@ impl PolicyStore {
                 Ok(())
             }
             Err(e) => {
-                self.metrics
-                    .policy
-                    .reloads
-                    .with_label_values(&["rejected"])
-                    .inc();
-                tracing::error!(target: "policy", error = %e, "policy rejected; the previous policy stays in force");
+                if print.is_none() || prints.rejected != print {
+                    prints.rejected = print;
+                    self.metrics
+                        .policy
+                        .reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    tracing::error!(target: "policy", error = %e, "policy rejected; the previous policy stays in force");
+                }
                 Err(e)
             }
         }
     }
 
-    /// Watch the directory and SIGHUP, reload on change, sweep limiters, until shutdown.
+    /// [`PolicyStore::reload`] once the files stay the same for [`SETTLE`]: a file being
+    /// written is never applied half-written.
+    async fn reload_settled(&self) {
+        let before = file::read_dir(&self.dir)
+            .map(|f| file::fingerprint(&f))
+            .ok();
+        tokio::time::sleep(SETTLE).await;
+        let after = file::read_dir(&self.dir)
+            .map(|f| file::fingerprint(&f))
+            .ok();
+        if before == after {
+            let _ = self.reload();
+        }
+    }
+
+    /// Watches the directory (and its parent, so that a replaced directory is watched
+    /// again) and SIGHUP, reloads on change, sweeps limiters, until shutdown.
     pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
+        let dir = self.dir.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
+            if let Some(c) = res.ok().and_then(|e| change_of(&e, &dir)) {
+                let _ = tx.send(c);
             }
-        })
-        .and_then(|mut w| w.watch(&self.dir, RecursiveMode::NonRecursive).map(|_| w));
-        let _watcher = match watcher {
-            Ok(w) => {
-                // Changes made between the first load and the watch would have no event.
-                let _ = self.reload();
-                Some(w)
-            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
             Err(e) => {
-                tracing::error!(target: "policy", dir = %self.dir.display(), error = %e,
-                    "cannot watch the policy directory; reload with SIGHUP");
+                tracing::error!(target: "policy", error = %e, "cannot watch the policy directory; reload with SIGHUP");
                 None
             }
         };
+        if let Some(w) = watcher.as_mut() {
+            if let Some(parent) = self.dir.parent() {
+                let _ = w.watch(parent, RecursiveMode::NonRecursive);
+            }
+            self.rewatch(w);
+        }
+        // Changes made between the first load and the watch would have no event.
+        let _ = self.reload();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -122,10 +190,13 @@ impl PolicyStore {
                 }
             };
             tokio::select! {
-                Some(()) = rx.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while rx.try_recv().is_ok() {}
-                    let _ = self.reload();
+                Some(first) = rx.recv() => {
+                    if gather(&mut rx, first).await == Change::Dir {
+                        if let Some(w) = watcher.as_mut() {
+                            self.rewatch(w);
+                        }
+                    }
+                    self.reload_settled().await;
                 }
                 _ = hup_recv => {
                     tracing::info!(target: "policy", "SIGHUP received, reloading the policy");
@@ -139,11 +210,77 @@ impl PolicyStore {
             }
         }
     }
+
+    /// (Re)starts the watch on the directory, which may have been replaced.
+    fn rewatch(&self, w: &mut notify::RecommendedWatcher) {
+        let _ = w.unwatch(&self.dir);
+        if let Err(e) = w.watch(&self.dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(target: "policy", dir = %self.dir.display(), error = %e,
+                "cannot watch the policy directory (yet); watching for it to appear");
+        }
+    }
+}
+
+/// Gathers events until none came for [`SETTLE`] (at most [`MAX_DEFER`]): whether the
+/// directory itself changed among them.
+async fn gather(rx: &mut mpsc::UnboundedReceiver<Change>, first: Change) -> Change {
+    let mut change = first;
+    let deadline = tokio::time::Instant::now() + MAX_DEFER;
+    loop {
+        let quiet = tokio::time::sleep(SETTLE);
+        tokio::select! {
+            Some(c) = rx.recv() => {
+                if c == Change::Dir {
+                    change = Change::Dir;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return change;
+                }
+            }
+            _ = quiet => return change,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
+        use notify::{Event, EventKind};
+        let dir = Path::new("/etc/policies");
+        let ev = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+        ] {
+            assert_eq!(change_of(&ev(kind, "/etc/policies/a.toml"), dir), None);
+        }
+        let write = EventKind::Modify(ModifyKind::Any);
+        assert_eq!(
+            change_of(&ev(write, "/etc/policies/a.toml"), dir),
+            Some(Change::InDir)
+        );
+        // Elsewhere in the parent: nothing to do with the policy.
+        assert_eq!(change_of(&ev(write, "/etc/passwd"), dir), None);
+        assert_eq!(
+            change_of(
+                &ev(EventKind::Remove(RemoveKind::Folder), "/etc/policies"),
+                dir
+            ),
+            Some(Change::Dir)
+        );
+        assert_eq!(
+            change_of(
+                &ev(EventKind::Create(CreateKind::Folder), "/etc/policies"),
+                dir
+            ),
+            Some(Change::Dir)
+        );
+    }
     use crate::policy::Action;
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
