@@ -49,6 +49,10 @@ pub(crate) struct Request<'a> {
     pub(crate) has_body: bool,
     /// The request's headers exceed the configured count or size.
     pub(crate) headers_too_large: bool,
+    /// `Host`, as sent.
+    pub(crate) host: Option<&'a str>,
+    /// Every header, for the ones a zone may require.
+    pub(crate) headers: Option<&'a http::HeaderMap>,
 }
 
 /// Shared state a request is answered from; `policy` stays the same for the whole request.
@@ -61,7 +65,17 @@ pub(crate) struct Context<'a> {
     pub(crate) passwords: &'a PasswordStore,
     pub(crate) now: SystemTime,
     pub(crate) today: &'a str,
+    /// The listeners' own addresses, accepted as `Host` like the metadata addresses.
+    pub(crate) own_addresses: &'a [IpAddr],
 }
+
+/// The addresses cloud-init and the others ask: `Host` may always be one of them.
+const METADATA_ADDRESSES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
+    IpAddr::V6(std::net::Ipv6Addr::new(
+        0xfe80, 0, 0, 0, 0, 0, 0xa9fe, 0xa9fe,
+    )),
+];
 
 /// What the request path has learned about the asker so far, for the audit line.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +137,7 @@ pub(crate) fn admit(
     // The interface matters only for the peer itself (a link-local client).
     let scope = if client == peer { req.scope } else { 0 };
     rate_limit(zone, limiter::scoped(client, scope))?;
+    zone_request_rules(ctx, zone, req, client != peer || zone.zone.trusts(peer))?;
     let segments = hygiene(req)?;
     method_allowed(req, &segments)?;
     // A token is issued at `latest` only, as AWS does.
@@ -135,7 +150,8 @@ pub(crate) fn admit(
         return Err(Refusal::PathDenied.into());
     }
     if req.method == "PUT" {
-        return put_token(ctx, req, client).map(Admitted::Answered);
+        let hop_limit = zone.zone.request.token_hop_limit;
+        return put_token(ctx, req, client, hop_limit).map(Admitted::Answered);
     }
     session_token(ctx, zone, client, req)?;
     // Version lists hold no node data: answered for anyone admitted, as Nova does.
@@ -208,6 +224,63 @@ fn rate_limit(zone: &ActiveZone, client: IpAddr) -> Result<(), Denied> {
     })
 }
 
+/// Step 3b: what the zone asks of a request beyond its path: its `Host` (DNS rebinding),
+/// a header SSRF payloads rarely carry, no forwarded header from an untrusted peer.
+fn zone_request_rules(
+    ctx: &Context<'_>,
+    zone: &ActiveZone,
+    req: &Request<'_>,
+    via_trusted_proxy: bool,
+) -> Result<(), Denied> {
+    let rules = &zone.zone.request;
+    if let Some(host) = req.host {
+        if !host_allowed(host, &rules.hosts, ctx.own_addresses) {
+            return Err(Denied::new(Refusal::HostNotAllowed).detail(format!("Host {host:?}")));
+        }
+    }
+    if rules.forwarded_refuse
+        && !via_trusted_proxy
+        && !(req.x_forwarded_for.is_empty() && req.forwarded.is_empty())
+    {
+        return Err(Refusal::ForwardedRefused.into());
+    }
+    if let Some((name, value)) = &rules.required_header {
+        let present = req
+            .headers
+            .and_then(|h| h.get(name))
+            .is_some_and(|v| v.as_bytes() == value.as_bytes());
+        if !present {
+            return Err(Denied::new(Refusal::HeaderRequired).detail(format!("no {name}: {value}")));
+        }
+    }
+    Ok(())
+}
+
+/// A `Host` (name or address, with or without a port) the zone accepts.
+fn host_allowed(host: &str, names: &[String], own: &[IpAddr]) -> bool {
+    let host = host.trim();
+    let bare = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    let bare = bare.trim_end_matches('.');
+    if let Ok(ip) = bare.split('%').next().unwrap_or(bare).parse::<IpAddr>() {
+        let ip = ip.to_canonical();
+        if METADATA_ADDRESSES.contains(&ip) || own.contains(&ip) {
+            return true;
+        }
+    }
+    names
+        .iter()
+        .any(|n| n == "*" || n.eq_ignore_ascii_case(bare))
+}
+
 /// Step 4: the path decoded and normalised, and headers within their limits.
 fn hygiene(req: &Request<'_>) -> Result<Vec<String>, Denied> {
     let segments = route::normalise(req.path).map_err(route_refusal)?;
@@ -263,7 +336,12 @@ fn session_token(
 }
 
 /// `PUT /latest/api/token`, as AWS IMDSv2 answers it.
-fn put_token(ctx: &Context<'_>, req: &Request<'_>, client: IpAddr) -> Result<Reply, Denied> {
+fn put_token(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    client: IpAddr,
+    hop_limit: Option<u8>,
+) -> Result<Reply, Denied> {
     // A PUT that went through a proxy must not yield a token (AWS's rule), whichever header
     // the proxy wrote.
     if !req.x_forwarded_for.is_empty() || !req.forwarded.is_empty() {
@@ -274,5 +352,6 @@ fn put_token(ctx: &Context<'_>, req: &Request<'_>, client: IpAddr) -> Result<Rep
     reply
         .headers
         .push(("X-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()));
+    reply.hop_limit = hop_limit;
     Ok(reply)
 }

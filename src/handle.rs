@@ -345,6 +345,7 @@ trusted_proxies = ["10.0.3.1"]
             passwords: &passwords,
             now: SystemTime::now(),
             today: "2026-11-27",
+            own_addresses: &[],
         };
         let req = Request {
             method: "GET",

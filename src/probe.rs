@@ -54,6 +54,7 @@ impl RequestPath {
             passwords: &self.passwords,
             now: SystemTime::now(),
             today: "2026-11-27",
+            own_addresses: &[],
         };
         let req = Request {
             method: "GET",

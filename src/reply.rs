@@ -14,6 +14,8 @@ pub(crate) struct Reply {
     pub(crate) content_type: &'static str,
     pub(crate) body: Bytes,
     pub(crate) headers: Vec<(&'static str, String)>,
+    /// The IP TTL (IPv6 hop limit) the answer's packets leave with, when limited.
+    pub(crate) hop_limit: Option<u8>,
 }
 
 impl Reply {
@@ -23,6 +25,7 @@ impl Reply {
             content_type,
             body: body.into(),
             headers: Vec::new(),
+            hop_limit: None,
         }
     }
 
@@ -164,6 +167,15 @@ pub(crate) enum Refusal {
     /// The client was refused more often than its budget allows: its connection is closed
     /// and new ones refused until the budget refills.
     TooManyRefusals,
+    /// The request's Host is neither a metadata address, one of the listeners' own, nor a
+    /// name the zone allows (DNS rebinding).
+    HostNotAllowed,
+    /// The zone requires a header (`require_header`) the request lacks.
+    HeaderRequired,
+    /// The zone refuses forwarded headers from peers that are not its trusted proxies.
+    ForwardedRefused,
+    /// The zone limits a token answer's hops and the socket would not take the limit.
+    HopLimitUnavailable,
 }
 
 impl Refusal {
@@ -199,6 +211,10 @@ impl Refusal {
             Refusal::TotalConnections => "total_limit",
             Refusal::ClientConnections => "client_limit",
             Refusal::TooManyRefusals => "refusal_budget",
+            Refusal::HostNotAllowed => "host_not_allowed",
+            Refusal::HeaderRequired => "header_required",
+            Refusal::ForwardedRefused => "forwarded_refused",
+            Refusal::HopLimitUnavailable => "hop_limit_unavailable",
         }
     }
 
@@ -237,12 +253,17 @@ impl Refusal {
             Refusal::TotalConnections => (503, "too many connections\n"),
             Refusal::ClientConnections => (429, "too many connections from this client\n"),
             Refusal::TooManyRefusals => (429, "too many refused requests\n"),
+            Refusal::HostNotAllowed => (403, "host not allowed\n"),
+            Refusal::HeaderRequired => (403, "required header missing\n"),
+            Refusal::ForwardedRefused => (403, "forwarded header refused\n"),
+            Refusal::HopLimitUnavailable => (503, "token not available\n"),
         };
         let mut reply = Reply {
             status,
             content_type: TEXT,
             body: Bytes::from_static(body.as_bytes()),
             headers: Vec::new(),
+            hop_limit: None,
         };
         match self {
             Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),

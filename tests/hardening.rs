@@ -133,7 +133,7 @@ async fn a_client_that_stops_reading_is_let_go() {
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut c = connect(&s, ALPHA.parse().unwrap()).await;
-        c.write_all(b"GET /openstack/latest/user_data HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /openstack/latest/user_data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
             .await
             .unwrap();
         stalled.push(c);
@@ -189,7 +189,7 @@ async fn proxies_and_token_headers_that_are_not_text() {
     let s = serve(dir.path(), &[]);
     // A token PUT through a trusted Forwarded proxy is refused, as with X-Forwarded-For.
     let put = |header: &str, value: &str| {
-        format!("PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n{header}: {value}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        format!("PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n{header}: {value}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .into_bytes()
     };
     assert_eq!(
@@ -197,14 +197,14 @@ async fn proxies_and_token_headers_that_are_not_text() {
         "HTTP/1.1 403 Forbidden"
     );
     // A token that is not text is an invalid token (401), not an absent one.
-    let mut req = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-aws-ec2-metadata-token: ab\xffcd\r\n\r\n".to_vec();
+    let mut req = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\nX-aws-ec2-metadata-token: ab\xffcd\r\n\r\n".to_vec();
     assert_eq!(
         status_line(&raw(&s, ALPHA, &req).await),
         "HTTP/1.1 401 Unauthorized"
     );
     // An X-Forwarded-For that is not text, from a trusted proxy, is a bad header (400),
     // never the proxy's own request.
-    req = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 127.0.0.11\xff\r\n\r\n".to_vec();
+    req = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\nX-Forwarded-For: 127.0.0.11\xff\r\n\r\n".to_vec();
     assert_eq!(
         status_line(&raw(&s, "127.0.0.31", &req).await),
         "HTTP/1.1 400 Bad Request"
@@ -221,7 +221,7 @@ async fn a_password_body_is_not_read_before_the_zone_check() {
     // 408 after the body's time is up.
     let mut c = connect(&s, "127.0.0.50".parse().unwrap()).await;
     c.write_all(
-        b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        b"POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: 100\r\n\r\n",
     )
     .await
     .unwrap();
@@ -270,7 +270,7 @@ async fn a_denied_client_can_drive_neither_the_log_nor_the_server() {
         let answer = raw(
             &s,
             DENIED,
-            b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
         )
         .await;
         *statuses
@@ -313,7 +313,12 @@ async fn unlogged_refusals_are_summed_up_once_per_interval() {
     let dir = quarantine();
     let s = serve(dir.path(), &["--audit-interval-seconds", "1"]);
     for _ in 0..5 {
-        let answer = raw(&s, DENIED, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let answer = raw(
+            &s,
+            DENIED,
+            b"GET / HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+        )
+        .await;
         assert_eq!(status_line(&answer), "HTTP/1.1 403 Forbidden");
     }
     let events = s
@@ -433,4 +438,74 @@ fn a_policy_without_zones_is_refused_at_start() {
     ]));
     assert_eq!(code, Some(1));
     assert!(err.contains("no zone"), "{err}");
+}
+
+#[tokio::test]
+async fn zone_defences_of_the_metadata_address() {
+    let dir = policy(&format!(
+        "{LAB}allowed_hosts = [\"metadata.internal\"]\n\n\
+         [[zone]]\nname = \"strict\"\ncidrs = [\"127.0.0.20/30\"]\naction = \"allow\"\nrequire_header = \"Metadata-Flavor: ironic\"\nforwarded_refuse = true\n"
+    ));
+    let s = serve(dir.path(), &[]);
+    let ask = |from: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let url = s.url("/latest/meta-data/");
+        async move {
+            let mut r = client_from(from).get(url);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // DNS rebinding: a name resolving to the metadata address is not the metadata address.
+    assert_eq!(
+        ask(ALPHA, vec![("Host", "evil.example")]).await,
+        (403, "host not allowed\n".into())
+    );
+    for host in [
+        "169.254.169.254",
+        "169.254.169.254:80",
+        "[fe80::a9fe:a9fe]",
+        "metadata.internal",
+        "METADATA.internal.",
+    ] {
+        assert_eq!(ask(ALPHA, vec![("Host", host)]).await.0, 200, "{host}");
+    }
+    // The listener's own address is always fine (reqwest sends 127.0.0.1:PORT).
+    assert_eq!(ask(ALPHA, vec![]).await.0, 200);
+    // A required header, as GCE's Metadata-Flavor.
+    assert_eq!(
+        ask("127.0.0.21", vec![]).await,
+        (403, "required header missing\n".into())
+    );
+    assert_eq!(
+        ask("127.0.0.21", vec![("Metadata-Flavor", "Google")])
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        ask("127.0.0.21", vec![("Metadata-Flavor", "ironic")])
+            .await
+            .0,
+        404 // admitted; no node claims 127.0.0.21
+    );
+    // A forwarded header from a peer that is not a trusted proxy.
+    assert_eq!(
+        ask(
+            "127.0.0.21",
+            vec![
+                ("Metadata-Flavor", "ironic"),
+                ("X-Forwarded-For", "127.0.0.11")
+            ]
+        )
+        .await,
+        (403, "forwarded header refused\n".into())
+    );
+    // Elsewhere it is only ignored, as before.
+    assert_eq!(
+        ask(ALPHA, vec![("X-Forwarded-For", "127.0.0.12")]).await.0,
+        200
+    );
 }

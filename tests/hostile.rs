@@ -52,7 +52,7 @@ async fn malformed_requests_get_defined_answers() {
         ),
         (
             "unknown HTTP version",
-            b"GET /openstack HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+            b"GET /openstack HTTP/9.9\r\nHost: 169.254.169.254\r\n\r\n".to_vec(),
             "HTTP/1.1 400 Bad Request",
             "",
         ),
@@ -95,7 +95,7 @@ async fn malformed_requests_get_defined_answers() {
         ),
         (
             "TRACE",
-            b"TRACE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            b"TRACE / HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n".to_vec(),
             "HTTP/1.1 405 Method Not Allowed",
             "method not allowed\n",
         ),
@@ -107,7 +107,7 @@ async fn malformed_requests_get_defined_answers() {
         ),
         (
             "a method name in lower case",
-            b"get / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            b"get / HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n".to_vec(),
             "HTTP/1.1 405 Method Not Allowed",
             "method not allowed\n",
         ),
@@ -140,9 +140,11 @@ async fn slowloris_connections_are_cut_at_the_header_timeout() {
         let mut c = connect(&s, from).await;
         // Half of them send a partial request; the others nothing at all.
         if i % 2 == 0 {
-            c.write_all(b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\n")
-                .await
-                .unwrap();
+            c.write_all(
+                b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n",
+            )
+            .await
+            .unwrap();
         }
         slow.push(c);
     }
@@ -181,7 +183,7 @@ async fn dripping_headers_and_bodies_are_cut_off() {
         &["--header-timeout-seconds", "2"],
     );
     let mut c = connect(&s, ALPHA.parse().unwrap()).await;
-    let request = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n";
     let mut sent = 0;
     let mut answer = Vec::new();
     // One byte per 200 ms: the whole request would take 11 s; the server must stop at 2 s.
@@ -211,7 +213,7 @@ async fn dripping_headers_and_bodies_are_cut_off() {
 
     let mut c = connect(&s, ALPHA.parse().unwrap()).await;
     c.write_all(
-        b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST /openstack/latest/password HTTP/1.1\r\nHost: 169.254.169.254\r\nContent-Length: 10\r\n\r\nabc",
     )
     .await
     .unwrap();
@@ -376,7 +378,7 @@ async fn rotating_source_addresses_keep_memory_bounded() {
                 socket.bind(SocketAddr::new(from.into(), 0)).unwrap();
                 let mut c = socket.connect(addr).await.unwrap();
                 c.write_all(
-                    b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
                 )
                     .await
                     .unwrap();

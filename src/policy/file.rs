@@ -9,7 +9,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Action, ForwardedHeader, PathRule, PolicySet, Project, Quota, TokenMode, Zone};
+use super::{
+    Action, ForwardedHeader, PathRule, PolicySet, Project, Quota, RequestRules, TokenMode, Zone,
+};
 use crate::identity::{Source as ClaimSource, Sources};
 
 /// Largest accepted rate, requests per second per client.
@@ -64,6 +66,14 @@ struct ZoneFile {
     identify_by_mac: Option<Spanned<bool>>,
     #[serde(default)]
     identity_sources: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    require_header: Option<Spanned<String>>,
+    #[serde(default)]
+    forwarded_refuse: Option<bool>,
+    #[serde(default)]
+    token_hop_limit: Option<Spanned<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +521,7 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
     };
     let deny_paths = path_rules(src, &name, "deny_paths", &z.deny_paths)?;
     let sources = identity_sources(src, &name, &z)?;
+    let request = request_rules(src, &name, &z)?;
     let (verify_mac, identify_by_mac) = mac_rules(src, &name, &z, sources)?;
     Ok(Zone {
         name,
@@ -527,7 +538,72 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         verify_mac,
         identify_by_mac,
         sources,
+        request,
     })
+}
+
+/// `allowed_hosts`, `require_header`, `forwarded_refuse`, `token_hop_limit`.
+fn request_rules(src: &Source<'_>, name: &str, z: &ZoneFile) -> Result<RequestRules, PolicyError> {
+    let mut hosts = Vec::new();
+    for h in &z.allowed_hosts {
+        let host = h
+            .get_ref()
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let ok = host == "*"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || (!host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                }));
+        if !ok {
+            return Err(src.err(
+                h.span(),
+                format!("zone {name:?}: field allowed_hosts: {:?} is not a host name, an address or \"*\"", h.get_ref()),
+            ));
+        }
+        hosts.push(host);
+    }
+    let required_header = match &z.require_header {
+        None => None,
+        Some(h) => Some(required_header(h.get_ref()).ok_or_else(|| {
+            src.err(
+                h.span(),
+                format!(
+                    "zone {name:?}: field require_header: {:?} must be \"Name: value\"",
+                    h.get_ref()
+                ),
+            )
+        })?),
+    };
+    let hop_limit = match &z.token_hop_limit {
+        Some(h) if *h.get_ref() == 0 => {
+            return Err(src.err(
+                h.span(),
+                format!("zone {name:?}: field token_hop_limit: 0 is outside 1 to 255"),
+            ))
+        }
+        h => h.as_ref().map(|h| *h.get_ref()),
+    };
+    Ok(RequestRules {
+        hosts,
+        required_header,
+        forwarded_refuse: z.forwarded_refuse.unwrap_or(false),
+        token_hop_limit: hop_limit,
+    })
+}
+
+/// `Name: value`, the name a valid header name (kept lower case), the value not empty.
+fn required_header(text: &str) -> Option<(http::HeaderName, String)> {
+    let (name, value) = text.split_once(':')?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+    let value = value.trim();
+    (!value.is_empty() && http::HeaderValue::from_str(value).is_ok())
+        .then(|| (name, value.to_string()))
 }
 
 #[cfg(test)]
@@ -562,7 +638,7 @@ mod tests {
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.1/8\"]\naction = \"allow\"\n",
              "p.toml:3: zone \"a\": field cidrs: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\ncolour = \"blue\"\n",
-             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`, `identity_sources`"),
+             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`, `identity_sources`, `allowed_hosts`, `require_header`, `forwarded_refuse`, `token_hop_limit`"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 5 }\n",
              "p.toml:5: zone \"a\": field rate_limit.per_second: 0 is outside 0.000012 (one a day) to 100000"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 1, burst = 0 }\n",

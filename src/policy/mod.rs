@@ -151,6 +151,23 @@ pub(crate) struct Zone {
     pub(crate) identify_by_mac: bool,
     /// The claim sources that identify a client in this zone.
     pub(crate) sources: Sources,
+    /// What a request must look like beyond its path.
+    pub(crate) request: RequestRules,
+}
+
+/// Per-zone defences of the metadata address, each against one attack.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RequestRules {
+    /// Host names (lower case) or addresses accepted besides the metadata addresses and the
+    /// listeners' own (DNS rebinding); `*` accepts any.
+    pub(crate) hosts: Vec<String>,
+    /// A header every request must carry, as GCE's `Metadata-Flavor: Google` (SSRF).
+    pub(crate) required_header: Option<(http::HeaderName, String)>,
+    /// A forwarded header from a peer that is not a trusted proxy is refused, not ignored.
+    pub(crate) forwarded_refuse: bool,
+    /// The IP TTL (IPv6 hop limit) of a token PUT's answer: containers behind NAT on a node
+    /// get no token (AWS's `HttpPutResponseHopLimit`).
+    pub(crate) token_hop_limit: Option<u8>,
 }
 
 /// One project's CIDRs: where its deployers' configdrives may claim addresses.

@@ -40,6 +40,8 @@ pub(crate) struct MetadataApp {
     pub(crate) write_timeout: Duration,
     pub(crate) audit: Arc<AuditGate>,
     pub(crate) refusals: Arc<RefusalBudget>,
+    /// The listeners' addresses: a `Host` of theirs is accepted.
+    pub(crate) own_addresses: Vec<IpAddr>,
 }
 
 /// Put on each request's session by the listener: a flag set once the request's headers are in, and the
@@ -157,6 +159,8 @@ impl MetadataApp {
                 || first("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .is_some_and(|n| n > 0),
+            host: first("host").or_else(|| header.uri.authority().map(|a| a.as_str())),
+            headers: Some(&header.headers),
         }
     }
 }
@@ -207,6 +211,7 @@ impl ProxyHttp for MetadataApp {
             passwords: &self.passwords,
             now: std::time::SystemTime::now(),
             today: &today,
+            own_addresses: &self.own_addresses,
         };
         let on_demand = self.on_demand.as_deref();
         let step = {
@@ -249,6 +254,16 @@ impl ProxyHttp for MetadataApp {
             }
         }
         ctx.record = Some(record);
+        if let Some(hops) = reply.hop_limit {
+            // The TTL holds for the connection's packets from now on: it ends with this answer.
+            session.set_keepalive(None);
+            if let Err(e) = limit_hops(session, hops) {
+                tracing::error!(error = %e, "cannot limit the hop count of a token answer; refusing it");
+                let refused = Refusal::HopLimitUnavailable.reply();
+                write_reply(session, refused).await?;
+                return Ok(true);
+            }
+        }
         write_reply(session, reply).await?;
         Ok(true)
     }
@@ -358,6 +373,32 @@ fn response_header(reply: &Reply) -> Result<ResponseHeader> {
     let mut h = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
     reply.fields(|k, v| h.insert_header(k, v).map(drop))?;
     Ok(h)
+}
+
+/// Sets the IP TTL (IPv6: unicast hop limit) of the session's socket.
+fn limit_hops(session: &Session, hops: u8) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::os::fd::AsRawFd;
+    let fd = session
+        .stream()
+        .and_then(|s| {
+            s.as_any()
+                .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+        })
+        .map(|s| s.as_raw_fd())
+        .ok_or_else(|| std::io::Error::other("not a TCP connection"))?;
+    let hops = i32::from(hops);
+    let v4 = match session.client_addr().and_then(|a| a.as_inet()) {
+        Some(std::net::SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_some(),
+        _ => true,
+    };
+    // `session` holds the stream, so `fd` stays open for these calls.
+    if v4 {
+        setsockopt(fd, sockopt::Ipv4Ttl, &hops)?;
+    } else {
+        setsockopt(fd, sockopt::Ipv6Ttl, &hops)?;
+    }
+    Ok(())
 }
 
 async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {

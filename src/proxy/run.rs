@@ -142,6 +142,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         write_timeout,
         audit: audit.clone(),
         refusals: refusals.clone(),
+        own_addresses: s.listen.iter().map(|a| a.ip()).collect(),
     };
     let listener = Listener {
         proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
