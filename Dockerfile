@@ -4,11 +4,11 @@
 #
 #   docker build -t ironic-metadata .
 #
-# The binary runs as an unprivileged user. It carries the file capability
-# cap_net_bind_service so that it can bind port 80 without root; because of that the
-# container must keep NET_BIND_SERVICE in its capability set (drop everything else):
-# a binary with file capabilities cannot be executed at all when the capability is
-# missing from the bounding set ("Operation not permitted").
+# The binary runs as an unprivileged user. It carries the file capabilities
+# cap_net_bind_service (port 80 without root) and cap_net_raw (the packet socket that
+# watches the segment for another host claiming 169.254.169.254) as permitted only: it
+# raises whichever of them the container's bounding set keeps, and runs without them
+# (binding a port above 1023; impostor detection off, with a warning).
 
 # Any toolchain at or above Cargo.toml's rust-version builds it.
 ARG RUST_VERSION=1.95
@@ -40,7 +40,7 @@ COPY deploy/docker/entrypoint.sh /usr/local/bin/ironic-metadata-entrypoint
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl iproute2 libcap2-bin \
- && setcap cap_net_bind_service=+ep /usr/local/bin/ironic-metadata \
+ && setcap cap_net_bind_service,cap_net_raw=+p /usr/local/bin/ironic-metadata \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 ironic-metadata \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

@@ -127,6 +127,7 @@ for name, s in (("ironic-metadata", svc), ("ironic-metadata-host", hst)):
     need(not env["ADMIN_ADDR"].startswith("169.254.169.254"), f"{name}: admin on the metadata address")
     need(s.get("cap_drop") == ["ALL"], f"{name}: cap_drop ALL")
     need("NET_BIND_SERVICE" in s.get("cap_add", []), f"{name}: NET_BIND_SERVICE kept")
+    need("NET_RAW" in s.get("cap_add", []), f"{name}: NET_RAW kept (the impostor watch)")
     need(s.get("read_only") is True, f"{name}: read-only root filesystem")
     ro = [v for v in s.get("volumes", []) if v.endswith(":ro")]
     need(any("/etc/ironic-metadata/policies" in v for v in ro), f"{name}: policies mounted read-only")
@@ -185,7 +186,7 @@ EOF
 check "Dockerfile: build inputs and COPY sources exist and are in the build context" copy_sources
 dockerfile_props() {
   grep -q 'cargo build --release --locked' Dockerfile &&
-    grep -q 'setcap cap_net_bind_service=+ep' Dockerfile &&
+    grep -q 'setcap cap_net_bind_service,cap_net_raw=+p' Dockerfile &&
     grep -qE '^USER [0-9]+' Dockerfile &&
     grep -q '^HEALTHCHECK' Dockerfile &&
     grep -q 'POLICY_DIR=/etc/ironic-metadata/policies' Dockerfile
@@ -250,7 +251,9 @@ need(env["TOKEN_KEY_FILE"]["value"] == mounts["token-key"]["mountPath"] + "/toke
      "TOKEN_KEY_FILE is the Secret's token.key")
 sc = c["securityContext"]
 need(sc["capabilities"]["drop"] == ["ALL"] and sc["capabilities"]["add"] == ["NET_BIND_SERVICE"],
-     "capabilities: drop ALL, add NET_BIND_SERVICE (needed to exec the file-capability binary)")
+     "capabilities: drop ALL, add NET_BIND_SERVICE")
+need(env.get("IMPOSTOR_DETECTION", {}).get("value") == "off",
+     "IMPOSTOR_DETECTION=off (pods are not on the nodes' segment)")
 need(sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, "no escalation, read-only root")
 need(pod["securityContext"]["runAsNonRoot"] is True, "runAsNonRoot")
 svc = docs[("Service", "ironic-metadata")][1]
@@ -321,11 +324,11 @@ check "systemd: offline security exposure at most 2.0" \
 unit_props() {
   grep -qx 'EnvironmentFile=/etc/ironic-metadata/env' "$unit" &&
     grep -qxF "ExecReload=/bin/kill -HUP \$MAINPID" "$unit" &&
-    grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE' "$unit" &&
+    grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" &&
     grep -qx 'ProtectSystem=strict' "$unit" &&
     grep -qxE '(DynamicUser=yes|User=.+)' "$unit"
 }
-check "systemd: EnvironmentFile, ExecReload SIGHUP, CAP_NET_BIND_SERVICE, ProtectSystem=strict, own user" unit_props
+check "systemd: EnvironmentFile, ExecReload SIGHUP, CAP_NET_BIND_SERVICE and CAP_NET_RAW, ProtectSystem=strict, own user" unit_props
 env_example() {
   local bad=0 line
   while IFS= read -r line; do

@@ -219,7 +219,7 @@ link() {
   ip -n "$P-$3" link set "$4" up
 }
 
-mkns sw srv c1 c2 c3 c4 h rtr rc rs prx pc v6a v6b
+mkns sw srv c1 c2 c3 c4 h rtr rc rs prx pc v6a v6b imp
 
 # Same segment: a bridge in sw, one port per machine.
 ip -n "$P-sw" link add br0 type bridge
@@ -237,6 +237,8 @@ seg_port c4 52:54:00:77:00:14 pc4
 seg_port h 52:54:00:77:00:50 ph
 seg_port v6a 52:54:00:77:00:16 pv6a
 seg_port v6b 52:54:00:77:00:17 pv6b
+seg_port imp 52:54:00:77:00:66 pimp
+ip -n "$P-imp" link set eth0 down
 
 # The service's side of the segment is what Docker's macvlan network gives the container:
 # 169.254.169.254 in 169.254.169.0/24, nothing in the nodes' network.
@@ -285,6 +287,7 @@ ip -n "$P-srv" route add 10.78.0.0/24 via 10.77.1.1
 ip -n "$P-srv" route add 10.79.0.0/24 via 10.77.1.1
 ip -n "$P-srv" addr add 10.77.100.1/32 dev lo
 ip -n "$P-srv" addr add 10.77.100.2/32 dev lo
+ip -n "$P-srv" addr add 10.77.100.3/32 dev lo
 
 if nsx rtr nft -f - <<'EOF' 2>/dev/null
 table ip e2e_nat {
@@ -319,7 +322,7 @@ ip -n "$P-srv" addr add 10.77.3.2/24 dev eth2
 bin="$T/ironic-metadata"
 cp "$bin_arg" "$bin"
 chmod 0755 "$bin"
-setcap cap_net_bind_service=+ep "$bin"
+setcap cap_net_bind_service,cap_net_raw=+p "$bin"
 install -m 0755 "$repo/deploy/docker/entrypoint.sh" "$T/entrypoint.sh"
 install -m 0755 "$repo/deploy/docker/healthcheck.sh" "$T/healthcheck.sh"
 
@@ -407,13 +410,15 @@ policy2() {
   local trust=""
   [ "$1" = trusted ] && trust='trusted_proxies = ["10.77.3.1/32"]'
   cat <<EOF
-# Routed nodes: session tokens required, a small burst.
+# Routed nodes: session tokens required, a small burst; a token answer may cross the
+# router (one hop) and no more.
 [[zone]]
 name = "routed"
 cidrs = ["10.78.0.0/24"]
 action = "allow"
 tokens = "required"
 rate_limit = { per_second = 1, burst = 6 }
+token_hop_limit = 2
 
 # The reverse proxy's side.
 [[zone]]
@@ -441,8 +446,20 @@ ln -s ..v1 "$T/pol2/..data"
 ln -s ..data/policy.toml "$T/pol2/policy.toml"
 chmod -R a+rX "$T/pol1" "$T/pol2"
 
+# S5's policy: a token answer that dies at the first router.
+mkdir -p "$T/pol5"
+cat >"$T/pol5/hops.toml" <<'EOF'
+[[zone]]
+name = "routed"
+cidrs = ["10.78.0.0/24"]
+action = "allow"
+token_hop_limit = 1
+EOF
+chmod -R a+rX "$T/pol5"
+
 "$bin" policy check "$T/pol1" >/dev/null
 "$bin" policy check "$T/pol2" >/dev/null
+"$bin" policy check "$T/pol5" >/dev/null
 
 # ---------------------------------------------------------------------------------------
 # Processes.
@@ -504,6 +521,11 @@ for s in s2:10.77.100.1:9181 s3:10.77.100.2:9182; do
     ADMIN_ADDR="127.0.0.1:$admin" "$T/entrypoint.sh" "$bin" serve
 done
 
+# S5: token answers with a TTL of 1.
+daemon srv s5 setpriv --reuid="$run_as" --regid="$run_as" --clear-groups \
+  env "${common_env[@]}" POLICY_DIR="$T/pol5" BIND_ADDR=10.77.100.3 BIND_PORT=8080 \
+  ADMIN_ADDR=127.0.0.1:9184 "$T/entrypoint.sh" "$bin" serve
+
 # S4: S1's policy on the segment's IPv6 address.
 daemon srv s4 setpriv --reuid="$run_as" --regid="$run_as" --clear-groups \
   env "${common_env[@]}" POLICY_DIR="$T/pol1" BIND_ADDR=fd77::fe BIND_PORT=8080 \
@@ -540,7 +562,7 @@ daemon prx nginx nginx -e "$T/nginx/error.log" -p "$T/nginx" -c "$T/nginx/nginx.
 
 # /readyz answers 200 once the first inventory has been read from Ironic.
 admin_ok() { nsx srv curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$1/readyz"; }
-for a in s1:9180 s2:9181 s3:9182 s4:9183; do
+for a in s1:9180 s2:9181 s3:9182 s4:9183 s5:9184; do
   if ! wait_until 20 admin_ok "${a##*:}"; then
     echo "--- ${a%%:*} log:" >&2
     tail -n 20 "$T/${a%%:*}.log" >&2
@@ -616,10 +638,10 @@ fi
 echo "# a. same segment (macvlan-style 169.254.169.254, on-link route from the entrypoint)"
 s1_pid=$(pid_of s1)
 if grep -q "^Uid:[[:space:]]*${run_as}[[:space:]]" "/proc/$s1_pid/status" &&
-  grep -q '^CapBnd:[[:space:]]*0000000000000400$' "/proc/$s1_pid/status"; then
-  ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE in its bounding set, on port 80"
+  grep -q '^CapBnd:[[:space:]]*0000000000002400$' "/proc/$s1_pid/status"; then
+  ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE and CAP_NET_RAW in its bounding set, on port 80"
 else
-  not_ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE ($(grep -E '^(Uid|CapBnd)' "/proc/$s1_pid/status" | tr '\n' ' '))"
+  not_ok "S1 runs as uid $run_as with only CAP_NET_BIND_SERVICE and CAP_NET_RAW ($(grep -E '^(Uid|CapBnd)' "/proc/$s1_pid/status" | tr '\n' ' '))"
 fi
 if nsx srv ip route show 10.77.0.0/24 | grep -q 'dev eth0 scope link'; then
   ok "the entrypoint added the on-link route to the nodes' network"
@@ -723,6 +745,49 @@ else
 fi
 ip -n "$P-v6b" link set eth0 down
 
+echo "# a4. defences of the segment (S1)"
+get c1 "$MD" -H 'Host: evil.example'
+if [ "$status" = 403 ] && [ "$body" = "host not allowed" ]; then
+  ok "a request naming another host (DNS rebinding) is refused with 403"
+else
+  not_ok "a request naming another host is refused (status $status, body $body)"
+fi
+# An impostor joins the segment and claims 169.254.169.254 with gratuitous ARP.
+ip -n "$P-imp" link set eth0 up
+nsx imp sysctl -qw net.ipv4.ip_nonlocal_bind=1
+t0=$(date +%s.%N)
+nsx imp arping -q -U -c 2 -s 169.254.169.254 -I eth0 169.254.169.254 || true
+impostor_seen() { audit_has s1 '"event":"impostor"' '"mac":"52:54:00:77:00:66"' '"kind":"gratuitous_arp"'; }
+if wait_until 5 impostor_seen; then
+  t1=$(grep -F '"event":"impostor"' "$T/s1.log" | grep -F '"kind":"gratuitous_arp"' | head -n 1 |
+    sed -n 's/.*"timestamp":"\([^"]*\)".*/\1/p')
+  lag=$(python3 -c "import datetime,sys; t=datetime.datetime.fromisoformat(sys.argv[1].replace('Z','+00:00')).timestamp(); print(f'{t - float(sys.argv[2]):.3f}')" "$t1" "$t0")
+  if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 1.0 else 1)" "$lag"; then
+    ok "arping -U -s 169.254.169.254 from another MAC is reported within 1 s ($lag s), naming the MAC"
+  else
+    not_ok "arping -U from an impostor is reported within 1 s (took $lag s)"
+  fi
+else
+  not_ok "arping -U from an impostor is reported (audit: $(grep -F '"target":"audit"' "$T/s1.log" | tail -n 1))"
+fi
+r=$(nsx srv curl -fsS -m 2 http://127.0.0.1:9180/readyz || true)
+if grep -qF 'impostor: MAC 52:54:00:77:00:66 claims 169.254.169.254' <<<"$r"; then
+  ok "/readyz warns of the impostor's MAC"
+else
+  not_ok "/readyz warns of the impostor ($r)"
+fi
+# The same for fe80::a9fe:a9fe: its duplicate-address detection is a claim too.
+ip -n "$P-imp" addr add fe80::a9fe:a9fe/64 dev eth0
+impostor6_seen() { audit_has s1 '"event":"impostor"' '"mac":"52:54:00:77:00:66"' '"address":"fe80::a9fe:a9fe"'; }
+if wait_until 5 impostor6_seen; then
+  ok "an impostor claiming fe80::a9fe:a9fe (neighbour discovery) is reported"
+else
+  not_ok "an impostor claiming fe80::a9fe:a9fe is reported (audit: $(grep -F '"event":"impostor"' "$T/s1.log" | tail -n 1))"
+fi
+ip -n "$P-imp" link set eth0 down
+impostors=$(nsx srv curl -fsS -m 2 http://127.0.0.1:9180/metrics | awk '/^metadata_impostor_frames_total/ {n += $2} END {print n + 0}')
+if [ "${impostors:-0}" -ge 2 ]; then ok "metadata_impostor_frames_total counts them ($impostors)"; else not_ok "metadata_impostor_frames_total counts them ($impostors)"; fi
+
 echo "# b. routed + DNAT (rtr: 169.254.169.254:80 -> 10.77.100.1:8080, no SNAT)"
 get rc "$MD"; expect_status "rc without a session token is refused with 401 (zone routed: tokens required)" 401
 if wait_until 5 audit_has s2 '"client":"10.78.0.2"' '"zone":"routed"' '"peer":"10.78.0.2"'; then
@@ -735,6 +800,12 @@ token=$body
 expect_status "rc gets a session token through the DNAT" 200
 get rc "$MD" -H "X-aws-ec2-metadata-token: $token"
 expect_node "rc with its token gets its own node's meta_data.json" "$INST_RC"
+get rc http://10.77.100.3:8080/latest/api/token -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' -m 3
+if [ "$status" = 000 ] && [ -z "$body" ]; then
+  ok "with token_hop_limit = 1 the token answer dies at the router: rc gets nothing (the zone above, = 2, gave one)"
+else
+  not_ok "with token_hop_limit = 1 rc gets no token (status $status, body ${body:0:40})"
+fi
 get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: $token"
 expect_node "a second replica sharing TOKEN_KEY_FILE accepts that token" "$INST_RC"
 get rc http://10.77.100.2:8080/openstack/latest/meta_data.json -H "X-aws-ec2-metadata-token: ${token}x"

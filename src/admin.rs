@@ -16,6 +16,7 @@ pub(crate) fn handle(
     catalog: &Catalog,
     metrics: &Metrics,
     scopes: &dyn ProjectScopes,
+    segment: &[String],
     listening: bool,
 ) -> Reply {
     if method != "GET" && method != "HEAD" {
@@ -23,7 +24,7 @@ pub(crate) fn handle(
     }
     match path.split('?').next().unwrap_or("") {
         "/healthz" => Reply::text("ok\n"),
-        "/readyz" => readyz(catalog, scopes, listening),
+        "/readyz" => readyz(catalog, scopes, segment, listening),
         "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(gauges(catalog))),
         _ => Refusal::NotFound.reply(),
     }
@@ -39,7 +40,12 @@ fn gauges(catalog: &Catalog) -> IndexGauges {
     }
 }
 
-fn readyz(catalog: &Catalog, scopes: &dyn ProjectScopes, listening: bool) -> Reply {
+fn readyz(
+    catalog: &Catalog,
+    scopes: &dyn ProjectScopes,
+    segment: &[String],
+    listening: bool,
+) -> Reply {
     let status = catalog.status();
     let index = catalog.index();
     // Claims the policy in force does not honour (it may change without a refresh).
@@ -49,6 +55,7 @@ fn readyz(catalog: &Catalog, scopes: &dyn ProjectScopes, listening: bool) -> Rep
             "node {node}: its configdrive claims {ip}, outside the CIDRs the policy gives its project; the claim is ignored unless the client's MAC verifies it"
         )
     }));
+    warnings.extend(segment.iter().cloned());
     let ready = status.ready && listening;
     // Degraded: still serving the last good index, but the source is failing.
     let state = match (ready, status.last_error.is_some()) {

@@ -62,6 +62,14 @@ pub(crate) enum PolicyCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ImpostorDetection {
+    /// On every interface that holds a metadata address (needs CAP_NET_RAW; without it a
+    /// warning says detection is off).
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -186,6 +194,10 @@ pub(crate) struct ServeArgs {
     /// connection is closed and new ones refused (429) until the budget refills.
     #[arg(long = "refusals-per-minute", env = "REFUSALS_PER_MINUTE", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) refusals_per_minute: u32,
+    /// Watch the segment for another host claiming the metadata addresses (ARP, neighbour
+    /// discovery).
+    #[arg(long = "impostor-detection", env = "IMPOSTOR_DETECTION", value_enum, default_value_t = ImpostorDetection::Auto)]
+    pub(crate) impostor_detection: ImpostorDetection,
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

@@ -69,6 +69,7 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
+    raise_capabilities();
     match server::Settings::from_args(args).and_then(server::prepare) {
         Ok(prepared) => {
             proxy::run(prepared, Arc::new(tokio::sync::Notify::new()));
@@ -77,6 +78,21 @@ fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The image grants the binary CAP_NET_BIND_SERVICE (port 80) and CAP_NET_RAW (the
+/// impostor watch) as permitted file capabilities only, so that it runs where a deployment
+/// keeps neither: whichever of them this process holds is made effective here.
+fn raise_capabilities() {
+    use caps::{CapSet, Capability};
+    for cap in [Capability::CAP_NET_BIND_SERVICE, Capability::CAP_NET_RAW] {
+        let held = caps::has_cap(None, CapSet::Permitted, cap).unwrap_or(false);
+        if held {
+            if let Err(e) = caps::raise(None, CapSet::Effective, cap) {
+                tracing::warn!(capability = %cap, error = %e, "cannot raise a permitted capability");
+            }
         }
     }
 }

@@ -48,6 +48,8 @@ pub mod probe;
 mod proxy;
 mod reply;
 #[cfg(feature = "server")]
+mod segment;
+#[cfg(feature = "server")]
 mod server;
 mod versions;
 

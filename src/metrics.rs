@@ -68,6 +68,8 @@ pub(crate) struct Conn {
     pub(crate) audit_suppressed: IntCounter,
     /// Clients over their refusal budget, by what was done (`closed`, `refused`).
     pub(crate) refusal_throttled: IntCounterVec,
+    /// Frames of another host claiming a metadata address, by kind.
+    pub(crate) impostor_frames: IntCounterVec,
 }
 
 /// Creates metrics and registers each in the registry as it is made.
@@ -193,6 +195,11 @@ impl Conn {
                 "metadata_refusal_throttled_total",
                 "Connections of clients over their refusal budget, closed after an answer or refused when accepted",
                 &["action"],
+            ),
+            impostor_frames: m.counters(
+                "metadata_impostor_frames_total",
+                "ARP or neighbour discovery frames of another host claiming a metadata address",
+                &["kind"],
             ),
         }
     }

@@ -42,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) write_timeout_seconds: u64,
     pub(crate) audit_interval_seconds: u64,
     pub(crate) refusals_per_minute: u32,
+    pub(crate) impostor_detection: bool,
     /// Longest a request waits for an on-demand refresh of the inventory.
     pub(crate) on_demand_wait: Duration,
     pub(crate) max_header_count: usize,
@@ -175,6 +176,7 @@ impl Settings {
             write_timeout_seconds: a.write_timeout_seconds,
             audit_interval_seconds: a.audit_interval_seconds,
             refusals_per_minute: a.refusals_per_minute,
+            impostor_detection: a.impostor_detection == crate::cli::ImpostorDetection::Auto,
             on_demand_wait,
             max_header_count: a.max_header_count,
             max_header_bytes: a.max_header_bytes,

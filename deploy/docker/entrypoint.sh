@@ -4,7 +4,8 @@
 # Started as the image's unprivileged user (the default), it simply runs them.
 #
 # Started as root (the compose macvlan variant), it first prepares the network namespace
-# and then drops to uid/gid 10001 with NET_BIND_SERVICE as the only capability left:
+# and then drops to uid/gid 10001 with NET_BIND_SERVICE and NET_RAW (the impostor watch's
+# packet socket) as the only capabilities left:
 #   METADATA_ONLINK_SUBNETS  CIDRs (comma or space separated) of the nodes' networks on
 #                            the macvlan segment. Docker gives the container only
 #                            169.254.169.254 on that side, so without these on-link routes
@@ -73,4 +74,4 @@ else
 fi
 
 exec setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --clear-groups \
-  --inh-caps=-all --bounding-set=-all,+net_bind_service -- "$@"
+  --inh-caps=-all --bounding-set=-all,+net_bind_service,+net_raw -- "$@"

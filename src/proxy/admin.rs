@@ -12,11 +12,13 @@ use pingora::protocols::http::ServerSession;
 use crate::inventory::Catalog;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
+use crate::segment::Guard;
 
 pub(crate) struct AdminApp {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) segment: Arc<Guard>,
     /// The metadata listeners' addresses, checked until each has accepted a connection.
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) listening: AtomicBool,
@@ -64,6 +66,7 @@ impl ServeHttp for AdminApp {
             &self.catalog,
             &self.metrics,
             &*self.policy.current(),
+            &self.segment.warnings(),
             listening,
         );
         let mut builder = http::Response::builder().status(reply.status);

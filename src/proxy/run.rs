@@ -19,7 +19,9 @@ use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
 use crate::inventory::refresh::Refresher;
 use crate::inventory::OnDemand;
+use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
+use crate::segment::{Claim, Guard};
 use crate::server::Prepared;
 
 /// Stops the server on SIGTERM, SIGINT or [`Notify::notify_one`], always gracefully: the
@@ -98,6 +100,45 @@ impl BackgroundService for AuditService {
     }
 }
 
+/// Watches the segment for impostors until the server stops.
+struct SegmentService {
+    guard: Arc<Guard>,
+    listen: Vec<std::net::IpAddr>,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditGate>,
+}
+
+#[async_trait]
+impl BackgroundService for SegmentService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (watches, own) = crate::segment::plan(&self.listen);
+        let (metrics, audit) = (self.metrics.clone(), self.audit.clone());
+        self.guard.start(
+            watches,
+            own,
+            Arc::new(move |c: &Claim| {
+                metrics
+                    .conn
+                    .impostor_frames
+                    .with_label_values(&[c.kind])
+                    .inc();
+                if audit.admit(Some(c.address), c.kind) {
+                    tracing::warn!(
+                        target: "audit",
+                        event = "impostor",
+                        kind = c.kind,
+                        address = %c.address,
+                        mac = %crate::identity::neighbour::mac_text(&c.mac),
+                        "another host claims a metadata address on the segment"
+                    );
+                }
+            }),
+        );
+        let _ = shutdown.changed().await;
+        self.guard.stop();
+    }
+}
+
 /// Watches the policy directory and SIGHUP, and sweeps rate-limiter state.
 struct PolicyService(Arc<PolicyStore>);
 
@@ -106,6 +147,13 @@ impl BackgroundService for PolicyService {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.0.run(shutdown).await;
     }
+}
+
+/// State the metadata listener and the background services share.
+struct Shared {
+    audit: Arc<AuditGate>,
+    refusals: Arc<RefusalBudget>,
+    segment: Arc<Guard>,
 }
 
 /// Build and run the pingora server until it is stopped. Blocks the calling thread; must
@@ -124,9 +172,38 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
+    let shared = Shared {
+        audit: Arc::new(AuditGate::new()),
+        refusals: Arc::new(RefusalBudget::new(s.refusals_per_minute)),
+        segment: Arc::new(Guard::default()),
+    };
+    let metadata = metadata_service(&server, &p, &shared);
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp {
+            catalog: p.catalog.clone(),
+            metrics: p.metrics.clone(),
+            policy: p.policy.clone(),
+            segment: shared.segment.clone(),
+            listen: s.listen.clone(),
+            listening: Default::default(),
+        },
+    );
+    admin.add_tcp(&s.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(metadata);
+    server.add_service(admin);
+    add_background(&mut server, p, shared);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopWatch { stop }),
+    });
+    tracing::info!("stopped");
+}
+
+/// The metadata listeners: the request path, behind the connection limits.
+fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<Listener> {
+    let s = &p.settings;
     let header_timeout = Duration::from_secs(s.header_timeout_seconds);
-    let audit = Arc::new(AuditGate::new());
-    let refusals = Arc::new(RefusalBudget::new(s.refusals_per_minute));
     let write_timeout = Duration::from_secs(s.write_timeout_seconds);
     let app = MetadataApp {
         catalog: p.catalog.clone(),
@@ -140,8 +217,8 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         max_header_bytes: s.max_header_bytes,
         header_timeout,
         write_timeout,
-        audit: audit.clone(),
-        refusals: refusals.clone(),
+        audit: shared.audit.clone(),
+        refusals: shared.refusals.clone(),
         own_addresses: s.listen.iter().map(|a| a.ip()).collect(),
     };
     let listener = Listener {
@@ -152,41 +229,43 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         header_timeout,
         keepalive: Duration::from_secs(s.keepalive_seconds),
         exchange_limit: header_timeout + s.on_demand_wait + write_timeout,
-        audit: audit.clone(),
-        refusals: refusals.clone(),
+        audit: shared.audit.clone(),
+        refusals: shared.refusals.clone(),
     };
     let mut metadata = Service::new("metadata".to_string(), listener);
-    for addr in &listen {
-        metadata.add_tcp(addr);
+    for addr in &s.listen {
+        metadata.add_tcp(&addr.to_string());
     }
-    let mut admin = Service::new(
-        "admin".to_string(),
-        AdminApp {
-            catalog: p.catalog.clone(),
-            metrics: p.metrics.clone(),
-            policy: p.policy.clone(),
-            listen: s.listen.clone(),
-            listening: Default::default(),
-        },
-    );
-    admin.add_tcp(&s.admin.to_string());
-    admin.threads = Some(1);
-    server.add_service(metadata);
-    server.add_service(admin);
-    server.add_service(background_service("policy", PolicyService(p.policy)));
+    metadata
+}
+
+/// The policy watch, the impostor watch, the audit interval and the Ironic refresher.
+fn add_background(server: &mut Server, p: Prepared, shared: Shared) {
+    let s = &p.settings;
+    server.add_service(background_service(
+        "policy",
+        PolicyService(p.policy.clone()),
+    ));
+    if s.impostor_detection {
+        server.add_service(background_service(
+            "segment",
+            SegmentService {
+                guard: shared.segment,
+                listen: s.listen.iter().map(|a| a.ip()).collect(),
+                metrics: p.metrics.clone(),
+                audit: shared.audit.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "audit",
         AuditService {
-            gate: audit,
-            refusals,
+            gate: shared.audit,
+            refusals: shared.refusals,
             every: Duration::from_secs(s.audit_interval_seconds),
         },
     ));
     if let Some(r) = p.refresher {
         server.add_service(background_service("ironic refresher", RefreshService(r)));
     }
-    server.run(RunArgs {
-        shutdown_signal: Box::new(StopWatch { stop }),
-    });
-    tracing::info!("stopped");
 }
