@@ -37,6 +37,8 @@ fn gauges(catalog: &Catalog) -> IndexGauges {
         served: index.served_count(),
         ready: status.ready,
         age_seconds: age_seconds(status.last_success),
+        contested: index.contested().count(),
+        overruled: index.overruled().len(),
     }
 }
 

@@ -15,6 +15,10 @@ pub(crate) struct IndexGauges {
     pub(crate) served: usize,
     pub(crate) ready: bool,
     pub(crate) age_seconds: Option<i64>,
+    /// Addresses two nodes claim with the same weight (both refused).
+    pub(crate) contested: usize,
+    /// Configdrive claims on addresses other nodes' own data holds (ignored).
+    pub(crate) overruled: usize,
 }
 
 pub(crate) struct Metrics {
@@ -35,6 +39,8 @@ struct Index {
     served_nodes: IntGauge,
     age_seconds: IntGauge,
     ready: IntGauge,
+    contested: IntGauge,
+    overruled: IntGauge,
 }
 
 pub(crate) struct Source {
@@ -113,6 +119,14 @@ impl Index {
             ready: m.gauge(
                 "metadata_index_ready",
                 "1 once an inventory has been loaded",
+            ),
+            contested: m.gauge(
+                "metadata_index_contested_addresses",
+                "Addresses two or more nodes claim with the same weight: refused to all",
+            ),
+            overruled: m.gauge(
+                "metadata_index_overruled_claims",
+                "Configdrive claims on addresses another node's network_data holds: ignored",
             ),
         }
     }
@@ -262,6 +276,8 @@ impl Metrics {
         self.index.served_nodes.set(index.served as i64);
         self.index.ready.set(i64::from(index.ready));
         self.index.age_seconds.set(index.age_seconds.unwrap_or(-1));
+        self.index.contested.set(index.contested as i64);
+        self.index.overruled.set(index.overruled as i64);
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
