@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -18,7 +19,7 @@ use crate::identity::{Index, Lookup, ProjectScopes, Sources};
 use crate::ironic::model::{Inventory, Node};
 use crate::metadata::render;
 use crate::metadata::route::{self, Route};
-use crate::node::configdrive;
+use crate::node::{configdrive, NodeView};
 use crate::policy::{file, forwarded, token, Policy};
 use crate::reply::{Refusal, JSON};
 
@@ -28,7 +29,9 @@ pub fn route(data: &[u8]) {
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(segs) = route::normalise(path) else {
+    let normalised = route::normalise(path);
+    assert_eq!(normalised, normalise_by_the_rules(path), "{path:?}");
+    let Ok(segs) = normalised else {
         return;
     };
     for s in &segs {
@@ -53,6 +56,54 @@ pub fn route(data: &[u8]) {
         Ok(Route::Ec2 { path, .. }) => assert!(path.iter().all(|s| s != ".." && !s.is_empty())),
         _ => {}
     }
+}
+
+/// [`route::normalise`] written again from its documented rules, as simply as possible: the
+/// path ends at `?` or `#`; `%` and two hex digits is a byte, any other `%` itself; the
+/// bytes must be UTF-8, at most [`route::MAX_PATH_LEN`] of them, without a control
+/// character; segments split on `/`, `""` and `.` dropped, `..` removes the last one kept
+/// (none at the root).
+fn normalise_by_the_rules(path: &str) -> Result<Vec<String>, route::RouteError> {
+    let path = path.as_bytes();
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = &path[..end];
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut bytes = Vec::new();
+    let mut i = 0;
+    while i < path.len() {
+        let pair = (path[i] == b'%')
+            .then(|| Some((hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?)))
+            .flatten();
+        match pair {
+            Some((hi, lo)) => {
+                bytes.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            None => {
+                bytes.push(path[i]);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8(bytes).map_err(|_| route::RouteError::BadEncoding)?;
+    if text.len() > route::MAX_PATH_LEN {
+        return Err(route::RouteError::TooLong);
+    }
+    if text.chars().any(char::is_control) {
+        return Err(route::RouteError::ControlCharacter);
+    }
+    let mut segs: Vec<String> = Vec::new();
+    for seg in text.split('/') {
+        if seg == ".." {
+            segs.pop();
+        } else if !seg.is_empty() && seg != "." {
+            segs.push(seg.to_string());
+        }
+    }
+    Ok(segs)
 }
 
 /// Forwarded-header chain → client address. The first byte picks the header and the hop
@@ -164,8 +215,14 @@ const PATHS: &[&str] = &[
     "/2009-04-04/meta-data/hostname",
 ];
 
-/// Ironic answer (an inventory, or one node) → index → every file. No node is ever
-/// answered for an address it does not claim, and every JSON file is valid JSON.
+/// Most nodes, ports and portgroups an input of the node target may hold: two nodes show
+/// every rule between nodes (a contested address or MAC, two projects), and a small
+/// inventory is a fast execution. Larger inputs are ignored.
+const MAX_NODES: usize = 3;
+const MAX_PORTS: usize = 6;
+
+/// Ironic answer (an inventory of a few nodes, or one node) → index → every file. No node
+/// is ever answered for an address it does not claim, and every JSON file is valid JSON.
 pub fn node(data: &[u8]) {
     let inventory = match serde_json::from_slice::<Inventory>(data) {
         Ok(inv) => inv,
@@ -178,6 +235,12 @@ pub fn node(data: &[u8]) {
             Err(_) => return,
         },
     };
+    if inventory.nodes.len() > MAX_NODES
+        || inventory.ports.len() > MAX_PORTS
+        || inventory.portgroups.len() > MAX_PORTS
+    {
+        return;
+    }
     let served: Vec<String> = ["active", "deploying", "wait call-back", "rescue"]
         .iter()
         .map(|s| s.to_string())
@@ -186,10 +249,12 @@ pub fn node(data: &[u8]) {
     let (views, _) = crate::node::build(inventory, &dns, &mut Default::default());
     let index = Index::build(views, &served);
     let routes: Vec<Route> = PATHS.iter().filter_map(|p| route::parse(p).ok()).collect();
+    // Every file of a node is rendered once, for the first address it is found by.
+    let mut rendered: Vec<*const NodeView> = Vec::new();
     for scopes in [&Everywhere as &dyn ProjectScopes, &Nowhere] {
         for view in index.nodes() {
             for &addr in view.node_addresses.iter().chain(&view.drive_addresses) {
-                check_address(&index, scopes, addr, &routes);
+                check_address(&index, scopes, addr, &routes, &mut rendered);
             }
         }
     }
@@ -197,7 +262,7 @@ pub fn node(data: &[u8]) {
     for view in index.nodes() {
         for &mac in &view.macs {
             match index.lookup_mac(mac) {
-                Lookup::Found(found) => assert!(std::sync::Arc::ptr_eq(&found, view), "{mac}"),
+                Lookup::Found(found) => assert!(Arc::ptr_eq(&found, view), "{mac}"),
                 Lookup::Contested(uuids) => {
                     assert!(uuids.len() >= 2 && uuids.contains(&view.uuid))
                 }
@@ -259,7 +324,13 @@ fn rules(scopes: &dyn ProjectScopes) -> Rules<'_> {
 /// A node is answered for `addr` only when it claims it: in its own network data, or in
 /// its configdrive where no node's own data claims it and the project may; then every file
 /// renders, and every JSON file is valid JSON.
-fn check_address(index: &Index, scopes: &dyn ProjectScopes, addr: IpAddr, routes: &[Route]) {
+fn check_address(
+    index: &Index,
+    scopes: &dyn ProjectScopes,
+    addr: IpAddr,
+    routes: &[Route],
+    rendered: &mut Vec<*const NodeView>,
+) {
     match identify(index, &NoLink, client(addr), &rules(scopes)) {
         Ok(found) => {
             let claims = index.claims(addr).expect("a found address has claims");
@@ -268,6 +339,10 @@ fn check_address(index: &Index, scopes: &dyn ProjectScopes, addr: IpAddr, routes
                 && claims.node.is_empty()
                 && (!index.multi_project() || scopes.allows(found.project.as_deref(), addr));
             assert!(by_node || by_drive, "{addr} answered for {}", found.uuid);
+            if rendered.contains(&Arc::as_ptr(&found)) {
+                return;
+            }
+            rendered.push(Arc::as_ptr(&found));
             for r in routes {
                 if let Ok(reply) = render::render(&found, r, addr) {
                     if reply.content_type == JSON && reply.status == 200 {
@@ -291,24 +366,154 @@ fn check_address(index: &Index, scopes: &dyn ProjectScopes, addr: IpAddr, routes
     }
 }
 
-/// Configdrive string → files. The first byte picks the form: 0 takes the rest as the
-/// image bytes (raw or gzip, base64-encoded here as Ironic stores them), anything else as
-/// the stored text itself. Decoded files respect the size limits.
+/// Configdrive string → image → files: the wrappers around the image. The first byte picks
+/// the form, the rest is the input: `form & 3` is 0 for the rest as the image bytes,
+/// base64-encoded here as Ironic stores them (a gzip stream when they start with its
+/// magic), 1 for the rest gzip-compressed here and then base64-encoded, 2 or 3 for the rest
+/// as the stored text itself; `form & 4` wraps the base64 at 76 columns, `form & 8` with
+/// CRLF. An image that went in comes out the same; images and files respect the limits.
 pub fn configdrive(data: &[u8]) {
     let Some((&form, rest)) = data.split_first() else {
         return;
     };
-    let text = if form == 0 {
-        base64::engine::general_purpose::STANDARD.encode(rest)
-    } else {
-        String::from_utf8_lossy(rest).into_owned()
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut text = match form & 3 {
+        0 => b64(rest),
+        1 => b64(&gzip(rest)),
+        _ => String::from_utf8_lossy(rest).into_owned(),
     };
-    if let Ok(drive) = configdrive::decode(&text) {
-        if let Some(u) = &drive.user_data {
-            assert!(u.len() <= configdrive::MAX_FILE);
-        }
-        assert!(drive.meta_data.body().len() <= configdrive::MAX_IMAGE * 6);
+    if form & 4 != 0 {
+        let eol = if form & 8 != 0 { "\r\n" } else { "\n" };
+        text = text
+            .as_bytes()
+            .chunks(76)
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect::<Vec<_>>()
+            .join(eol);
     }
+    let image = configdrive::image_of(&text);
+    let gzipped = form & 3 == 1 || (form & 3 == 0 && rest.starts_with(&[0x1f, 0x8b]));
+    match form & 3 {
+        0 if !gzipped => assert_eq!(image.as_deref(), Ok(rest), "raw image"),
+        1 if rest.len() <= configdrive::MAX_IMAGE => {
+            assert_eq!(image.as_deref(), Ok(rest), "gzipped image")
+        }
+        1 => assert_eq!(image, Err(configdrive::DriveError::TooLarge)),
+        _ => {}
+    }
+    let Ok(image) = image else {
+        return;
+    };
+    let limit = if gzipped { 1 } else { 2 };
+    assert!(image.len() <= configdrive::MAX_IMAGE * limit);
+    if let Ok(drive) = configdrive::read_image(image) {
+        check_drive(&drive);
+    }
+}
+
+/// Raw ISO 9660 image → files. The input is the image from sector 16 (its volume
+/// descriptors) on: the 32 KiB system area before it is not read, so it is added here
+/// rather than carried in every input.
+pub fn iso(data: &[u8]) {
+    let mut image = vec![0u8; 16 * 2048];
+    image.extend_from_slice(data);
+    if let Ok(drive) = configdrive::read_image(image) {
+        check_drive(&drive);
+    }
+}
+
+/// The gzip stream of `data`, as a deployer's tools would write it.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec has no I/O error.
+    gz.write_all(data).expect("gzip into memory");
+    gz.finish().expect("gzip into memory")
+}
+
+/// Decoded files respect the size limits, and the JSON ones are objects.
+fn check_drive(drive: &configdrive::DriveContents) {
+    if let Some(u) = &drive.user_data {
+        assert!(!u.is_empty() && u.len() <= configdrive::MAX_FILE);
+    }
+    // A file of MAX_FILE bytes re-serialised: at most six bytes (`\u0000`) per byte.
+    let docs = [
+        &drive.network_data,
+        &drive.vendor_data,
+        &drive.ec2_meta_data,
+    ];
+    for doc in std::iter::once(&drive.meta_data).chain(docs.into_iter().flatten()) {
+        assert!(doc.body().len() <= configdrive::MAX_FILE * 6);
+        assert!(doc.value().is_object());
+    }
+}
+
+/// JSON text → the Python-compatible printer ([`crate::node::doc::to_vec`]), checked
+/// against serde_json's printer: both outputs parse back to the same value, keys in the
+/// same order. Input that is not JSON is printed as one string. The output keeps Python's
+/// byte rules: ASCII only, `", "` and `": "` between items and no other whitespace outside
+/// strings, non-ASCII written as `\uXXXX` (a surrogate pair above U+FFFF).
+pub fn json(data: &[u8]) {
+    let value = serde_json::from_slice::<Value>(data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+    let ours = crate::node::doc::to_vec(&value);
+    let theirs = serde_json::to_vec(&value).expect("a Value prints");
+    let back = |b: &[u8]| -> Vec<u8> {
+        let v: Value = serde_json::from_slice(b).expect("printed JSON parses");
+        serde_json::to_vec(&v).expect("a Value prints")
+    };
+    assert_eq!(back(&ours), back(&theirs));
+    check_python_bytes(&ours);
+}
+
+/// The byte rules of Python's `json.dumps` with its default separators and `ensure_ascii`.
+fn check_python_bytes(out: &[u8]) {
+    assert!(out.is_ascii(), "non-ASCII output");
+    let hex4 = |at: usize| -> u32 {
+        let digits = out.get(at..at + 4).expect("four hex digits");
+        assert!(
+            digits
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "\\u escape {digits:?} is not four lowercase hex digits"
+        );
+        u32::from_str_radix(std::str::from_utf8(digits).unwrap_or("x"), 16).unwrap_or(0)
+    };
+    let (mut i, mut in_string) = (0, false);
+    while i < out.len() {
+        match (in_string, out[i]) {
+            (false, b'"') | (true, b'"') => in_string = !in_string,
+            (false, b',' | b':') => {
+                assert_eq!(out.get(i + 1), Some(&b' '), "separator at {i}");
+                i += 1;
+            }
+            (false, b) => assert!(!b.is_ascii_whitespace(), "whitespace at {i}"),
+            (true, b'\\') => match out.get(i + 1) {
+                Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => i += 1,
+                Some(b'u') => {
+                    let unit = hex4(i + 2);
+                    i += 5;
+                    if (0xd800..0xdc00).contains(&unit) {
+                        assert_eq!(
+                            out.get(i + 1..i + 3),
+                            Some(&b"\\u"[..]),
+                            "lone high surrogate"
+                        );
+                        assert!((0xdc00..0xe000).contains(&hex4(i + 3)), "high surrogate");
+                        i += 6;
+                    } else {
+                        assert!(!(0xdc00..0xe000).contains(&unit), "lone low surrogate");
+                        // Python escapes control characters and non-ASCII, nothing else.
+                        assert!(unit < 0x20 || unit > 0x7e, "needless escape \\u{unit:04x}");
+                    }
+                }
+                other => panic!("escape {other:?} Python does not write"),
+            },
+            (true, b) => assert!(b >= 0x20, "raw control byte {b:#04x} in a string"),
+        }
+        i += 1;
+    }
+    assert!(!in_string, "unterminated string");
 }
 
 /// Session token text → claims. Nothing but a token this key issued for this address and
@@ -349,5 +554,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("policy", policy),
     ("node", node),
     ("configdrive", configdrive),
+    ("iso", iso),
+    ("json", json),
     ("token", token),
 ];
