@@ -504,7 +504,10 @@ fn check_python_bytes(out: &[u8]) {
                     } else {
                         assert!(!(0xdc00..0xe000).contains(&unit), "lone low surrogate");
                         // Python escapes control characters and non-ASCII, nothing else.
-                        assert!(unit < 0x20 || unit > 0x7e, "needless escape \\u{unit:04x}");
+                        assert!(
+                            !(0x20..=0x7e).contains(&unit),
+                            "needless escape \\u{unit:04x}"
+                        );
                     }
                 }
                 other => panic!("escape {other:?} Python does not write"),
