@@ -119,9 +119,15 @@ pub(crate) struct ServeArgs {
         requires = "ironic_client_cert"
     )]
     pub(crate) ironic_client_key: Option<PathBuf>,
-    /// Seconds between full sweeps of Ironic.
-    #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    /// Seconds between full sweeps of Ironic (the safety net; changes come from polls).
+    #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub(crate) refresh_interval: u64,
+    /// Seconds between polls of Ironic for changes (a few small requests each).
+    #[arg(long = "poll-interval", env = "POLL_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) poll_interval: u64,
+    /// Seconds between listings of every node's UUID, which find deleted nodes.
+    #[arg(long = "reconcile-interval", env = "RECONCILE_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) reconcile_interval: u64,
     /// Seconds one request to Ironic may take in total.
     #[arg(long = "ironic-timeout", env = "IRONIC_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) ironic_timeout: u64,

@@ -51,6 +51,13 @@ pub(crate) struct Source {
     pub(crate) sweep_seconds: Histogram,
     /// HTTP requests sent to Ironic (and Keystone).
     pub(crate) ironic_requests: IntCounter,
+    /// Polls for changes, by result (`changed`, `unchanged`).
+    pub(crate) polls: IntCounterVec,
+    /// Nodes rebuilt or dropped after a poll or a reconciliation.
+    pub(crate) changes: IntCounter,
+    /// Full sweeps a poll asked for, by reason (`unsorted`, `more_than_a_page`,
+    /// `time_went_back`, `missed_nodes`).
+    pub(crate) resyncs: IntCounterVec,
 }
 
 pub(crate) struct Policy {
@@ -159,6 +166,20 @@ impl Source {
             ironic_requests: m.counter(
                 "metadata_ironic_requests_total",
                 "HTTP requests sent to Ironic and Keystone",
+            ),
+            polls: m.counters(
+                "metadata_inventory_polls_total",
+                "Polls of Ironic for changes, by result",
+                &["result"],
+            ),
+            changes: m.counter(
+                "metadata_inventory_changes_total",
+                "Nodes rebuilt or dropped after polls and reconciliations",
+            ),
+            resyncs: m.counters(
+                "metadata_inventory_resyncs_total",
+                "Full sweeps asked for because a poll could not tell what changed, by reason",
+                &["reason"],
             ),
         }
     }

@@ -100,37 +100,7 @@ impl Settings {
         a: &ServeArgs,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Settings, StartError> {
-        // Ironic is the source when its URL is given, or when Keystone settings can find it
-        // in the catalog.
-        let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
-        let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
-        let source = match (&a.inventory, ironic_wanted) {
-            (Some(_), true) => return Err(StartError::TwoInventories),
-            (Some(path), false) => Source::File(path.clone()),
-            (None, false) => return Err(StartError::NoInventory),
-            (None, true) => {
-                let (auth, extras) = auth::from_env(env)?;
-                let url = a.ironic_url.clone().or(extras.endpoint);
-                let config = ClientConfig {
-                    url,
-                    auth,
-                    cacert: a.ironic_cacert.clone().or(extras.cacert),
-                    client_cert: a
-                        .ironic_client_cert
-                        .clone()
-                        .zip(a.ironic_client_key.clone()),
-                    connect_timeout: Duration::from_secs(a.ironic_connect_timeout),
-                    timeout: Duration::from_secs(a.ironic_timeout),
-                    page_size: a.ironic_page_size,
-                };
-                let refresh = RefreshConfig {
-                    interval: Duration::from_secs(a.refresh_interval),
-                    on_demand_wait: Duration::from_secs(a.ironic_timeout.min(10)),
-                    ..RefreshConfig::default()
-                };
-                Source::Ironic(Box::new(config), refresh)
-            }
-        };
+        let source = source_of(a, env)?;
         let listen = listen_addresses(&a.bind, a.port)?;
         // On loopback both listeners are local-only anyway; anywhere else the admin
         // endpoints must not be reachable on an address every node can reach.
@@ -336,4 +306,45 @@ fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {
                 _ => e.to_string(),
             },
         })
+}
+
+/// Where the inventory comes from: a file, or Ironic (its URL given, or found by Keystone
+/// settings in the catalog).
+fn source_of(
+    a: &ServeArgs,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Source, StartError> {
+    // Ironic is the source when its URL is given, or when Keystone settings can find it
+    // in the catalog.
+    let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
+    let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
+    Ok(match (&a.inventory, ironic_wanted) {
+        (Some(_), true) => return Err(StartError::TwoInventories),
+        (Some(path), false) => Source::File(path.clone()),
+        (None, false) => return Err(StartError::NoInventory),
+        (None, true) => {
+            let (auth, extras) = auth::from_env(env)?;
+            let url = a.ironic_url.clone().or(extras.endpoint);
+            let config = ClientConfig {
+                url,
+                auth,
+                cacert: a.ironic_cacert.clone().or(extras.cacert),
+                client_cert: a
+                    .ironic_client_cert
+                    .clone()
+                    .zip(a.ironic_client_key.clone()),
+                connect_timeout: Duration::from_secs(a.ironic_connect_timeout),
+                timeout: Duration::from_secs(a.ironic_timeout),
+                page_size: a.ironic_page_size,
+            };
+            let refresh = RefreshConfig {
+                poll_interval: Duration::from_secs(a.poll_interval),
+                full_interval: Duration::from_secs(a.refresh_interval),
+                reconcile_interval: Duration::from_secs(a.reconcile_interval),
+                on_demand_wait: Duration::from_secs(a.ironic_timeout.min(10)),
+                ..RefreshConfig::default()
+            };
+            Source::Ironic(Box::new(config), refresh)
+        }
+    })
 }

@@ -128,18 +128,33 @@ async fn microversion_is_negotiated_and_old_ironic_still_works() {
 async fn new_node_is_served_on_its_first_request_and_misses_coalesce() {
     let fake = FakeIronic::start().await;
     fake.with(|s| s.nodes = vec![node(&uuid(1), "first", &ip(1))]);
-    let s = Server::start_ironic(&fake.url(), &["--refresh-interval", "3600"], &[]);
+    // Polls far apart: only the miss itself can bring the new node in.
+    let s = Server::start_ironic(
+        &fake.url(),
+        &["--poll-interval", "3600", "--reconcile-interval", "3600"],
+        &[],
+    );
     eventually(WAIT, "first sweep", || async {
         s.readyz().await["ready"] == true
     })
     .await;
-    // Deployed after start-up: answered on its first request, through one on-demand sweep.
-    fake.with(|s| s.nodes.push(node(&uuid(2), "second", &ip(2))));
+    let sweeps_before = fake.full_node_listings();
+    // Made active after start-up: answered on its first request, through one poll of the
+    // newest changes and the read of its ports and portgroups: three Ironic requests.
+    fake.deploy(node(&uuid(2), "second", &ip(2)));
+    let calls = fake.request_count();
     assert_eq!(instance_id(&s, &ip(2)).await, (200, uuid(2)));
-    assert_eq!(sweeps(&s, "on_demand").await, 1.0);
+    let calls = fake.request_count() - calls;
+    assert!(calls <= 3, "{calls} Ironic requests for one new node");
+    assert_eq!(
+        s.metric("metadata_inventory_polls_total{result=\"changed\"}")
+            .await,
+        1.0
+    );
 
-    // 300 concurrent requests from 100 unknown addresses: a handful of sweeps, not 300.
-    let before = fake.node_list_requests();
+    // 300 concurrent requests from 100 unknown addresses: a handful of small polls, not 300,
+    // and never a full sweep.
+    let before = fake.request_count();
     let mut tasks = Vec::new();
     for i in 0..300u32 {
         let url = s.url("/latest/meta-data/instance-id");
@@ -151,17 +166,18 @@ async fn new_node_is_served_on_its_first_request_and_misses_coalesce() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 404);
     }
-    let sweeps_done = fake.node_list_requests() - before;
+    let polls = fake.request_count() - before;
     assert!(
-        sweeps_done <= 3,
-        "{sweeps_done} node sweeps for 300 concurrent misses"
+        polls <= 3,
+        "{polls} Ironic requests for 300 concurrent misses"
     );
-    // The same unknown addresses again: remembered, no sweep at all.
-    let before = fake.node_list_requests();
+    // The same unknown addresses again: remembered, nothing asked of Ironic.
+    let before = fake.request_count();
     for i in 0..100u32 {
         assert_eq!(instance_id(&s, &format!("127.0.2.{}", i + 1)).await.0, 404);
     }
-    assert_eq!(fake.node_list_requests(), before);
+    assert_eq!(fake.request_count(), before);
+    assert_eq!(fake.full_node_listings(), sweeps_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,7 +130,12 @@ impl Index {
     /// Claims from every node count, served or not: a stale claim from an undeployed node
     /// makes the address contested rather than silently handing it to the other node.
     pub(crate) fn build(views: Vec<NodeView>, served_states: &[String]) -> Index {
-        let nodes: Vec<Arc<NodeView>> = views.into_iter().map(Arc::new).collect();
+        Index::build_shared(views.into_iter().map(Arc::new).collect(), served_states)
+    }
+
+    /// [`Index::build`] over views already shared (an index rebuilt after a few changes
+    /// keeps every other view as it was).
+    pub(crate) fn build_shared(nodes: Vec<Arc<NodeView>>, served_states: &[String]) -> Index {
         let served: Vec<bool> = nodes
             .iter()
             .map(|n| {

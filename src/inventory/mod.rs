@@ -5,16 +5,18 @@
 pub(crate) mod file;
 pub(crate) mod refresh;
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::identity::Index;
-use crate::ironic::model::Inventory;
-use crate::node::{ConfigDrive, DriveCache};
+use crate::ironic::model::{Inventory, Node, Port, Portgroup};
+use crate::node::{build_one, ConfigDrive, DriveCache, NodeView};
 
 /// A source that can refresh on demand when a client address is unknown.
 #[async_trait]
@@ -46,6 +48,15 @@ pub(crate) struct Catalog {
     dns: Vec<IpAddr>,
     /// Decoded configdrive images of the current index, reused by the next build.
     drives: std::sync::Mutex<DriveCache>,
+    /// Counts the indexes published.
+    generation: watch::Sender<u64>,
+}
+
+/// What Ironic says of one node now: the node, its ports and its portgroups.
+pub(crate) struct Update {
+    pub(crate) node: Node,
+    pub(crate) ports: Vec<Port>,
+    pub(crate) portgroups: Vec<Portgroup>,
 }
 
 impl Catalog {
@@ -59,6 +70,7 @@ impl Catalog {
             served_states,
             dns: Vec::new(),
             drives: Default::default(),
+            generation: watch::channel(0).0,
         }
     }
 
@@ -83,7 +95,53 @@ impl Catalog {
         let (views, used) = crate::node::build(inventory, &self.dns, &mut drives);
         *drives = used;
         drop(drives);
-        let index = Index::build(views, &self.served_states);
+        self.install(Index::build(views, &self.served_states))
+    }
+
+    /// Replaces the views of the nodes in `updates` (built anew from what Ironic says of
+    /// them now), drops the `deleted` ones, keeps every other view as it is, and publishes
+    /// the index they make. Returns the warnings found in it.
+    pub(crate) fn apply(&self, updates: Vec<Update>, deleted: &[String]) -> Vec<String> {
+        let current = self.index.load_full();
+        let gone: HashSet<&str> = updates
+            .iter()
+            .map(|u| u.node.uuid.as_str())
+            .chain(deleted.iter().map(String::as_str))
+            .collect();
+        let mut views: Vec<Arc<NodeView>> = current
+            .nodes()
+            .iter()
+            .filter(|n| !gone.contains(n.uuid.as_str()))
+            .cloned()
+            .collect();
+        let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
+        // The changed nodes' decoded images, reused when their configdrive did not change.
+        let mut old: DriveCache = DriveCache::new();
+        drives.retain(|k, v| {
+            if gone.contains(k.0.as_str()) {
+                old.insert(k.clone(), v.clone());
+                return false;
+            }
+            true
+        });
+        for u in &updates {
+            let ports: Vec<&Port> = u.ports.iter().collect();
+            let groups: Vec<&Portgroup> = u.portgroups.iter().collect();
+            let mut used = DriveCache::new();
+            let view = build_one(&u.node, &ports, &groups, &self.dns, &mut old, &mut used);
+            drives.extend(used);
+            views.push(Arc::new(view));
+        }
+        drop(drives);
+        self.install(Index::build_shared(views, &self.served_states))
+    }
+
+    /// A receiver told of every index published from now on (long-polls park on it).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn install(&self, index: Index) -> Vec<String> {
         let warnings = index_warnings(&index);
         let prev = self.status.load_full();
         // Each problem is logged once when it appears, not on every refresh.
@@ -110,7 +168,20 @@ impl Catalog {
             last_error: None,
             warnings: warnings.clone(),
         }));
+        self.generation.send_modify(|g| *g += 1);
         warnings
+    }
+
+    /// Says the source answered and nothing changed: the index is current as of now.
+    pub(crate) fn confirm(&self) {
+        let prev = self.status.load_full();
+        if prev.ready {
+            self.status.store(Arc::new(SourceStatus {
+                last_success: Some(SystemTime::now()),
+                last_error: None,
+                ..(*prev).clone()
+            }));
+        }
     }
 
     /// Record a failed refresh; the last good index keeps serving.

@@ -1,64 +1,127 @@
-//! Keeps the published index current: a full sweep every interval, plus coalesced
-//! on-demand sweeps when a request comes from an address the index does not know. Ironic
-//! failures never empty the index: the last good one keeps serving.
+//! Keeps the published index current at any fleet size. A full sweep loads everything once;
+//! after it, each poll asks Ironic only for what changed: one page of nodes sorted by
+//! `updated_at`, newest first, cut at the newest timestamp already seen (less a margin for
+//! clocks and commits), and one page each of nodes, ports and portgroups by `created_at`.
+//! A changed node is read again with its ports and portgroups (a port or portgroup update
+//! or delete bumps its node), and only its view is rebuilt. With nothing changing a poll is
+//! four small requests, whatever the fleet. A listing of every node's UUID finds deleted
+//! nodes, and a full sweep now and then is the safety net. A request from an unknown
+//! address asks for one poll, never a sweep. Ironic failures never empty the index: the
+//! last good one keeps serving.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
-use super::{Catalog, OnDemand};
-use crate::ironic::model::{Inventory, Raw};
-use crate::ironic::IronicClient;
+use super::{Catalog, OnDemand, Update};
+use crate::ironic::model::{micros, Node, Raw};
+use crate::ironic::{ClientError, IronicClient};
 use crate::metrics::Metrics;
+use crate::policy::limiter::client_key;
 
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshConfig {
-    /// Time between periodic full sweeps.
-    pub(crate) interval: Duration,
-    /// Longest a request waits for an on-demand sweep.
+    /// Time between polls for changes.
+    pub(crate) poll_interval: Duration,
+    /// Time between full sweeps (the first load is one).
+    pub(crate) full_interval: Duration,
+    /// Time between listings of every node's UUID, which find deleted nodes.
+    pub(crate) reconcile_interval: Duration,
+    /// Longest a request waits for an on-demand poll.
     pub(crate) on_demand_wait: Duration,
-    /// An address that triggered a sweep does not trigger another for this long.
+    /// A client (IPv6: its /64) that asked for a poll does not ask again for this long.
     pub(crate) negative_ttl: Duration,
-    /// Least time between the end of one sweep and an on-demand one.
+    /// Least time between the end of one poll and an on-demand one.
     pub(crate) min_gap: Duration,
+    /// Items per probe page.
+    pub(crate) page: u32,
+    /// How far behind the newest timestamp seen a poll looks again: clocks of Ironic's
+    /// processes, rows committed after their timestamp, whole seconds on MySQL.
+    pub(crate) skew: Duration,
+    /// Configdrive URLs downloaded at once.
+    pub(crate) downloads: usize,
 }
 
 impl Default for RefreshConfig {
     fn default() -> Self {
         RefreshConfig {
-            interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(2),
+            full_interval: Duration::from_secs(3600),
+            reconcile_interval: Duration::from_secs(60),
             on_demand_wait: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(10),
-            min_gap: Duration::from_secs(1),
+            min_gap: Duration::from_millis(200),
+            page: 100,
+            skew: Duration::from_secs(10),
+            downloads: 4,
         }
     }
 }
 
-/// Sweep counters: a waiter knows its sweep is done when `completed` reaches the `started`
-/// number of the first sweep that began after it asked.
+/// Job counters: a waiter knows its job is done when `completed` reaches the `started`
+/// number of the first job that began after it asked.
 #[derive(Debug, Clone, Copy, Default)]
 struct Progress {
     started: u64,
     completed: u64,
 }
 
-/// Bound on remembered addresses; past it the map is pruned, then cleared.
+/// Time between full sweeps when Ironic cannot be polled for changes.
+const SWEEPS_ONLY_EVERY: Duration = Duration::from_secs(60);
+
+/// Rows asked for when a probe page is full of changes (Ironic's default `max_limit`).
+const BURST_PAGE: u32 = 1000;
+
+/// Bound on remembered client addresses; past it the map is pruned, then cleared.
 const MAX_RECENT: usize = 100_000;
 
+/// What a poll keeps between runs.
+#[derive(Default)]
+struct PollState {
+    /// When (this host's clock, microseconds) the last successful poll or sweep began:
+    /// every change committed since has a timestamp after it, less the margin.
+    covered: i64,
+    /// Ports and portgroups seen inside the margin, so a repeat is not a change.
+    recent: HashMap<String, i64>,
+    /// Nodes to read again on the next poll (their configdrive URL was downloaded).
+    pending: HashSet<String>,
+    /// A full sweep is due (first load, lost watermark, more changes than a page).
+    resync: Option<&'static str>,
+    /// Since when Ironic cannot be polled for changes (too old, it ignores sorting, its
+    /// database sorts never-updated nodes first): full sweeps every [`SWEEPS_ONLY_EVERY`]
+    /// instead, and polling is tried again after the full interval.
+    sweeps_only: Option<Instant>,
+}
+
+/// Why a poll gave up on polling.
+enum PollError {
+    Ironic(ClientError),
+    /// A full sweep must find what the poll cannot (with the reason, a metric label).
+    Resync(&'static str),
+}
+
+impl From<ClientError> for PollError {
+    fn from(e: ClientError) -> PollError {
+        PollError::Ironic(e)
+    }
+}
+
 pub(crate) struct Refresher {
-    client: IronicClient,
+    client: Arc<IronicClient>,
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
     config: RefreshConfig,
     trigger: Notify,
     progress: watch::Sender<Progress>,
     recent: Mutex<HashMap<IpAddr, Instant>>,
-    /// Configdrives downloaded from URLs, by (node, URL).
-    drives: Mutex<HashMap<(String, String), String>>,
+    /// An unknown client asked for the next poll.
+    asked: Mutex<bool>,
+    state: tokio::sync::Mutex<PollState>,
+    downloads: Arc<Downloads>,
 }
 
 impl Refresher {
@@ -68,48 +131,89 @@ impl Refresher {
         metrics: Arc<Metrics>,
         config: RefreshConfig,
     ) -> Refresher {
+        let downloads = Arc::new(Downloads::new(config.downloads));
         Refresher {
-            client,
+            client: Arc::new(client),
             catalog,
             metrics,
             config,
             trigger: Notify::new(),
             progress: watch::channel(Progress::default()).0,
             recent: Mutex::new(HashMap::new()),
-            drives: Mutex::new(HashMap::new()),
+            asked: Mutex::new(false),
+            state: tokio::sync::Mutex::new(PollState {
+                resync: Some("first_load"),
+                ..PollState::default()
+            }),
+            downloads,
         }
     }
 
-    /// Sweep until `shutdown` turns true. Failed sweeps are retried sooner than the
-    /// interval (1 s, doubling) so a restart of Ironic is noticed quickly.
-    pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let mut kind = "periodic";
+    /// Sweep, then poll, until `shutdown` turns true. A failed job is retried sooner than
+    /// the full interval (1 s, doubling) so a restart of Ironic is noticed quickly.
+    pub(crate) async fn run(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut next_full = Instant::now() + self.config.full_interval;
+        let mut last_full = Instant::now();
+        let mut next_reconcile = Instant::now() + self.config.reconcile_interval;
         let mut backoff = Duration::from_secs(1);
-        let mut last_end: Option<Instant>;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let ok = self.sweep(kind).await;
-            last_end = Some(Instant::now());
+            let now = Instant::now();
+            let asked = std::mem::take(&mut *self.asked.lock().unwrap_or_else(|e| e.into_inner()));
+            let (resync, sweeps_only) = {
+                let state = self.state.lock().await;
+                (state.resync.is_some(), state.sweeps_only.is_some())
+            };
+            let every = if sweeps_only {
+                self.config.full_interval.min(SWEEPS_ONLY_EVERY)
+            } else {
+                self.config.full_interval
+            };
+            let ok = if now >= next_full.min(last_full + every) || resync {
+                let ok = self
+                    .sweep(if now >= next_full {
+                        "periodic"
+                    } else {
+                        "resync"
+                    })
+                    .await;
+                if ok {
+                    last_full = Instant::now();
+                    next_full = Instant::now() + self.config.full_interval;
+                    next_reconcile = Instant::now() + self.config.reconcile_interval;
+                }
+                ok
+            } else {
+                // A reconciliation's findings (nodes to read) are read by the poll after it.
+                let reconciled = if now >= next_reconcile {
+                    next_reconcile = now + self.config.reconcile_interval;
+                    self.reconcile().await
+                } else {
+                    true
+                };
+                // Asked for by an unknown client only: the newest updates are where a node
+                // just deployed shows.
+                reconciled && self.poll(asked).await
+            };
             let wait = if ok {
                 backoff = Duration::from_secs(1);
-                self.config.interval
+                self.config.poll_interval
             } else {
-                let w = backoff.min(self.config.interval);
-                backoff = (backoff * 2).min(self.config.interval);
+                let cap = self.config.full_interval.min(Duration::from_secs(30));
+                let w = backoff.min(cap);
+                backoff = (backoff * 2).min(cap);
                 w
             };
+            let last_end = Instant::now();
             tokio::select! {
-                _ = tokio::time::sleep(wait) => kind = "periodic",
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.trigger.notified() => {
-                    kind = "on_demand";
-                    if let Some(end) = last_end {
-                        let gap = self.config.min_gap.saturating_sub(end.elapsed());
-                        tokio::select! {
-                            _ = tokio::time::sleep(gap) => {}
-                            _ = shutdown.changed() => return,
-                        }
+                    let gap = self.config.min_gap.saturating_sub(last_end.elapsed());
+                    tokio::select! {
+                        _ = tokio::time::sleep(gap) => {}
+                        _ = shutdown.changed() => return,
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -117,90 +221,386 @@ impl Refresher {
         }
     }
 
-    /// One full sweep; publishes on success, records the failure otherwise.
-    pub(crate) async fn sweep(&self, kind: &'static str) -> bool {
+    /// Runs one job between the progress counters on-demand waiters watch.
+    async fn job<F: std::future::Future<Output = bool>>(&self, f: F) -> bool {
         self.progress.send_modify(|p| p.started += 1);
         let before = self.client.requests_sent();
-        let t0 = Instant::now();
-        let result = self.client.fetch_inventory().await;
-        let elapsed = t0.elapsed();
+        let ok = f.await;
         self.metrics
             .source
             .ironic_requests
             .inc_by(self.client.requests_sent().saturating_sub(before));
-        self.metrics.source.sweeps.with_label_values(&[kind]).inc();
-        self.metrics
-            .source
-            .sweep_seconds
-            .observe(elapsed.as_secs_f64());
-        let ok = match result {
-            Ok(mut inventory) => {
-                self.resolve_configdrive_urls(&mut inventory).await;
-                let (nodes, ports, portgroups) = (
-                    inventory.nodes.len(),
-                    inventory.ports.len(),
-                    inventory.portgroups.len(),
-                );
-                self.catalog.publish(inventory);
-                tracing::debug!(
-                    target: "ironic",
-                    kind,
-                    nodes,
-                    ports,
-                    portgroups,
-                    seconds = elapsed.as_secs_f64(),
-                    "sweep done"
-                );
-                true
-            }
-            Err(e) => {
-                self.metrics
-                    .source
-                    .sweep_failures
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                tracing::warn!(target: "ironic", kind, reason = e.reason(), error = %e, "sweep failed; the last good index keeps serving");
-                self.catalog.record_failure(e.to_string());
-                false
-            }
-        };
         self.progress.send_modify(|p| p.completed = p.started);
         ok
     }
 
-    /// Replace configdrives stored as URLs by their content, downloaded once per node and
-    /// URL. A failed download leaves the URL, which the index reports as unreadable.
-    async fn resolve_configdrive_urls(&self, inventory: &mut Inventory) {
-        let mut cache = std::mem::take(&mut *self.drives.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut used = HashMap::new();
-        for node in &mut inventory.nodes {
+    /// One full sweep; publishes on success, records the failure otherwise.
+    pub(crate) async fn sweep(self: &Arc<Self>, kind: &'static str) -> bool {
+        self.job(async {
+            let t0 = Instant::now();
+            let started = now_micros();
+            let result = self.client.fetch_inventory().await;
+            let elapsed = t0.elapsed();
+            self.metrics.source.sweeps.with_label_values(&[kind]).inc();
+            self.metrics.source.sweep_seconds.observe(elapsed.as_secs_f64());
+            match result {
+                Ok(mut inventory) => {
+                    // Links this sweep read that the next polls' margin still shows: known,
+                    // not changes.
+                    let since = started.saturating_sub(self.skew());
+                    let recent: HashMap<String, i64> = inventory
+                        .ports
+                        .iter()
+                        .map(|p| (&p.uuid, &p.created_at))
+                        .chain(inventory.portgroups.iter().map(|g| (&g.uuid, &g.created_at)))
+                        .filter_map(|(u, c)| micros(c.as_deref()).map(|t| (u.clone(), t)))
+                        .filter(|(_, t)| *t >= since)
+                        .collect();
+                    self.resolve_urls(&mut inventory.nodes);
+                    let nodes = inventory.nodes.len();
+                    self.catalog.publish(inventory);
+                    let mut state = self.state.lock().await;
+                    state.covered = started;
+                    state.recent = recent;
+                    state.resync = None;
+                    tracing::debug!(target: "ironic", kind, nodes, seconds = elapsed.as_secs_f64(), "sweep done");
+                    true
+                }
+                Err(e) => {
+                    self.failed(&e, kind);
+                    false
+                }
+            }
+        })
+        .await
+    }
+
+    fn failed(&self, e: &ClientError, kind: &str) {
+        self.metrics
+            .source
+            .sweep_failures
+            .with_label_values(&[e.reason()])
+            .inc();
+        tracing::warn!(target: "ironic", kind, reason = e.reason(), error = %e, "Ironic failed; the last good index keeps serving");
+        self.catalog.record_failure(e.to_string());
+    }
+
+    /// One poll for changes; applies them. A poll that cannot tell what changed asks for
+    /// a full sweep.
+    async fn poll(self: &Arc<Self>, quick: bool) -> bool {
+        self.job(async {
+            let mut state = self.state.lock().await;
+            match state.sweeps_only {
+                Some(t) if t.elapsed() < self.config.full_interval => return true,
+                Some(_) => state.sweeps_only = None,
+                None => {}
+            }
+            let started = now_micros();
+            match self.changes(&mut state, quick).await {
+                Ok((updates, deleted)) => {
+                    // A quick poll skipped the creation probes: it covers nothing.
+                    if !quick {
+                        let next_since = started.saturating_sub(self.skew());
+                        state.recent.retain(|_, t| *t >= next_since);
+                        state.covered = started;
+                    }
+                    let changed = updates.len() + deleted.len();
+                    self.metrics
+                        .source
+                        .polls
+                        .with_label_values(&[if changed > 0 { "changed" } else { "unchanged" }])
+                        .inc();
+                    if changed > 0 {
+                        self.metrics.source.changes.inc_by(changed as u64);
+                        self.catalog.apply(updates, &deleted);
+                    } else {
+                        self.catalog.confirm();
+                    }
+                    true
+                }
+                Err(PollError::Resync(reason)) => {
+                    self.resync(&mut state, reason);
+                    true
+                }
+                Err(PollError::Ironic(ClientError::Config(why))) => {
+                    tracing::warn!(target: "ironic", reason = %why, "Ironic cannot be polled for changes: full sweeps only");
+                    state.sweeps_only = Some(Instant::now());
+                    true
+                }
+                Err(PollError::Ironic(e)) => {
+                    self.failed(&e, "poll");
+                    false
+                }
+            }
+        })
+        .await
+    }
+
+    /// The newest rows of `kind` by `key`, down to `since` at least: one page, or after a
+    /// burst of changes one of [`BURST_PAGE`] rows; more than that is a resync.
+    async fn probe<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+        since: i64,
+        stamp: impl Fn(&T) -> Option<&str> + Copy,
+    ) -> Result<Vec<(i64, T)>, PollError> {
+        let page = self.client.newest(kind, key, self.config.page).await?;
+        match window(page, stamp, since) {
+            Err(PollError::Resync("more_than_a_page")) if self.config.page < BURST_PAGE => {
+                let page = self.client.newest(kind, key, BURST_PAGE).await?;
+                window(page, stamp, since)
+            }
+            r => r,
+        }
+    }
+
+    /// The margin, in microseconds.
+    fn skew(&self) -> i64 {
+        i64::try_from(self.config.skew.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn resync(&self, state: &mut PollState, reason: &'static str) {
+        self.metrics
+            .source
+            .resyncs
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(target: "ironic", reason, "a full sweep is due");
+        state.resync = Some(reason);
+        // Polls cannot see changes on this Ironic until the next periodic sweep, which
+        // tries again.
+        match reason {
+            "unsorted" => {
+                tracing::warn!(target: "ironic", "Ironic ignored sort_key: changes cannot be polled; full sweeps only");
+                state.sweeps_only = Some(Instant::now());
+            }
+            "null_timestamps" => {
+                tracing::warn!(target: "ironic", page = self.config.page, "a page of never-updated nodes sorts before the updated ones (PostgreSQL): changes cannot be polled; full sweeps only");
+                state.sweeps_only = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+
+    /// What changed since the last poll: nodes to rebuild (read again with their links)
+    /// and nodes gone.
+    async fn changes(
+        self: &Arc<Self>,
+        state: &mut PollState,
+        quick: bool,
+    ) -> Result<(Vec<Update>, Vec<String>), PollError> {
+        let index = self.catalog.index();
+        let known: HashMap<&str, Option<i64>> = index
+            .nodes()
+            .iter()
+            .map(|n| (n.uuid.as_str(), n.updated_at))
+            .collect();
+        let skew = self.skew();
+        let mut changed: HashMap<String, Option<Node>> =
+            state.pending.drain().map(|u| (u, None)).collect();
+        // Nodes updated: one page, newest first; a row already known with this timestamp is
+        // a repeat.
+        let since = state.covered.saturating_sub(skew);
+        let rows = self
+            .probe("nodes", "updated_at", since, |n: &Node| {
+                n.updated_at.as_deref()
+            })
+            .await?;
+        for (t, n) in rows {
+            // Any row whose time differs from the one indexed is a change, above the mark
+            // or not (Ironic's clock may have gone back less than a page); a row older
+            // than the one indexed means Ironic lost updates (a restored database).
+            match known.get(n.uuid.as_str()) {
+                Some(Some(k)) if *k == t => {}
+                Some(Some(k)) if *k > t => return Err(PollError::Resync("time_went_back")),
+                _ => {
+                    changed.insert(n.uuid.clone(), Some(n));
+                }
+            }
+        }
+        if !quick {
+            self.created(state, &known, &mut changed, skew).await?;
+        }
+        self.read_changed(changed).await
+    }
+
+    /// Nodes, ports and portgroups created since the last poll (a node never updated has
+    /// no `updated_at`; creating a port or portgroup does not touch its node).
+    async fn created(
+        &self,
+        state: &mut PollState,
+        known: &HashMap<&str, Option<i64>>,
+        changed: &mut HashMap<String, Option<Node>>,
+        skew: i64,
+    ) -> Result<(), PollError> {
+        let since = state.covered.saturating_sub(skew);
+        let rows = self
+            .probe("nodes", "created_at", since, |n: &Node| {
+                n.created_at.as_deref()
+            })
+            .await?;
+        for (_, n) in rows {
+            if !known.contains_key(n.uuid.as_str()) {
+                changed.entry(n.uuid.clone()).or_insert(Some(n));
+            }
+        }
+        for kind in ["ports", "portgroups"] {
+            let links = self.new_links(state, kind, skew).await?;
+            for node in links {
+                changed.entry(node).or_insert(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads each changed node (when the probe did not bring it) with its links.
+    async fn read_changed(
+        self: &Arc<Self>,
+        changed: HashMap<String, Option<Node>>,
+    ) -> Result<(Vec<Update>, Vec<String>), PollError> {
+        let mut updates = Vec::new();
+        let mut deleted = Vec::new();
+        for (uuid, node) in changed {
+            let node = match node {
+                Some(n) => Some(n),
+                None => self.client.node(&uuid).await?,
+            };
+            let Some(mut node) = node else {
+                deleted.push(uuid);
+                continue;
+            };
+            let (ports, portgroups) = self.client.node_links(&uuid).await?;
+            self.resolve_urls(std::slice::from_mut(&mut node));
+            updates.push(Update {
+                node,
+                ports,
+                portgroups,
+            });
+        }
+        Ok((updates, deleted))
+    }
+
+    /// The nodes of ports (or portgroups) created since the last poll.
+    async fn new_links(
+        &self,
+        state: &mut PollState,
+        kind: &'static str,
+        skew: i64,
+    ) -> Result<Vec<String>, PollError> {
+        #[derive(serde::Deserialize)]
+        struct Link {
+            uuid: String,
+            #[serde(default)]
+            node_uuid: Option<String>,
+            #[serde(default)]
+            created_at: Option<String>,
+        }
+        let since = state.covered.saturating_sub(skew);
+        let rows = self
+            .probe(kind, "created_at", since, |l: &Link| {
+                l.created_at.as_deref()
+            })
+            .await?;
+        let mut nodes = Vec::new();
+        for (t, l) in rows {
+            if t >= since && state.recent.insert(l.uuid, t).is_none() {
+                nodes.extend(l.node_uuid);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Lists every node's UUID: drops nodes Ironic no longer has, and has the next poll
+    /// read those the index lacks (past a page of them, changes were missed: a resync).
+    async fn reconcile(self: &Arc<Self>) -> bool {
+        self.job(async {
+            let uuids = match self.client.node_uuids().await {
+                Ok(u) => u,
+                Err(ClientError::Config(_)) => return true,
+                Err(e) => {
+                    self.failed(&e, "reconcile");
+                    return false;
+                }
+            };
+            let index = self.catalog.index();
+            let present: HashSet<&str> = uuids.iter().map(String::as_str).collect();
+            let indexed: HashSet<&str> = index.nodes().iter().map(|n| n.uuid.as_str()).collect();
+            let mut state = self.state.lock().await;
+            // Nodes the polls have not brought in yet (created a moment ago, or missed):
+            // read on the next poll; more than a page of them is a resync.
+            let missing: Vec<&String> = uuids
+                .iter()
+                .filter(|u| !indexed.contains(u.as_str()))
+                .collect();
+            if missing.len() > self.config.page as usize {
+                self.resync(&mut state, "missed_nodes");
+                return true;
+            }
+            state.pending.extend(missing.into_iter().cloned());
+            let gone: Vec<String> = index
+                .nodes()
+                .iter()
+                .filter(|n| !present.contains(n.uuid.as_str()))
+                .map(|n| n.uuid.clone())
+                .collect();
+            if !gone.is_empty() {
+                self.metrics.source.changes.inc_by(gone.len() as u64);
+                self.catalog.apply(Vec::new(), &gone);
+            }
+            true
+        })
+        .await
+    }
+
+    /// Replaces configdrives stored as URLs by their content when it has been downloaded;
+    /// others start downloading (in the background, never holding the index back) and
+    /// are read again once they are in.
+    fn resolve_urls(self: &Arc<Self>, nodes: &mut [Node]) {
+        for node in nodes {
             let Some(url) = node.instance_info.get("configdrive").and_then(Raw::string) else {
                 continue;
             };
             if !url.contains("://") {
                 continue;
             }
-            let key = (node.uuid.clone(), url.clone());
-            let content = match cache.remove(&key) {
-                Some(c) => c,
-                None => match self.client.fetch_configdrive(&url).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(target: "ironic", node = %node.uuid, error = %e, "configdrive download failed");
-                        continue;
-                    }
-                },
-            };
-            node.instance_info.insert(
-                "configdrive".into(),
-                Raw::new(&serde_json::Value::String(content.clone())),
-            );
-            used.insert(key, content);
+            match self.downloads.get(&node.uuid, &url) {
+                Some(content) => {
+                    node.instance_info.insert(
+                        "configdrive".into(),
+                        Raw::new(&serde_json::Value::String(content)),
+                    );
+                }
+                None => self.download(node.uuid.clone(), url),
+            }
         }
-        *self.drives.lock().unwrap_or_else(|e| e.into_inner()) = used;
+    }
+
+    fn download(self: &Arc<Self>, node: String, url: String) {
+        if !self.downloads.start(&node, &url) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = this.downloads.slots.acquire().await;
+            let result = this.client.fetch_configdrive(&url).await;
+            this.metrics.source.ironic_requests.inc_by(1);
+            match result {
+                Ok(content) => {
+                    this.downloads.done(&node, &url, content);
+                    this.state.lock().await.pending.insert(node);
+                    this.trigger.notify_one();
+                }
+                Err(e) => {
+                    let retry = this.downloads.failed(&node, &url);
+                    tracing::warn!(target: "ironic", node = %node, error = %e, retry_in_seconds = retry.as_secs(), "configdrive download failed");
+                }
+            }
+        });
     }
 
     fn recently_refreshed_for(&self, ip: IpAddr) -> bool {
+        let key = client_key(ip, 64);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() >= MAX_RECENT {
             let ttl = self.config.negative_ttl;
@@ -209,28 +609,140 @@ impl Refresher {
                 recent.clear();
             }
         }
-        recent
-            .get(&ip)
+        if recent
+            .get(&key)
             .is_some_and(|t| t.elapsed() < self.config.negative_ttl)
+        {
+            return true;
+        }
+        recent.insert(key, Instant::now());
+        false
+    }
+}
+
+/// The rows of a probe page with their timestamps. The page must be sorted newest first,
+/// and must not be full (Ironic has a next page) of rows newer than the margin: then more
+/// changed than one page shows. Rows without a timestamp (never updated) sort last on sqlite and MySQL and first
+/// on PostgreSQL; a page holding nothing else hides every change.
+fn window<T>(
+    (items, full): (Vec<T>, bool),
+    stamp: impl Fn(&T) -> Option<&str>,
+    since: i64,
+) -> Result<Vec<(i64, T)>, PollError> {
+    let last = items.last().map(|i| micros(stamp(i)));
+    let rows: Vec<(i64, T)> = items
+        .into_iter()
+        .filter_map(|i| micros(stamp(&i)).map(|t| (t, i)))
+        .collect();
+    if rows.windows(2).any(|w| w[0].0 < w[1].0) {
+        return Err(PollError::Resync("unsorted"));
+    }
+    if full && rows.is_empty() {
+        return Err(PollError::Resync("null_timestamps"));
+    }
+    if since > 0 && full && last.is_some_and(|t| t.is_some_and(|t| t >= since)) {
+        return Err(PollError::Resync("more_than_a_page"));
+    }
+    Ok(rows)
+}
+
+/// Now, in microseconds since the epoch, as Ironic writes timestamps.
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Configdrives downloaded from URLs, by node and URL; failures are retried after a
+/// delay that doubles, up to ten minutes.
+struct Downloads {
+    slots: Semaphore,
+    state: Mutex<HashMap<(String, String), Download>>,
+}
+
+enum Download {
+    Running,
+    Done(String),
+    Failed { failures: u32, retry: Instant },
+}
+
+impl Downloads {
+    fn new(at_once: usize) -> Downloads {
+        Downloads {
+            slots: Semaphore::new(at_once.max(1)),
+            state: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn remember(&self, ip: IpAddr) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.insert(ip, Instant::now());
+    fn get(&self, node: &str, url: &str) -> Option<String> {
+        match self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(node.to_string(), url.to_string()))
+        {
+            Some(Download::Done(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Marks a download as started; false when one runs or a failure's delay is not over.
+    fn start(&self, node: &str, url: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A node's older URLs are of no use once it has a new one.
+        state.retain(|(n, u), _| n != node || u == url);
+        let key = (node.to_string(), url.to_string());
+        match state.get(&key) {
+            Some(Download::Running | Download::Done(_)) => false,
+            Some(Download::Failed { retry, .. }) if Instant::now() < *retry => false,
+            _ => {
+                let failures = match state.get(&key) {
+                    Some(Download::Failed { failures, .. }) => *failures,
+                    _ => 0,
+                };
+                state.insert(key.clone(), Download::Running);
+                let _ = failures;
+                true
+            }
+        }
+    }
+
+    fn done(&self, node: &str, url: &str, content: String) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((node.to_string(), url.to_string()), Download::Done(content));
+    }
+
+    /// Records a failure; returns the delay before the next try.
+    fn failed(&self, node: &str, url: &str) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (node.to_string(), url.to_string());
+        let failures = match state.get(&key) {
+            Some(Download::Failed { failures, .. }) => failures + 1,
+            _ => 1,
+        };
+        let delay = Duration::from_secs(1u64 << failures.min(10)).min(Duration::from_secs(600));
+        state.insert(
+            key,
+            Download::Failed {
+                failures,
+                retry: Instant::now() + delay,
+            },
+        );
+        delay
     }
 }
 
 #[async_trait]
 impl OnDemand for Refresher {
-    /// Wait for a sweep that starts after this call (shared by every concurrent caller).
-    /// Returns false at once for an address that triggered a sweep within the negative TTL.
+    /// Wait for a poll that starts after this call (shared by every concurrent caller).
+    /// Returns false at once for a client that asked within the negative TTL.
     async fn refresh_for(&self, ip: IpAddr) -> bool {
         if self.recently_refreshed_for(ip) {
             return false;
         }
-        self.remember(ip);
         let target = self.progress.borrow().started + 1;
         let mut rx = self.progress.subscribe();
+        *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.trigger.notify_one();
         tokio::time::timeout(
             self.config.on_demand_wait,

@@ -244,6 +244,98 @@ impl IronicClient {
         result
     }
 
+    /// One page of the newest changes of `kind`: sorted by `sort_key` (`updated_at` or
+    /// `created_at`), newest first, `limit` items; true when Ironic has more (it may clamp
+    /// `limit` to its `max_limit`, silently).
+    pub(crate) async fn newest<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        sort_key: &str,
+        limit: u32,
+    ) -> Result<(Vec<T>, bool), ClientError> {
+        let minor = self.incremental_minor().await?;
+        let query = Query {
+            detail: true,
+            params: vec![("sort_key", sort_key.into()), ("sort_dir", "desc".into())],
+            limit: Some(limit),
+        };
+        self.list_pages(kind, minor, &query, 1).await
+    }
+
+    /// One node (`None`: Ironic no longer has it).
+    pub(crate) async fn node(&self, uuid: &str) -> Result<Option<Node>, ClientError> {
+        let minor = self.incremental_minor().await?;
+        let root = self.root().await?;
+        let url = root
+            .join(&format!("v1/nodes/{uuid}"))
+            .map_err(|e| ClientError::Config(format!("node {uuid}: {e}")))?;
+        let version = HeaderValue::from_str(&format!("1.{minor}")).expect("ascii");
+        let (status, _, body) = self
+            .send(Method::GET, url.clone(), Some(version), true)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_error(url.as_str(), status, &body));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ClientError::Invalid {
+                target: redact(url.as_str()),
+                message: format!("node {uuid}: {e}"),
+            })
+    }
+
+    /// The ports and portgroups of one node.
+    pub(crate) async fn node_links(
+        &self,
+        uuid: &str,
+    ) -> Result<(Vec<Port>, Vec<Portgroup>), ClientError> {
+        let minor = self.incremental_minor().await?;
+        let query = Query {
+            detail: true,
+            params: vec![("node", uuid.into())],
+            limit: None,
+        };
+        let ports = self.list_with("ports", minor, &query, usize::MAX).await?;
+        let groups = if minor >= PORTGROUPS_MINOR {
+            self.list_with("portgroups", minor, &query, usize::MAX)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok((ports, groups))
+    }
+
+    /// Every node's UUID: the cheap listing that finds deleted nodes.
+    pub(crate) async fn node_uuids(&self) -> Result<Vec<String>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Uuid {
+            uuid: String,
+        }
+        let minor = self.incremental_minor().await?;
+        let query = Query {
+            detail: false,
+            params: vec![("fields", "uuid".into())],
+            limit: None,
+        };
+        let items: Vec<Uuid> = self.list_with("nodes", minor, &query, usize::MAX).await?;
+        Ok(items.into_iter().map(|u| u.uuid).collect())
+    }
+
+    /// The negotiated microversion, when it is new enough for incremental refresh
+    /// (`?detail=True` with sorting and filters).
+    async fn incremental_minor(&self) -> Result<u32, ClientError> {
+        let minor = self.negotiated().await?;
+        if minor < DETAIL_QUERY_MINOR {
+            return Err(ClientError::Config(format!(
+                "Ironic API 1.{minor} is older than 1.{DETAIL_QUERY_MINOR}: only full sweeps"
+            )));
+        }
+        Ok(minor)
+    }
+
     async fn negotiated(&self) -> Result<u32, ClientError> {
         let mut guard = self.minor.lock().await;
         if let Some(m) = *guard {
@@ -292,19 +384,50 @@ impl IronicClient {
         kind: &str,
         minor: u32,
     ) -> Result<Vec<T>, ClientError> {
+        self.list_with(kind, minor, &Query::detail(), usize::MAX)
+            .await
+    }
+
+    /// Every item of `kind` answering `query`, following every `next` page.
+    async fn list_with<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        minor: u32,
+        query: &Query<'_>,
+        max_pages: usize,
+    ) -> Result<Vec<T>, ClientError> {
+        Ok(self.list_pages(kind, minor, query, max_pages).await?.0)
+    }
+
+    /// The items of `kind` answering `query`, following `next` pages up to `max_pages`;
+    /// true when a `next` page was left.
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        minor: u32,
+        query: &Query<'_>,
+        max_pages: usize,
+    ) -> Result<(Vec<T>, bool), ClientError> {
         let root = self.root().await?;
-        let mut url = if minor >= DETAIL_QUERY_MINOR {
-            let mut u = root.join(&format!("v1/{kind}")).expect("static path");
-            u.query_pairs_mut().append_pair("detail", "True");
-            u
-        } else {
+        let mut url = if query.detail && minor < DETAIL_QUERY_MINOR {
             root.join(&format!("v1/{kind}/detail"))
                 .expect("static path")
+        } else {
+            let mut u = root.join(&format!("v1/{kind}")).expect("static path");
+            if query.detail {
+                u.query_pairs_mut().append_pair("detail", "True");
+            }
+            u
         };
-        if let Some(limit) = self.config.page_size {
+        for (k, v) in &query.params {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let limit = query.limit.or(self.config.page_size);
+        if let Some(limit) = limit {
             url.query_pairs_mut()
                 .append_pair("limit", &limit.to_string());
         }
+        let mut pages = 0;
         let mut out: Vec<T> = Vec::new();
         let mut seen_markers = std::collections::HashSet::new();
         let mut next = url.clone();
@@ -339,10 +462,12 @@ impl IronicClient {
             let next_link = doc
                 .get("next")
                 .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+            pages += 1;
             let marker = match next_link {
+                Some(_) if pages >= max_pages => return Ok((out, page_len > 0)),
                 Some(n) if page_len > 0 => marker_of(&n)
                     .ok_or_else(|| invalid(format!("next link without marker: {n}")))?,
-                _ => return Ok(out),
+                _ => return Ok((out, false)),
             };
             if !seen_markers.insert(marker.clone()) {
                 return Err(invalid(format!("pagination loops at marker {marker}")));
@@ -497,6 +622,23 @@ impl IronicClient {
             expires,
             endpoint,
         })
+    }
+}
+
+/// What a listing asks for besides the collection.
+struct Query<'a> {
+    detail: bool,
+    params: Vec<(&'a str, String)>,
+    limit: Option<u32>,
+}
+
+impl Query<'_> {
+    fn detail() -> Query<'static> {
+        Query {
+            detail: true,
+            params: Vec::new(),
+            limit: None,
+        }
     }
 }
 

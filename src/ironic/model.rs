@@ -65,6 +65,11 @@ pub(crate) struct Node {
     /// Changes on every provision state change: tells one deployment from the next.
     #[serde(default)]
     pub(crate) provision_updated_at: Option<String>,
+    /// When the node row last changed (any update, even a lock taken and released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_at: Option<String>,
 }
 
 /// One Ironic port (a NIC of a node).
@@ -84,6 +89,8 @@ pub(crate) struct Port {
     pub(crate) local_link_connection: Map<String, Value>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
     pub(crate) extra: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_at: Option<String>,
 }
 
 /// One Ironic portgroup (a bond of ports).
@@ -102,6 +109,8 @@ pub(crate) struct Portgroup {
     pub(crate) properties: Map<String, Value>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
     pub(crate) extra: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_at: Option<String>,
 }
 
 /// Ironic sends `null` for unset object fields on some releases; treat it as empty.
@@ -118,6 +127,14 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An Ironic timestamp (`2026-11-30T10:19:50.799565+00:00`, the fraction left out when
+/// zero, whole seconds on MySQL) in microseconds since the epoch.
+pub(crate) fn micros(ts: Option<&str>) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(ts?.trim())
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 /// A whole inventory: the three collections, each exactly as Ironic lists it.

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use macaddr::MacAddr6;
 
-use crate::ironic::model::{Inventory, Port, Portgroup};
+use crate::ironic::model::{Inventory, Node, Port, Portgroup};
 pub(crate) use doc::Doc;
 pub(crate) use view::{ConfigDrive, DriveCache, NodeView};
 
@@ -48,22 +48,35 @@ pub(crate) fn build(
     let views = nodes
         .into_iter()
         .map(|n| {
-            let mut view = NodeView::from_ironic_cached(&n, cache, &mut used);
             let p = by_node.get(n.uuid.as_str()).map_or(&[][..], Vec::as_slice);
             let g = groups.get(n.uuid.as_str()).map_or(&[][..], Vec::as_slice);
-            view.macs = p
-                .iter()
-                .map(|p| p.address.as_str())
-                .chain(g.iter().filter_map(|g| g.address.as_deref()))
-                .filter_map(|m| m.trim().parse::<MacAddr6>().ok())
-                .collect();
-            view.macs.sort_unstable();
-            view.macs.dedup();
-            if view.network_data().is_none() {
-                view.generated_network_data = network::generate(p, g, dns).map(|v| Doc::new(&v));
-            }
-            view
+            build_one(&n, p, g, dns, cache, &mut used)
         })
         .collect();
     (views, used)
+}
+
+/// The view of one node with its ports and portgroups; decoded images are taken from
+/// `old` and recorded in `new`.
+pub(crate) fn build_one(
+    n: &Node,
+    ports: &[&Port],
+    groups: &[&Portgroup],
+    dns: &[IpAddr],
+    old: &mut DriveCache,
+    new: &mut DriveCache,
+) -> NodeView {
+    let mut view = NodeView::from_ironic_cached(n, old, new);
+    view.macs = ports
+        .iter()
+        .map(|p| p.address.as_str())
+        .chain(groups.iter().filter_map(|g| g.address.as_deref()))
+        .filter_map(|m| m.trim().parse::<MacAddr6>().ok())
+        .collect();
+    view.macs.sort_unstable();
+    view.macs.dedup();
+    if view.network_data().is_none() {
+        view.generated_network_data = network::generate(ports, groups, dns).map(|v| Doc::new(&v));
+    }
+    view
 }

@@ -58,6 +58,8 @@ pub(crate) struct NodeView {
     /// Identifies this deployment of the node (instance and provision time): state kept
     /// per deployment, like the password, is forgotten when the node is redeployed.
     pub(crate) deployment: String,
+    /// Ironic's `updated_at` of the node, in microseconds: tells a change from a repeat.
+    pub(crate) updated_at: Option<i64>,
     /// Documents rendered on first request (empty until then).
     pub(crate) render_cache: RenderCache,
 }
@@ -208,6 +210,7 @@ impl NodeView {
                 node.instance_uuid.as_deref().unwrap_or(""),
                 node.provision_updated_at.as_deref().unwrap_or("")
             ),
+            updated_at: crate::ironic::model::micros(node.updated_at.as_deref()),
             render_cache: RenderCache::default(),
         }
     }

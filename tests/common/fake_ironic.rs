@@ -63,6 +63,10 @@ pub struct FakeState {
     pub addr: Option<SocketAddr>,
     /// Bodies served at /configdrive/{name} (a stand-in for a Swift temp URL).
     pub configdrives: std::collections::HashMap<String, Vec<u8>>,
+    /// Answer as an Ironic that ignores `sort_key` would.
+    pub ignore_sort: bool,
+    /// Sort missing timestamps first when descending, as PostgreSQL does.
+    pub nulls_first: bool,
 }
 
 #[derive(Clone)]
@@ -87,6 +91,8 @@ impl FakeIronic {
             requests: vec![],
             addr: None,
             configdrives: Default::default(),
+            ignore_sort: false,
+            nulls_first: false,
         }));
         let app = router(state.clone());
         let addr = serve_on_own_thread(move |listener| async move {
@@ -171,6 +177,55 @@ impl FakeIronic {
         })
     }
 
+    /// Changes node `uuid` as an API PATCH would, bumping its `updated_at`.
+    pub fn update_node(&self, uuid: &str, f: impl FnOnce(&mut Value)) {
+        self.with(|s| {
+            let n = s
+                .nodes
+                .iter_mut()
+                .find(|n| n["uuid"] == uuid)
+                .expect("a node of the fake");
+            f(n);
+            n["updated_at"] = json!(stamp());
+        });
+    }
+
+    /// Adds a node as a deployment leaves it: created a while ago, updated just now.
+    pub fn deploy(&self, mut node: Value) {
+        node["created_at"] = json!(stamp());
+        node["updated_at"] = json!(stamp());
+        self.with(|s| s.nodes.push(node));
+    }
+
+    /// Deletes node `uuid` with its ports and portgroups.
+    pub fn delete_node(&self, uuid: &str) {
+        self.with(|s| {
+            s.nodes.retain(|n| n["uuid"] != uuid);
+            s.ports.retain(|p| p["node_uuid"] != uuid);
+            s.portgroups.retain(|p| p["node_uuid"] != uuid);
+        });
+    }
+
+    /// Every request Ironic has received so far.
+    pub fn request_count(&self) -> usize {
+        self.with(|s| s.requests.len())
+    }
+
+    /// Full sweeps started so far: node listings that neither sort nor filter.
+    pub fn full_node_listings(&self) -> usize {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| {
+                    r.path.starts_with("/v1/nodes?")
+                        && !r.path.contains("sort_key")
+                        && !r.path.contains("fields=")
+                        && !r.path.contains("marker=")
+                })
+                .count()
+        })
+    }
+
     pub fn node_list_requests(&self) -> usize {
         self.with(|s| {
             s.requests
@@ -209,6 +264,7 @@ fn router(state: Arc<Mutex<FakeState>>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/{kind}", get(list))
+        .route("/v1/nodes/{uuid}", get(one_node))
         .route("/v3/auth/tokens", post(issue_token))
         .route("/configdrive/{name}", get(configdrive))
         .with_state(state)
@@ -317,6 +373,7 @@ async fn list(
         )
             .into_response();
     }
+    stamp_new(&mut s);
     let minor: u32 = headers
         .get("x-openstack-ironic-api-version")
         .and_then(|v| v.to_str().ok())
@@ -326,7 +383,7 @@ async fn list(
     if minor > s.max_minor {
         return ironic_error(StatusCode::NOT_ACCEPTABLE, "version not supported");
     }
-    let items = match kind.as_str() {
+    let all = match kind.as_str() {
         "nodes" => &s.nodes,
         "ports" => &s.ports,
         "portgroups" => &s.portgroups,
@@ -337,6 +394,15 @@ async fn list(
             .into_owned()
             .collect();
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let sort_key = param("sort_key").filter(|_| !s.ignore_sort);
+    let items = sorted_and_filtered(
+        all,
+        sort_key,
+        param("sort_dir"),
+        param("node"),
+        s.nulls_first,
+    );
+    let items = &items;
     let limit = param("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(s.page_size)
@@ -358,6 +424,12 @@ async fn list(
             if minor < 66 {
                 i.as_object_mut().unwrap().remove("network_data");
             }
+            if let Some(fields) = param("fields") {
+                let keep: Vec<&str> = fields.split(',').collect();
+                i.as_object_mut()
+                    .unwrap()
+                    .retain(|k, _| keep.contains(&k.as_str()));
+            }
             i
         })
         .collect();
@@ -371,6 +443,74 @@ async fn list(
         ));
     }
     Json(body).into_response()
+}
+
+/// `GET /v1/nodes/{uuid}`.
+async fn one_node(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    record(&state, "GET", format!("/v1/nodes/{uuid}"), &headers);
+    let mode = state.lock().unwrap().mode;
+    if let Some(r) = faults(mode).await {
+        return r;
+    }
+    let mut s = state.lock().unwrap();
+    stamp_new(&mut s);
+    match s.nodes.iter().find(|n| n["uuid"] == uuid.as_str()) {
+        Some(n) => Json(n.clone()).into_response(),
+        None => ironic_error(
+            StatusCode::NOT_FOUND,
+            &format!("Node {uuid} could not be found."),
+        ),
+    }
+}
+
+/// Now, as Ironic writes timestamps.
+pub fn stamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+/// Items added without `created_at` get one, as Ironic's database would have given them.
+fn stamp_new(s: &mut FakeState) {
+    for item in s
+        .nodes
+        .iter_mut()
+        .chain(s.ports.iter_mut())
+        .chain(s.portgroups.iter_mut())
+    {
+        if item.get("created_at").is_none_or(Value::is_null) {
+            item["created_at"] = json!(stamp());
+        }
+    }
+}
+
+/// Ironic's ordering (`sort_key`, `sort_dir`, ties by insertion; NULLs first ascending, as
+/// sqlite and MySQL, or first descending, as PostgreSQL) and its `node` filter.
+fn sorted_and_filtered(
+    items: &[Value],
+    key: Option<String>,
+    dir: Option<String>,
+    node: Option<String>,
+    nulls_first: bool,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = items
+        .iter()
+        .filter(|i| node.as_ref().is_none_or(|n| i["node_uuid"] == n.as_str()))
+        .cloned()
+        .collect();
+    if let Some(key) = key {
+        let k = |v: &Value| v[key.as_str()].as_str().map(str::to_string);
+        out.sort_by(|a, b| k(a).cmp(&k(b)));
+        if dir.as_deref() == Some("desc") {
+            out.reverse();
+            if nulls_first {
+                out.sort_by_key(|i| k(i).is_some());
+            }
+        }
+    }
+    out
 }
 
 async fn issue_token(
