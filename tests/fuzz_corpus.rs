@@ -31,3 +31,23 @@ fn every_seed_and_regression_input_passes_its_target() {
         }
     }
 }
+
+/// Every fuzz target `fuzz/Cargo.toml` builds is a target of `TARGETS` (so its seeds and
+/// regressions are replayed here), and the other way round.
+#[test]
+fn the_fuzz_crate_builds_every_target() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml");
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut built: Vec<&str> = text
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|bin| {
+            let line = bin.lines().find(|l| l.trim_start().starts_with("name"))?;
+            Some(line.split('"').nth(1)?)
+        })
+        .collect();
+    built.sort_unstable();
+    let mut listed: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    listed.sort_unstable();
+    assert_eq!(built, listed);
+}
