@@ -179,6 +179,13 @@ pub(crate) struct ServeArgs {
     /// once; trusted proxies are exempt (more: 429, then closed).
     #[arg(long = "max-connections-per-client", env = "MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|v| v as usize))]
     pub(crate) max_connections_per_client: usize,
+    /// Most requests parked by `wait_for_change` at once (more: 429). Each holds a
+    /// connection: keep it below --max-connections.
+    #[arg(long = "max-waiting", env = "MAX_WAITING", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|v| v as usize))]
+    pub(crate) max_waiting: usize,
+    /// Most requests one client (an IPv6 client: its /64) parks at once (more: 429).
+    #[arg(long = "max-waiting-per-client", env = "MAX_WAITING_PER_CLIENT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|v| v as usize))]
+    pub(crate) max_waiting_per_client: usize,
     /// Most header lines a request may carry (more: 431).
     #[arg(long = "max-header-count", env = "MAX_HEADER_COUNT", default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1024).map(usize::from))]
     pub(crate) max_header_count: usize,

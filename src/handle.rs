@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::admit::{admit, Admitted, Context, NodeRequest, Request, Seen};
 use crate::identity::link::{identify, Client, Rules};
 use crate::inventory::OnDemand;
+use crate::longpoll::{self, Wait};
 use crate::metadata::password::PasswordError;
 use crate::metadata::render;
 use crate::metadata::route::Route;
@@ -68,6 +69,56 @@ pub(crate) enum Step {
     /// Admitted, and its body is needed (a password POST): read it, then [`resume`]. A
     /// body is never read before the client is admitted.
     NeedsBody(Pending),
+    /// Answered, and the answer is the one the client holds: it waits for a change
+    /// (`wait_for_change`), asking [`again`] when the index changes.
+    Wait(Parked),
+}
+
+/// A request waiting for its document to change.
+pub(crate) struct Parked {
+    pub(crate) wait: Wait,
+    /// The ETag the answer must differ from (bare).
+    held: String,
+    seen: Seen,
+    node: NodeRequest,
+}
+
+impl Parked {
+    /// True when `out` is worth answering: another document, or no document any more.
+    pub(crate) fn changed(&self, out: &Outcome) -> bool {
+        !matches!(out.reply.status, 200 | 304)
+            || out
+                .reply
+                .etag
+                .as_deref()
+                .is_none_or(|e| longpoll::bare(e) != self.held)
+    }
+
+    /// The client the request is answered for.
+    pub(crate) fn client(&self) -> IpAddr {
+        self.node.client.ip
+    }
+
+    /// The answer when no place is left to wait in.
+    pub(crate) fn refused(&self) -> Outcome {
+        Outcome::new(Err(Refusal::TooManyWaiting.into()), self.seen.clone())
+    }
+}
+
+/// The parked request's answer from the index as it is now: identity and rendering again,
+/// under the admission it already passed (no second rate-limit token).
+pub(crate) fn again(ctx: &Context<'_>, req: &Request<'_>, parked: &Parked) -> Outcome {
+    let mut seen = parked.seen.clone();
+    let rules = parked.node.rules(ctx);
+    let result = serve(
+        ctx,
+        req,
+        parked.node.client,
+        &parked.node.route,
+        &rules,
+        &mut seen,
+    );
+    conditional(Outcome::new(result, seen), req.if_none_match)
 }
 
 /// An admitted request waiting for its body.
@@ -90,7 +141,37 @@ pub(crate) async fn handle(
             return Step::NeedsBody(Pending { seen, node });
         }
         Ok(Admitted::Node(node)) => {
-            return Step::Done(answer(ctx, on_demand, req, node, seen).await)
+            // Only reads wait; a bad wait is refused before any node data is looked at.
+            let wait = match req.method {
+                "GET" | "HEAD" => longpoll::parse(req.path),
+                _ => Ok(None),
+            };
+            match wait {
+                Ok(None) => return Step::Done(answer(ctx, on_demand, req, &node, seen).await),
+                Ok(Some(wait)) => {
+                    let out = answer(ctx, on_demand, req, &node, seen.clone()).await;
+                    let etag = out.reply.etag.as_deref().map(longpoll::bare);
+                    return match etag {
+                        Some(e)
+                            if matches!(out.reply.status, 200 | 304)
+                                && wait.last_etag.as_deref().is_none_or(|l| l == e) =>
+                        {
+                            let held = e.to_string();
+                            Step::Wait(Parked {
+                                wait,
+                                held,
+                                seen: Seen {
+                                    node: out.record.node,
+                                    ..seen
+                                },
+                                node,
+                            })
+                        }
+                        _ => Step::Done(out),
+                    };
+                }
+                Err(r) => Err(Denied::new(r).detail("bad wait_for_change parameters")),
+            }
         }
         Ok(Admitted::Answered(reply)) => Ok(reply),
         Err(d) => Err(d),
@@ -110,7 +191,7 @@ pub(crate) async fn resume(
     if timed_out {
         return Outcome::new(Err(Refusal::BodyTimeout.into()), pending.seen);
     }
-    answer(ctx, on_demand, req, pending.node, pending.seen).await
+    answer(ctx, on_demand, req, &pending.node, pending.seen).await
 }
 
 /// Identity and rendering, with one on-demand refresh for an unknown address.
@@ -118,7 +199,7 @@ async fn answer(
     ctx: &Context<'_>,
     on_demand: Option<&dyn OnDemand>,
     req: &Request<'_>,
-    node: NodeRequest,
+    node: &NodeRequest,
     mut seen: Seen,
 ) -> Outcome {
     let rules = node.rules(ctx);
@@ -201,26 +282,27 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
     }
 }
 
-/// JSON documents carry an ETag; a matching `If-None-Match` gets 304 without a body.
+/// Every document served carries an ETag; a matching `If-None-Match` (weak comparison,
+/// as RFC 9110 asks for it) gets 304 without a body.
 fn conditional(mut out: Outcome, if_none_match: Option<&str>) -> Outcome {
-    if out.reply.status != 200 || out.reply.content_type != crate::reply::JSON {
+    if out.reply.status != 200 {
         return out;
     }
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(&out.reply.body);
-    let tag: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let etag = format!("\"{tag}\"");
+    let etag = out.reply.entity_tag();
+    let strip = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_string();
+    let ours = strip(&etag);
     let matches = if_none_match.is_some_and(|h| {
         h.split(',').any(|t| {
             let t = t.trim();
-            t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+            t == "*" || strip(t) == ours
         })
     });
     if matches {
         out.reply.status = 304;
         out.reply.body = bytes::Bytes::new();
     }
-    out.reply.headers.push(("ETag", etag));
+    out.reply.headers.push(("ETag", etag.to_string()));
+    out.reply.etag = Some(etag);
     out
 }
 

@@ -44,7 +44,7 @@ struct Index {
 }
 
 pub(crate) struct Source {
-    /// Inventory sweeps by trigger (`periodic`, `on_demand`).
+    /// Inventory sweeps by trigger (`periodic`, `resync`).
     pub(crate) sweeps: IntCounterVec,
     /// Failed sweeps by reason (`connect`, `timeout`, `http_5xx`, `auth`, ...).
     pub(crate) sweep_failures: IntCounterVec,
@@ -56,7 +56,7 @@ pub(crate) struct Source {
     /// Nodes rebuilt or dropped after a poll or a reconciliation.
     pub(crate) changes: IntCounter,
     /// Full sweeps a poll asked for, by reason (`unsorted`, `more_than_a_page`,
-    /// `time_went_back`, `missed_nodes`).
+    /// `time_went_back`, `missed_nodes`, `null_timestamps`).
     pub(crate) resyncs: IntCounterVec,
 }
 
@@ -83,6 +83,11 @@ pub(crate) struct Conn {
     pub(crate) refusal_throttled: IntCounterVec,
     /// Frames of another host claiming a metadata address, by kind.
     pub(crate) impostor_frames: IntCounterVec,
+    /// Requests parked by `wait_for_change` now.
+    pub(crate) waiting: IntGauge,
+    /// Parked requests answered, by why (`changed`, `timeout`, `shutdown`), and waits
+    /// refused over the bounds (`refused`).
+    pub(crate) waits: IntCounterVec,
 }
 
 /// Creates metrics and registers each in the registry as it is made.
@@ -235,6 +240,15 @@ impl Conn {
                 "metadata_impostor_frames_total",
                 "ARP or neighbour discovery frames of another host claiming a metadata address",
                 &["kind"],
+            ),
+            waiting: m.gauge(
+                "metadata_waiting_requests",
+                "Requests parked by wait_for_change until their document changes",
+            ),
+            waits: m.counters(
+                "metadata_waits_total",
+                "wait_for_change requests answered, by why (changed, timeout, shutdown), or refused over the bounds",
+                &["result"],
             ),
         }
     }

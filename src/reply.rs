@@ -16,6 +16,9 @@ pub(crate) struct Reply {
     pub(crate) headers: Vec<(&'static str, String)>,
     /// The IP TTL (IPv6 hop limit) the answer's packets leave with, when limited.
     pub(crate) hop_limit: Option<u8>,
+    /// The entity tag, when known before the body (`meta_data.json`, whose seed changes
+    /// on every answer: a weak tag of everything else); computed from the body otherwise.
+    pub(crate) etag: Option<std::sync::Arc<str>>,
 }
 
 impl Reply {
@@ -26,11 +29,20 @@ impl Reply {
             body: body.into(),
             headers: Vec::new(),
             hop_limit: None,
+            etag: None,
         }
     }
 
     pub(crate) fn text(body: impl Into<Bytes>) -> Reply {
         Reply::ok(TEXT, body)
+    }
+
+    /// This answer's entity tag: the one given, or a strong one of the body.
+    pub(crate) fn entity_tag(&self) -> std::sync::Arc<str> {
+        match &self.etag {
+            Some(t) => t.clone(),
+            None => entity_tag(&self.body, false).into(),
+        }
     }
 
     /// Calls `put` with each header field of this reply, in the order they are sent.
@@ -63,6 +75,18 @@ impl Reply {
         let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
         out
+    }
+}
+
+/// An entity tag of `bytes`: 24 hex digits of their SHA-256, the same on every replica.
+pub(crate) fn entity_tag(bytes: &[u8], weak: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    let tag: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    if weak {
+        format!("W/\"{tag}\"")
+    } else {
+        format!("\"{tag}\"")
     }
 }
 
@@ -176,6 +200,10 @@ pub(crate) enum Refusal {
     ForwardedRefused,
     /// The zone limits a token answer's hops and the socket would not take the limit.
     HopLimitUnavailable,
+    /// `wait_for_change`, `last_etag` or `timeout_sec` is not valid.
+    BadWait,
+    /// The client (or the listener) already holds as many waiting requests as allowed.
+    TooManyWaiting,
 }
 
 impl Refusal {
@@ -215,6 +243,8 @@ impl Refusal {
             Refusal::HeaderRequired => "header_required",
             Refusal::ForwardedRefused => "forwarded_refused",
             Refusal::HopLimitUnavailable => "hop_limit_unavailable",
+            Refusal::BadWait => "bad_wait",
+            Refusal::TooManyWaiting => "too_many_waiting",
         }
     }
 
@@ -257,6 +287,11 @@ impl Refusal {
             Refusal::HeaderRequired => (403, "required header missing\n"),
             Refusal::ForwardedRefused => (403, "forwarded header refused\n"),
             Refusal::HopLimitUnavailable => (503, "token not available\n"),
+            Refusal::BadWait => (
+                400,
+                "wait_for_change must be true or false, timeout_sec a whole number from 1 to 300, last_etag at most 128 characters\n",
+            ),
+            Refusal::TooManyWaiting => (429, "too many waiting requests\n"),
         };
         let mut reply = Reply {
             status,
@@ -264,6 +299,7 @@ impl Refusal {
             body: Bytes::from_static(body.as_bytes()),
             headers: Vec::new(),
             hop_limit: None,
+            etag: None,
         };
         match self {
             Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),

@@ -50,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) header_timeout_seconds: u64,
     pub(crate) max_connections: usize,
     pub(crate) max_connections_per_client: usize,
+    pub(crate) max_waiting: usize,
+    pub(crate) max_waiting_per_client: usize,
     pub(crate) shutdown_grace_seconds: u64,
 }
 
@@ -153,6 +155,8 @@ impl Settings {
             header_timeout_seconds: a.header_timeout_seconds,
             max_connections: a.max_connections,
             max_connections_per_client: a.max_connections_per_client,
+            max_waiting: a.max_waiting,
+            max_waiting_per_client: a.max_waiting_per_client,
             shutdown_grace_seconds: a.shutdown_grace_seconds,
         })
     }

@@ -182,7 +182,7 @@ async fn openstack_tree_for_a_node_with_a_configdrive() {
 }
 
 #[tokio::test]
-async fn json_documents_carry_an_etag() {
+async fn documents_carry_an_etag() {
     let s = Server::start(&fixture("nodes.json"));
     let c = client_from(ALPHA);
     let r = c
@@ -211,12 +211,19 @@ async fn json_documents_carry_an_etag() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    // Text answers carry none.
+    // Text answers carry one too, and refusals none.
     let r = c
         .get(s.url("/latest/meta-data/hostname"))
         .send()
         .await
         .unwrap();
+    assert!(r.headers().get("etag").is_some());
+    let r = c
+        .get(s.url("/latest/meta-data/no-such-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
     assert!(r.headers().get("etag").is_none());
 }
 

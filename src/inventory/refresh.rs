@@ -207,16 +207,26 @@ impl Refresher {
                 w
             };
             let last_end = Instant::now();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.trigger.notified() => {
-                    let gap = self.config.min_gap.saturating_sub(last_end.elapsed());
-                    tokio::select! {
-                        _ = tokio::time::sleep(gap) => {}
-                        _ = shutdown.changed() => return,
+            let next = tokio::time::Instant::from_std(last_end + wait);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = self.trigger.notified() => {
+                        // A wake-up left over from requests the last job already served
+                        // is not a new ask.
+                        if !*self.asked.lock().unwrap_or_else(|e| e.into_inner())
+                            && self.state.lock().await.pending.is_empty()
+                        {
+                            continue;
+                        }
+                        let gap = self.config.min_gap.saturating_sub(last_end.elapsed());
+                        tokio::select! {
+                            _ = tokio::time::sleep(gap) => break,
+                            _ = shutdown.changed() => return,
+                        }
                     }
+                    _ = shutdown.changed() => return,
                 }
-                _ = shutdown.changed() => return,
             }
         }
     }

@@ -39,7 +39,7 @@ pub(super) fn openstack(
         return Ok(Reply::text(names.join("\n")));
     };
     match file {
-        "meta_data.json" => Ok(Reply::ok(JSON, meta_data_json(node, version)?)),
+        "meta_data.json" => meta_data_json(node, version),
         "user_data" => user_data
             .map(|b| Reply::ok(USER_DATA, b))
             .ok_or(Refusal::NotFound),
@@ -85,12 +85,17 @@ const SEED_LEN: usize = 684;
 /// `meta_data.json` as served. Everything but `random_seed` depends on the node and the
 /// version only, so the document is rendered once per node and version, and each answer
 /// copies it with fresh seed bytes written over the seed's place.
-fn meta_data_json(node: &NodeView, version: &str) -> Result<Bytes, Refusal> {
+/// Its entity tag is weak: the same for every answer of the same document but the seed.
+fn meta_data_json(node: &NodeView, version: &str) -> Result<Reply, Refusal> {
     let template = node
         .render_cache
         .meta_data(version, || meta_data_template(node, version))?;
+    let reply = |body: Bytes| Reply {
+        etag: Some(template.etag.clone()),
+        ..Reply::ok(JSON, body)
+    };
     let Some(at) = template.seed_at else {
-        return Ok(template.body.clone());
+        return Ok(reply(template.body.clone()));
     };
     let mut body = template.body.to_vec();
     let mut seed = [0u8; 512];
@@ -98,7 +103,7 @@ fn meta_data_json(node: &NodeView, version: &str) -> Result<Bytes, Refusal> {
     base64::engine::general_purpose::STANDARD
         .encode_slice(seed, &mut body[at..at + SEED_LEN])
         .map_err(|_| Refusal::NotFound)?;
-    Ok(Bytes::from(body))
+    Ok(reply(Bytes::from(body)))
 }
 
 /// Render with two different seed placeholders: where the two documents differ is the
@@ -108,6 +113,7 @@ fn meta_data_template(node: &NodeView, version: &str) -> Result<MetaTemplate, Re
     let b = doc::to_vec(&meta_data(node, version, &"B".repeat(SEED_LEN))?);
     let seed_at = a.iter().zip(&b).position(|(x, y)| x != y);
     Ok(MetaTemplate {
+        etag: crate::reply::entity_tag(&a, seed_at.is_some()).into(),
         body: Bytes::from(a),
         seed_at,
     })

@@ -69,6 +69,8 @@ pub(crate) struct NodeView {
 pub(crate) struct MetaTemplate {
     pub(crate) body: Bytes,
     pub(crate) seed_at: Option<usize>,
+    /// Weak entity tag of the document without its seed.
+    pub(crate) etag: std::sync::Arc<str>,
 }
 
 type MetaSlots = Box<[OnceLock<Result<MetaTemplate, Refusal>>]>;

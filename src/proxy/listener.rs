@@ -19,6 +19,7 @@ use super::metadata::{ConnectionState, MetadataApp};
 use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
 use crate::identity::neighbour::ConnectionMemo;
+use crate::longpoll::ParkedUntil;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::reply::Refusal;
@@ -75,6 +76,7 @@ impl Listener {
         // pingora's own read is the only one.
         let mut deadline = self.header_timeout;
         let link_layer = Arc::new(ConnectionMemo::default());
+        let parked = Arc::new(ParkedUntil::default());
         loop {
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive(Some(self.keepalive.as_secs()));
@@ -88,6 +90,7 @@ impl Listener {
             session.set_connection_user_context(Some(Box::new(ConnectionState {
                 headers_in: headers_in.clone(),
                 link_layer: link_layer.clone(),
+                parked: parked.clone(),
             })));
             let request = self.proxy.process_new_http(session, shutdown);
             tokio::pin!(request);
@@ -95,13 +98,20 @@ impl Listener {
                 r = &mut request => r,
                 _ = tokio::time::sleep(deadline) => {
                     if headers_in.load(Ordering::Acquire) {
-                        // Headers are in: the rest of the exchange gets its own bound.
-                        match tokio::time::timeout(self.exchange_limit, request).await {
-                            Ok(reused) => reused,
-                            Err(_) => {
-                                self.metrics.conn.exchange_timeouts.inc();
-                                tracing::debug!(peer = %peer, "exchange not finished in time; closing");
-                                None
+                        // Headers are in: the rest of the exchange gets its own bound,
+                        // stretched by the time a parked request may still wait.
+                        let mut limit = self.exchange_limit;
+                        loop {
+                            match tokio::time::timeout(limit, &mut request).await {
+                                Ok(reused) => break reused,
+                                Err(_) => match parked.remaining() {
+                                    Some(more) => limit = more + self.exchange_limit,
+                                    None => {
+                                        self.metrics.conn.exchange_timeouts.inc();
+                                        tracing::debug!(peer = %peer, "exchange not finished in time; closing");
+                                        break None;
+                                    }
+                                },
                             }
                         }
                     } else {

@@ -14,9 +14,10 @@ use pingora::prelude::*;
 
 use crate::admit::{Context, Request};
 use crate::audit::{AuditGate, RefusalBudget};
-use crate::handle::{self, Outcome, Record, Step};
+use crate::handle::{self, Outcome, Parked, Record, Step};
 use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::inventory::{Catalog, OnDemand};
+use crate::longpoll::{ParkedUntil, Parking};
 use crate::metadata::password::{self, PasswordStore};
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -42,6 +43,8 @@ pub(crate) struct MetadataApp {
     pub(crate) refusals: Arc<RefusalBudget>,
     /// The listeners' addresses: a `Host` of theirs is accepted.
     pub(crate) own_addresses: Vec<IpAddr>,
+    /// Requests waiting for their document to change.
+    pub(crate) parking: Arc<Parking>,
 }
 
 /// Put on each request's session by the listener: a flag set once the request's headers are in, and the
@@ -49,6 +52,9 @@ pub(crate) struct MetadataApp {
 pub(crate) struct ConnectionState {
     pub(crate) headers_in: Arc<AtomicBool>,
     pub(crate) link_layer: Arc<ConnectionMemo>,
+    /// Until when this connection's request waits for a change (the listener's exchange
+    /// deadline stretches to it).
+    pub(crate) parked: Arc<ParkedUntil>,
 }
 
 /// One request's state between pingora's phases.
@@ -58,6 +64,8 @@ pub(crate) struct RequestState {
     link: Option<Arc<ConnectionMemo>>,
     /// What the request path decided, for the `logging` phase.
     record: Option<Record>,
+    /// The connection's parked flag, handed over by the listener.
+    parked: Option<Arc<ParkedUntil>>,
 }
 
 /// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
@@ -119,6 +127,57 @@ fn peer_of(session: &Session) -> Option<(IpAddr, u32)> {
 }
 
 impl MetadataApp {
+    /// Parks a request until its document changes, the wait is over or the service stops;
+    /// then answers it from the index as it is. Each index swap renders it again (no
+    /// Ironic request, no rate-limit token).
+    async fn wait_for_change(
+        &self,
+        session: &Session,
+        context: &Context<'_>,
+        peer: (Option<IpAddr>, u32),
+        parked: &Parked,
+        flag: &ParkedUntil,
+    ) -> Outcome {
+        let header = session.req_header();
+        let (xff, fwd) = (
+            header_values(header, "x-forwarded-for"),
+            header_values(header, "forwarded"),
+        );
+        let req = self.request(header, peer, None, &xff, &fwd);
+        let client = parked.client();
+        let Some(_slot) = self.parking.park(client) else {
+            return parked.refused();
+        };
+        let deadline = tokio::time::Instant::now() + parked.wait.timeout;
+        flag.set(Some(deadline.into_std()));
+        let mut swaps = self.catalog.subscribe();
+        let mut stopping = self.parking.stopping();
+        // A swap between the first answer and the subscription is not missed.
+        let mut out = handle::again(context, &req, parked);
+        let why = loop {
+            if parked.changed(&out) {
+                break "changed";
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break "timeout",
+                r = swaps.changed() => {
+                    if r.is_err() {
+                        break "shutdown";
+                    }
+                }
+                _ = stopping.wait_for(|s| *s) => break "shutdown",
+            }
+            out = handle::again(context, &req, parked);
+        };
+        flag.set(None);
+        self.parking.answered(why);
+        if why == "changed" {
+            out
+        } else {
+            handle::again(context, &req, parked)
+        }
+    }
+
     /// The request as the request path sees it.
     fn request<'a>(
         &self,
@@ -184,6 +243,7 @@ impl ProxyHttp for MetadataApp {
         if let Ok(state) = prev_ctx.downcast::<ConnectionState>() {
             state.headers_in.store(true, Ordering::Release);
             ctx.link = Some(state.link_layer.clone());
+            ctx.parked = Some(state.parked.clone());
         }
     }
 
@@ -237,6 +297,11 @@ impl ProxyHttp for MetadataApp {
                 let read = body.as_ref().ok().and_then(|b| b.as_deref());
                 let req = self.request(header, peer, read, &xff, &fwd);
                 handle::resume(&context, on_demand, &req, pending, body.is_err()).await
+            }
+            Step::Wait(parked) => {
+                let flag = ctx.parked.clone().unwrap_or_default();
+                self.wait_for_change(session, &context, peer, &parked, &flag)
+                    .await
             }
         };
         if record.refusal == Some(Refusal::BodyTimeout) {

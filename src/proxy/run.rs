@@ -19,6 +19,7 @@ use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
 use crate::inventory::refresh::Refresher;
 use crate::inventory::OnDemand;
+use crate::longpoll::Parking;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::segment::{Claim, Guard};
@@ -149,9 +150,21 @@ impl BackgroundService for PolicyService {
     }
 }
 
+/// Answers every parked `wait_for_change` request when the service stops.
+struct WaitingService(Arc<Parking>);
+
+#[async_trait]
+impl BackgroundService for WaitingService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.0.stop();
+    }
+}
+
 /// State the metadata listener and the background services share.
 struct Shared {
     audit: Arc<AuditGate>,
+    parking: Arc<Parking>,
     refusals: Arc<RefusalBudget>,
     segment: Arc<Guard>,
 }
@@ -176,6 +189,11 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         audit: Arc::new(AuditGate::new()),
         refusals: Arc::new(RefusalBudget::new(s.refusals_per_minute)),
         segment: Arc::new(Guard::default()),
+        parking: Arc::new(Parking::new(
+            s.max_waiting,
+            s.max_waiting_per_client,
+            p.metrics.clone(),
+        )),
     };
     let metadata = metadata_service(&server, &p, &shared);
     let mut admin = Service::new(
@@ -220,6 +238,7 @@ fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<L
         audit: shared.audit.clone(),
         refusals: shared.refusals.clone(),
         own_addresses: s.listen.iter().map(|a| a.ip()).collect(),
+        parking: shared.parking.clone(),
     };
     let listener = Listener {
         proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
@@ -257,6 +276,10 @@ fn add_background(server: &mut Server, p: Prepared, shared: Shared) {
             },
         ));
     }
+    server.add_service(background_service(
+        "waiting",
+        WaitingService(shared.parking),
+    ));
     server.add_service(background_service(
         "audit",
         AuditService {

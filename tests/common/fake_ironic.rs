@@ -502,7 +502,7 @@ fn sorted_and_filtered(
         .collect();
     if let Some(key) = key {
         let k = |v: &Value| v[key.as_str()].as_str().map(str::to_string);
-        out.sort_by(|a, b| k(a).cmp(&k(b)));
+        out.sort_by_key(k);
         if dir.as_deref() == Some("desc") {
             out.reverse();
             if nulls_first {
