@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh --time 600 node      # one target for 10 minutes
 #   scripts/fuzz.sh --runs 10000000      # every target for 10 million executions
 #   scripts/fuzz.sh --runs 10000000 --summary run.md   # and a table of the runs, as in bench/fuzz.md
+#   scripts/fuzz.sh --build-only         # build every target, run none
 #   scripts/fuzz.sh --no-build ...       # run the targets as last built (no cargo at all)
 #   scripts/fuzz.sh --sanitizer address  # build with AddressSanitizer (5 times slower)
 #
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 time_limit=60
@@ -39,6 +40,7 @@ while [ $# -gt 0 ]; do
         --runs) runs="$2"; shift 2 ;;
         --summary) summary_file="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
+        --build-only) build=2; shift ;;
         --sanitizer) sanitizer="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -49,7 +51,7 @@ done
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export RUSTC_BOOTSTRAP=1
-if [ "$build" = 1 ]; then
+if [ "$build" != 0 ]; then
     scripts/ensure-deps.sh
     if ! cargo fuzz --version >/dev/null 2>&1; then
         echo "installing cargo-fuzz"
@@ -62,8 +64,11 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 # Build every target first, so a run's time is spent fuzzing.
-if [ "$build" = 1 ]; then
+if [ "$build" != 0 ]; then
     (cd fuzz && cargo fuzz build --sanitizer "$sanitizer")
+    if [ "$build" = 2 ]; then
+        exit 0
+    fi
 fi
 bin_dir="$root/fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
