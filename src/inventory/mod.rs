@@ -169,6 +169,7 @@ impl Catalog {
             warnings: warnings.clone(),
         }));
         self.generation.send_modify(|g| *g += 1);
+        tracing::debug!(target: "inventory", generation = *self.generation.borrow(), "index published");
         warnings
     }
 
