@@ -2,7 +2,12 @@
 """End-to-end tests of ironic-metadata against a real OpenStack Ironic (from PyPI, sqlite,
 fake-hardware, all-in-one process on 127.0.0.1), driven through its REST API.
 
-Usage: real_ironic.py BINARY      (scripts/e2e.sh builds BINARY and the venv first)
+Usage: real_ironic.py BINARY [SCENARIO...]   (scripts/e2e.sh builds BINARY and the venv first)
+
+Scenarios (default: all but measure): noauth, tenants, masked, http_basic, live (changes
+made in Ironic to deployed nodes, served within 5 s; wait_for_change answers within 1 s of
+the index swap; a deleted node dropped within one reconciliation period), measure (figures
+only, not part of CI).
 
 Every server takes a free loopback port. Clients speak from 127.0.3.x addresses, which
 the enrolled nodes claim in their network_data, so one machine can pose as many nodes.
@@ -16,7 +21,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -85,9 +92,12 @@ class Ironic:
 class Service(service.Service):
     """The service on the open loopback policy, logging at info; both listeners up once built."""
 
-    def __init__(self, binary, source_args, env=None, refresh=2, policy_dir=service.OPEN_POLICY_DIR):
-        super().__init__(binary, source_args, extra=["--refresh-interval", str(refresh)], env=env,
-                         policy_dir=policy_dir)
+    def __init__(self, binary, source_args, env=None, refresh=2, policy_dir=service.OPEN_POLICY_DIR,
+                 log_level="info"):
+        # refresh=None: the service's default full-sweep interval (no flag).
+        extra = [] if refresh is None else ["--refresh-interval", str(refresh)]
+        super().__init__(binary, source_args, extra=extra, env=env, policy_dir=policy_dir,
+                         log_level=log_level)
         self.wait_healthy(30)
 
     def get(self, path, source):
@@ -149,7 +159,9 @@ def expected_answers(spec):
     return {
         "/openstack/latest/meta_data.json": nova_meta_data(spec),
         "/openstack/latest/user_data": spec["configdrive"]["user_data"],
-        "/openstack/latest/network_data.json": json.dumps(spec["configdrive"]["network_data"]),
+        # The configdrive's network_data, else node.network_data.
+        "/openstack/latest/network_data.json": json.dumps(spec["configdrive"].get("network_data",
+                                                                                 spec.get("network_data"))),
         "/latest/meta-data/instance-id": md["uuid"],
         "/latest/meta-data/hostname": md["hostname"],
         "/latest/meta-data/public-keys": f"0={key}",
@@ -414,6 +426,199 @@ def scenario_http_basic(binary):
         ironic.close()
 
 
+def get_tagged(svc, path, source):
+    """(status, body bytes, ETag) of one plain GET from `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=15, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read(), r.getheader("ETag")
+    finally:
+        conn.close()
+
+
+class Parked(threading.Thread):
+    """One GET with ?wait_for_change=true&last_etag=ETAG, answered in the background: its
+    status, body and the wall-clock time its answer arrived."""
+
+    def __init__(self, svc, path, source, etag, timeout_sec=60):
+        super().__init__(daemon=True)
+        query = urllib.parse.urlencode({"wait_for_change": "true", "last_etag": etag.strip('"'),
+                                        "timeout_sec": timeout_sec})
+        self.args = (svc.port, f"{path}?{query}", source, timeout_sec + 15)
+        self.status = self.body = self.answered = self.error = None
+        self.start()
+
+    def run(self):
+        port, target, source, timeout = self.args
+        try:
+            self.status, self.body = service.http_get(port, target, source, timeout=timeout)
+        except OSError as e:
+            self.error = repr(e)
+        self.answered = time.time()
+
+
+def index_swaps(svc):
+    """Wall-clock times (seconds since the epoch) of the service's "index published" debug
+    lines (LOG_LEVEL=debug), in order."""
+    import datetime
+    swaps = []
+    for line in svc.log_text().splitlines():
+        if '"index published"' not in line:
+            continue
+        try:
+            stamp = json.loads(line)["timestamp"]
+        except (ValueError, KeyError):
+            continue  # a line being written
+        t = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+        swaps.append(t.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return swaps
+
+
+def waiting(svc):
+    return svc.metric("metadata_waiting_requests")
+
+
+def polls(svc):
+    return sum(v for k, v in svc.metrics().items() if k.startswith("metadata_inventory_polls_total"))
+
+
+def live_change(svc, index, path, change, served, what, bound):
+    """Parks a wait_for_change request on `path` from node `index` holding its current ETag,
+    makes `change` in Ironic, then GETs `path` every 20 ms until `served(body)` holds.
+    Checks the plain GET saw it within `bound` seconds of the change (sent to Ironic) and
+    the parked request came back with it within 1 s of the index swap (the service's
+    "index published" line). Returns the two delays."""
+    source = ip_of(index)
+    status, _, etag = get_tagged(svc, path, source)
+    if not check(status == 200 and etag, f"{what}: {path} answers 200 with an ETag before the change",
+                 f"{status} {etag}"):
+        return None, None
+    parked_before = waiting(svc)
+    parked = Parked(svc, path, source, etag)
+    wait_for(lambda: waiting(svc) > parked_before, f"a parked request on {path}", 10)
+    t0 = time.time()
+    change()
+    sent = time.time() - t0
+
+    def seen():
+        st, body = service.http_get(svc.port, path, source)
+        return time.time() if st == 200 and served(body) else None
+    at = service.poll(seen, bound + 10, 0.02)
+    delay = at - t0 if at else None
+    print(f"  measured: {what}: PATCH answered by Ironic in {sent:.2f}s; a plain GET served the change "
+          f"{'never' if delay is None else f'{delay:.2f}s'} after the PATCH was sent", flush=True)
+    check(delay is not None and delay <= bound,
+          f"{what}: a plain GET serves the change within {bound:g} s of the PATCH "
+          f"({'not seen' if delay is None else f'{delay:.2f} s'})", svc.log_tail(10))
+    parked.join(30)
+    swaps = [t for t in index_swaps(svc) if t >= t0 and parked.answered and t <= parked.answered + 0.05]
+    late = parked.answered - swaps[-1] if swaps else None
+    print(f"  measured: {what}: the parked request answered "
+          f"{'(no swap found)' if late is None else f'{late * 1000:.0f} ms'} after the index swap", flush=True)
+    check(parked.status == 200 and served(parked.body or b"") and late is not None and late <= 1.0,
+          f"{what}: the parked wait_for_change request answers the new document within 1 s of the index "
+          f"swap ({'?' if late is None else f'{late * 1000:.0f} ms'})",
+          f"status {parked.status}, error {parked.error}, body {(parked.body or b'')[:200]!r}, "
+          f"swaps after the PATCH {swaps}, answered {parked.answered}")
+    return delay, late
+
+
+def scenario_live(binary):
+    """Changes made in Ironic to deployed nodes reach a running service, default settings
+    (polls every 2 s, reconciliation every 60 s, a full sweep every hour): a new user data in
+    a node's configdrive (PATCH of instance_info on the active node) and a new
+    node.network_data (API 1.66+) are served within 5 s, and a request parked with
+    wait_for_change comes back within 1 s of the index swap that carries them. A node deleted
+    from Ironic (maintenance, then DELETE: no poll of changes can see it) stops being served
+    within one reconciliation period, by a second service with RECONCILE_INTERVAL=4."""
+    reconcile = 4
+    ironic = Ironic()
+    svc = svc_r = None
+    try:
+        edited, networked, deleted = specs(30, 3, "live-")
+        # The network_data served is the configdrive's when it has one: this node's comes
+        # from node.network_data alone.
+        del networked["configdrive"]["network_data"]
+        ironic.harness("enroll", spec=[edited, networked, deleted])
+        client = harness.Client(ironic.url)
+        check(int(client.version.split(".")[1]) >= 66, f"Ironic's API {client.version} has node network_data")
+        svc = Service(binary, ["--ironic-url", ironic.url], refresh=None, log_level="debug")
+        svc_r = Service(binary, ["--ironic-url", ironic.url], refresh=None, log_level="debug",
+                        env={"RECONCILE_INTERVAL": str(reconcile)})
+        for s in (svc, svc_r):
+            wait_for(lambda: s.readyz().get("ready"), "first sweep")
+        ready_at, polls_at_ready = time.monotonic(), polls(svc_r)
+        for i, spec in zip(range(30, 33), (edited, networked, deleted)):
+            check_node(svc, spec, i, "live, before any change")
+
+        # New user data in the configdrive of an active node.
+        drive = client.request("GET", f"/v1/nodes/{edited['name']}?fields=instance_info")["instance_info"]["configdrive"]
+        check(isinstance(drive, dict), "Ironic keeps the configdrive given at deploy time as a dict")
+        user_data = f"#cloud-config\nhostname: {edited['name']}\nbootcmd: [\"echo edited at {time.time():.3f}\"]\n"
+        drive = dict(drive, user_data=user_data)
+        live_change(svc, 30, "/openstack/latest/user_data",
+                    lambda: client.request("PATCH", f"/v1/nodes/{edited['name']}",
+                                           [{"op": "replace", "path": "/instance_info/configdrive", "value": drive}]),
+                    lambda body: body == user_data.encode(), "user data edited in instance_info", 5)
+        eq(svc.get("/latest/user-data", ip_of(30)), (200, user_data), "the EC2 tree serves the same new user data")
+
+        # A new node.network_data (another DNS server, another MTU), the address unchanged.
+        nd = json.loads(json.dumps(networked["network_data"]))
+        nd["services"] = [{"type": "dns", "address": "198.18.0.54"}]
+        for link in nd["links"]:
+            link["mtu"] = 1400
+        live_change(svc, 31, "/openstack/latest/network_data.json",
+                    lambda: client.request("PATCH", f"/v1/nodes/{networked['name']}",
+                                           [{"op": "replace", "path": "/network_data", "value": nd}]),
+                    lambda body: json.loads(body or b"null") == nd, "node.network_data edited", 5)
+        eq(client.request("GET", f"/v1/nodes/{networked['name']}?fields=provision_state")["provision_state"],
+           "active", "both nodes were edited while active (no redeployment)")
+
+        # Deleted: Ironic deletes an active node in maintenance. The maintenance flag is an
+        # update the polls read (the node stays active and served); the DELETE leaves no
+        # row to poll: only the reconciliation's listing of node UUIDs notices it.
+        client.request("PUT", f"/v1/nodes/{deleted['name']}/maintenance", {"reason": "e2e live"})
+        wait_for(lambda: svc_r.get("/latest/meta-data/instance-id", ip_of(32))[0] == 200, "served in maintenance")
+        _, _, etag = get_tagged(svc_r, "/openstack/latest/user_data", ip_of(32))
+        parked = Parked(svc_r, "/openstack/latest/user_data", ip_of(32), etag)
+        wait_for(lambda: waiting(svc_r) >= 1, "a parked request on the node to delete", 10)
+        # The refresh loop checks whether a reconciliation is due once per cycle (a poll,
+        # then POLL_INTERVAL): one is due at most a cycle late, and lists for a moment.
+        cycle = (time.monotonic() - ready_at) / max(1.0, polls(svc_r) - polls_at_ready)
+        t0 = time.time()
+        client.request("DELETE", f"/v1/nodes/{deleted['name']}")
+        gone = service.poll(lambda: time.time() if svc_r.get("/latest/meta-data/instance-id", ip_of(32))[0] == 404
+                            else None, reconcile + 30, 0.02)
+        delay = gone - t0 if gone else None
+        bound = reconcile + cycle + 1.0
+        print(f"  measured: deleted node: served until {'never' if delay is None else f'{delay:.2f}s'} after the "
+              f"DELETE (RECONCILE_INTERVAL={reconcile}; a refresh cycle took {cycle:.2f}s on average)", flush=True)
+        check(delay is not None and delay <= bound,
+              f"a node deleted in Ironic stops being served within the reconciliation period "
+              f"({'never' if delay is None else f'{delay:.2f} s'}; bound {bound:.1f} s: RECONCILE_INTERVAL, plus "
+              "one refresh cycle at which it is checked, plus 1 s for the listing)", svc_r.log_tail(10))
+        parked.join(30)
+        swaps = [t for t in index_swaps(svc_r) if t >= t0 and parked.answered and t <= parked.answered + 0.05]
+        late = parked.answered - swaps[-1] if swaps else None
+        check(parked.answered is not None and late is not None and late <= 1.0,
+              f"a request parked on the deleted node is answered ({parked.status}) within 1 s of the swap "
+              f"that drops it ({'?' if late is None else f'{late * 1000:.0f} ms'})",
+              f"error {parked.error}, swaps {swaps}")
+        eq(svc_r.get("/latest/meta-data/instance-id", ip_of(30)), (200, edited["configdrive"]["meta_data"]["uuid"]),
+           "the other nodes are still served")
+        counts = svc.metrics()
+        sweeps = sum(v for k, v in counts.items() if k.startswith("metadata_inventory_sweeps_total"))
+        resyncs = sum(v for k, v in counts.items() if k.startswith("metadata_inventory_resyncs_total"))
+        check(sweeps == 1 and resyncs == 0, "the changes came by polls: one full sweep (the first load), no resync",
+              "\n".join(f"{k} {v}" for k, v in counts.items() if "sweep" in k or "resync" in k))
+    finally:
+        for s in (svc, svc_r):
+            if s:
+                s.stop()
+        ironic.close()
+
+
 def scenario_measure(binary):
     """Not part of CI: the figures quoted in the Ironic-source closing note."""
     import concurrent.futures
@@ -482,7 +687,7 @@ def scenario_measure(binary):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
     t0 = time.monotonic()
-    only = sys.argv[2:] or ["noauth", "tenants", "masked", "http_basic"]
+    only = sys.argv[2:] or ["noauth", "tenants", "masked", "http_basic", "live"]
     for scenario in [globals()[f"scenario_{name}"] for name in only]:
         print(f"== {scenario.__name__}", flush=True)
         scenario(binary)

@@ -32,7 +32,8 @@ TOP = Path(__file__).resolve().parents[2]
 OPEN_POLICY_DIR = TOP / "tests" / "fixtures" / "policies" / "open"
 # The service's settings from the environment (the `env =` names of its flags, OS_* for
 # clouds.yaml): none may reach it from the caller's environment, only from `env=`.
-SETTINGS = ("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_", "THREADS", "REFRESH_", "LOG_",
+SETTINGS = ("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_", "THREADS", "REFRESH_", "POLL_",
+            "RECONCILE_", "LOG_",
             "TOKEN_KEY_FILE", "DNS_SERVERS", "STATE_DIR", "SERVED_STATES", "KEEPALIVE_SECONDS",
             "HEADER_TIMEOUT_SECONDS", "MAX_", "SHUTDOWN_GRACE_SECONDS")
 
