@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of ironic-metadata: hot path against nginx, a boot storm and cold starts against
-# a real Ironic, memory per node and per rate-limited client, and the criterion micro-benchmark.
+# a real Ironic, memory per node and per rate-limited client, the criterion micro-benchmark,
+# and the Ironic source at 100,000 nodes (a fake Ironic) and 10,000 (a real one).
 # Writes bench/results.md and bench/results.json. See --help.
 set -euo pipefail
 
@@ -19,6 +20,14 @@ Scenarios (LIST is comma-separated; default: all, always in this order):
   criterion  cargo bench --bench filters -- --quick (in-process request path)
   l2         wrk against a zone with and without verify_mac, client and server in two
              network namespaces on one veth (needs root; removes them afterwards)
+  scale      the Ironic source at fleet size, default settings: a fake Ironic
+             (examples/fake_ironic.rs) with 100,000 deployed nodes (configdrives as Ironic
+             stores them) and the real seeded Ironic with 10,000. Time to ready (both);
+             Ironic requests per minute in steady state, counted at the fake: 1,000 vs
+             100,000 nodes, one vs three replicas, with 1,000 unknown addresses asking;
+             a node made active served on its first request (time, Ironic calls); RSS
+             per indexed node (100,000 nodes vs none); 1,000 parked wait_for_change
+             requests (RSS, other clients' p50/p99 without and with them)
 
 Options:
   --only LIST            run only these scenarios
@@ -34,10 +43,12 @@ Environment:
   BENCH_ROUNDS             hot path rounds per server and thread count (default 3)
   BENCH_CRITERION_PROFILE  cargo profile for the criterion step (default release, which
                            reuses the release build; "bench" is plain `cargo bench`)
+  FAKE_IRONIC_BIN          the fake Ironic for scale, instead of
+                           `cargo build --release --locked --example fake_ironic`
   BENCH_NOTE               same as --note
 
-Installs what it needs first (as root or with sudo): nginx, wrk, curl and util-linux from
-Debian, the Ironic venv through scripts/ironic/setup-venv.sh. Every server listens on a free
+Installs what it needs first (as root or with sudo): nginx, wrk, curl, util-linux and
+genisoimage from Debian, the Ironic venv through scripts/ironic/setup-venv.sh. Every server listens on a free
 127.0.0.1 port and every client address is in 127.0.0.0/8, except in l2, whose two
 addresses exist only in the namespaces it creates.
 EOF
@@ -72,7 +83,7 @@ wants() { # wants SCENARIO: true when SCENARIO is part of this run
 IFS=, read -ra listed <<<"$only"
 for s in "${listed[@]}"; do
   case "$s" in
-    hotpath | storm | coldstart | memory | criterion | l2) ;;
+    hotpath | storm | coldstart | memory | criterion | l2 | scale) ;;
     *) echo "bench: unknown scenario '$s' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -95,6 +106,9 @@ fi
 if wants l2; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
 fi
+if wants scale; then
+  command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "bench: installing ${need[*]}" >&2
   # Debian's nginx package would start a system-wide nginx on port 80: the benchmark runs
@@ -115,7 +129,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 PATH=$PATH:/usr/sbin # nginx lives there; not every user's PATH has it
 
-if wants storm || wants coldstart || wants memory; then
+if wants storm || wants coldstart || wants memory || wants scale; then
   scripts/ironic/setup-venv.sh
   python=.venv-ironic/bin/python
 else
@@ -139,6 +153,17 @@ else
   fi
 fi
 [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 1; }
+fake_ironic=""
+if wants scale; then
+  if [ -n "${FAKE_IRONIC_BIN:-}" ]; then
+    fake_ironic=$FAKE_IRONIC_BIN
+  else
+    scripts/ensure-deps.sh
+    cargo build --release --locked --example fake_ironic
+    fake_ironic="${CARGO_TARGET_DIR:-target}/release/examples/fake_ironic"
+  fi
+  [ -x "$fake_ironic" ] || { echo "bench: $fake_ironic is not an executable" >&2; exit 1; }
+fi
 if wants criterion && [ -z "$criterion_from" ]; then
   command -v cargo >/dev/null 2>&1 || { echo "bench: the criterion scenario needs cargo" >&2; exit 1; }
 fi
@@ -148,4 +173,5 @@ args=(--bin "$bin" --out "$out" --binary-origin "$origin" --note "$note")
 [ -n "$only" ] && args+=(--only "$only")
 [ -n "$criterion_from" ] && args+=(--criterion-from "$criterion_from")
 [ -n "$build_seconds" ] && args+=(--build-seconds "$build_seconds")
+[ -n "$fake_ironic" ] && args+=(--fake-ironic "$fake_ironic")
 exec "$python" scripts/bench/run.py "${args[@]}"

@@ -82,6 +82,35 @@ def targets(sc):
         growth = ", ".join(f"wave {k} +{mib(b - a)}" for k, (a, b) in enumerate(zip(rss, rss[1:]), 1))
         rows.append(("limiter memory flat after the sweep (waves 2 on add < 10% of wave 1)", growth,
                      verdict(flat_limiter(lim))))
+    rows += scale_targets(sc.get("scale", {}))
+    return rows
+
+
+def scale_targets(sc):
+    if "steady" not in sc:
+        return []
+    st, rows = sc["steady"], []
+    one, small = st["one_replica"], st["small_fleet"]
+    rows.append((f"steady-state Ironic requests/min independent of fleet size ({fmt(small['nodes'])} → "
+                 f"{fmt(one['nodes'])} nodes, within 10%)",
+                 f"{small['requests_per_minute']:.0f} → {one['requests_per_minute']:.0f} ({sc['fleet_ratio']:.2f}×)",
+                 verdict(sc["fleet_ratio"] <= 1.1)))
+    strangers = st["strangers"]
+    rows.append((f"… and of strangers ({fmt(strangers['strangers'])} unknown addresses over the window, within 10%)",
+                 f"{one['requests_per_minute']:.0f} → {strangers['requests_per_minute']:.0f} "
+                 f"({sc['strangers_ratio']:.2f}×)", verdict(sc["strangers_ratio"] <= 1.1)))
+    nn = sc["new_node"]
+    rows.append(("a node made active is served within 2 s of its first request, ≤ 3 Ironic calls",
+                 f"{nn['served_after_s_max'] * 1000:.0f} ms, {nn['ironic_calls_max']} calls (worst of "
+                 f"{len(nn['trials'])})", verdict(nn["served_after_s_max"] <= 2 and nn["ironic_calls_max"] <= 3)))
+    mem = sc["memory"]
+    rows.append((f"≤ 2 KiB RSS per indexed node at {fmt(mem['nodes'])} nodes (Ironic source)",
+                 f"{mem['bytes_per_node'] / KIB:.2f} KiB", verdict(mem["bytes_per_node"] <= 2 * KIB)))
+    pk = sc["parked"]
+    rows.append((f"{fmt(pk['parked'])} parked long-polls: other clients' p99 unchanged (≤ 1.2×)",
+                 f"{pk['latency_with_ms']['p99']:.1f} ms with, {pk['latency_without_ms']['p99']:.1f} / "
+                 f"{pk['latency_without_again_ms']['p99']:.1f} ms without ({pk['p99_ratio']:.2f}×)",
+                 verdict(pk["p99_ratio"] <= 1.2)))
     return rows
 
 
@@ -278,13 +307,120 @@ def criterion_section(cr):
     return out
 
 
+def purposes(row):
+    p = row.get("by_purpose", {})
+    text = ", ".join(f"{k} {(v['requests'] if isinstance(v, dict) else v):,}" for k, v in sorted(p.items())) or "—"
+    if "polls_full" in row:
+        text += f" ({row['polls_full']} full polls, {row['polls_quick']} quick)"
+    return text
+
+
+def scale_section(sc):
+    out = ["## 7. The Ironic source at scale", "", scenario_meta(sc), ""]
+    if "error" in sc:
+        return out + [f"Failed: `{sc['error']}`", ""]
+    rd, real, st = sc["ready"], sc["real_ironic"], sc["steady"]
+    out += [
+        f"The service with its default settings (a poll for changes every 2 s, node UUIDs listed every 60 s, a "
+        f"full sweep every hour) against a fake Ironic (`examples/fake_ironic.rs`) holding {fmt(rd['nodes'])} "
+        "deployed nodes of the benchmark's shape (one port, `node.network_data`, a configdrive as Ironic stores "
+        "one: base64 of a gzipped ISO 9660 image with Joliet and Rock Ridge, label `config-2`, each node's own) "
+        f"and against the real seeded Ironic with {fmt(real['nodes'])}. The fake counts every request it "
+        "answers, by kind; every answer the benchmark gets is checked (status, and the node's own data where "
+        f"known: {fmt(sc.get('sample_checked'))} nodes spread over the fleet were asked for their user data).",
+        "",
+        "### Time to ready",
+        "",
+        table(("Ironic", "nodes", "ready after", "RSS at ready", "Ironic requests for the first load"), [
+            ("fake", fmt(rd["nodes"]), f"**{rd['ready_s']:.1f} s**", mib(rd["rss_at_ready_bytes"]),
+             f"{fmt(rd['ironic_requests'])} ({mib(rd['ironic_bytes'])})"),
+            ("real (sqlite)", fmt(real["nodes"]), f"**{real['ready_s']:.1f} s**", mib(real["rss_bytes"]), "—"),
+        ]),
+        "",
+        "### Ironic requests in steady state",
+        "",
+        f"Nothing changes in Ironic; requests counted at the fake over {sc['window_s']:.0f} s windows (the real "
+        "Ironic: lines of its API log). By purpose: `polls` are the change probes (one page sorted by "
+        "`updated_at`, one each of nodes, ports and portgroups by `created_at`), `node_reads` a changed node read with its ports and portgroups, "
+        "`reconcile` the pages of node UUIDs, `full_sweeps` every page of the three collections. A full poll is "
+        "the four probes; a quick one, asked for by a request from an unknown address, the first probe alone.",
+        "",
+    ]
+    rows = []
+    for key, label in (("small_fleet", "small fleet"), ("one_replica", "one replica"),
+                       ("strangers", "one replica, strangers asking"), ("three_replicas", "three replicas")):
+        r = st[key]
+        rows.append((label, fmt(r["nodes"]), r["replicas"], f"{r['seconds']:.0f} s",
+                     f"**{r['requests_per_minute']:.0f}**", f"{r['requests_per_minute'] / r['replicas']:.0f}",
+                     mib(r["bytes_per_minute"]), purposes(r)))
+    rs = real["steady"]
+    rows.append(("real Ironic, one replica", fmt(real["nodes"]), 1, f"{rs['seconds']:.0f} s",
+                 f"**{rs['requests_per_minute']:.0f}**", f"{rs['requests_per_minute']:.0f}", "—", purposes(rs)))
+    out += [table(("run", "nodes", "replicas", "window", "requests/min", "per replica", "per minute", "by purpose"),
+                  rows), ""]
+    sb = sc["strangers_burst"]
+    burst_kinds = ", ".join(f"{k} {v['requests']}" for k, v in sb["by_kind"].items()) or "none"
+    out += [f"Strangers: {fmt(st['strangers']['strangers'])} distinct unknown addresses (127.202.0.1 onwards) asked "
+            "once each, spread evenly over the window above, each answered 404. Another "
+            f"{fmt(sb['strangers'])} (127.200.0.1 onwards) asked all at once: answered 404 in {sb['seconds']:.2f} s "
+            f"with {sb['ironic_requests']} Ironic requests meanwhile "
+            f"({burst_kinds}).", ""]
+    nn = sc["new_node"]
+    out += [
+        "### A node made active",
+        "",
+        "Right after the fake answered a periodic poll, a new active node is added to it (created and updated "
+        "now) and asks for its user data at once, from its own address. Time from that first request to the "
+        "answer with its data; the Ironic requests the fake answered from the deploy to that answer.",
+        "",
+        table(("node", "first answer", "its data after", "Ironic calls", "which"), [
+            (t["node"], t["first_status"], f"{t['served_after_s'] * 1000:.0f} ms", t["ironic_calls"],
+             ", ".join(t["calls"])) for t in nn["trials"]]),
+        "",
+    ]
+    mem, pk = sc["memory"], sc["parked"]
+    out += [
+        "### Memory per indexed node",
+        "",
+        f"VmRSS in steady state (after the window above): {mib(mem['rss_bytes'])} with {fmt(mem['nodes'])} nodes, "
+        f"{mib(mem['rss_empty_bytes'])} against an empty fake: **{mem['bytes_per_node']:,.0f} bytes "
+        f"({mem['bytes_per_node'] / KIB:.2f} KiB) per node**.",
+        "",
+        "### Parked long-polls",
+        "",
+        f"{fmt(pk['parked'])} nodes each park `GET /openstack/latest/user_data?wait_for_change=true&last_etag=E"
+        f"&timeout_sec={pk['timeout_sec']}` holding their document's ETag (parked in {pk['parked_in_s']:.1f} s). "
+        f"Other clients: {pk['other_clients']} other nodes, {pk['requests_per_client']} requests each for "
+        "`meta_data.json`, a new connection each, all at once (a single-threaded Python client on the same "
+        "two cores: its own queueing is in the figures), without the parked requests, with them, and without "
+        f"them again. Then {pk['edited']} of the parked nodes were edited in the fake: each parked request came "
+        "back with the new user data; the others stayed parked and answered their unchanged document at their "
+        "timeout.",
+        "",
+        table(("", "RSS", "p50", "p99"), [
+            ("without", mib(pk["rss_before_bytes"]), f"{pk['latency_without_ms']['p50']:.1f} ms",
+             f"{pk['latency_without_ms']['p99']:.1f} ms"),
+            (f"{fmt(pk['parked'])} parked", mib(pk["rss_after_bytes"]), f"{pk['latency_with_ms']['p50']:.1f} ms",
+             f"**{pk['latency_with_ms']['p99']:.1f} ms**"),
+            ("without, again", "—", f"{pk['latency_without_again_ms']['p50']:.1f} ms",
+             f"{pk['latency_without_again_ms']['p99']:.1f} ms"),
+        ]),
+        "",
+        f"RSS grew by {pk['rss_per_parked_bytes']:,.0f} bytes per parked request. Ironic requests while the "
+        f"requests were parked and the load ran: {pk['ironic_requests_while_measuring']} (periodic polls; a "
+        "parked request makes none).",
+        "",
+    ]
+    return out
+
+
 HOW = """\
 ## Running the benchmarks
 
 ```sh
 scripts/bench.sh                    # everything: installs nginx, wrk, curl and the Ironic venv,
                                     # builds the release binary, writes bench/results.{md,json}
-scripts/bench.sh --only hotpath     # one scenario (hotpath, storm, coldstart, memory, criterion, l2)
+scripts/bench.sh --only hotpath     # one scenario (hotpath, storm, coldstart, memory, criterion, l2, scale)
 BENCH_SCALE=0.2 scripts/bench.sh --out "$(mktemp -d)"   # shorter runs, fewer nodes and clients
 IRONIC_METADATA_BIN=path/to/ironic-metadata scripts/bench.sh   # skip the build
 ```
@@ -344,7 +480,7 @@ def render(doc):
         out += [notes.read_text().rstrip(), ""]
     for name, section in (("hotpath", hotpath_section), ("storm", storm_section),
                           ("coldstart", coldstart_section), ("memory", memory_section),
-                          ("criterion", criterion_section), ("l2", l2_section)):
+                          ("criterion", criterion_section), ("l2", l2_section), ("scale", scale_section)):
         if name in sc:
             out += section(sc[name])
         else:

@@ -3,7 +3,7 @@
 results.json (machine-readable) and results.md (for people) into the output directory.
 
 Usage: run.py --bin BINARY [--only hotpath,storm,...] [--out DIR] [--note TEXT]
-              [--criterion-from DIR] [--build-seconds S]
+              [--criterion-from DIR] [--build-seconds S] [--fake-ironic BINARY]
 
 Scenarios, always run in this order (the Ironic-backed ones share one seeded Ironic,
 grown from 1,000 to 10,000 nodes on the way):
@@ -14,6 +14,10 @@ grown from 1,000 to 10,000 nodes on the way):
   criterion  cargo bench --bench filters -- --quick, read back from target/criterion
   l2         the hot path with and without verify_mac, client and server in network
              namespaces on one veth (root)
+  scale      100,000 nodes in a fake Ironic (examples/fake_ironic.rs, --fake-ironic) and
+             10,000 in the real one: time to ready, steady-state Ironic requests per
+             minute (fleet size, strangers, three replicas), a new node's first request,
+             RSS per node, 1,000 parked wait_for_change requests
 
 Results of scenarios not run this time are kept from the existing results.json. Run by
 scripts/bench.sh, which installs the tools and builds the binary first; the Python is the
@@ -37,15 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import report  # noqa: E402
 
-SCENARIOS = ("hotpath", "storm", "coldstart", "memory", "criterion", "l2")
-NEEDS_IRONIC = {"storm", "coldstart", "memory"}
+SCENARIOS = ("hotpath", "storm", "coldstart", "memory", "criterion", "l2", "scale")
+NEEDS_IRONIC = {"storm", "coldstart", "memory", "scale"}
 
 
 class Context:
     """What the scenarios share: the binary, a scratch directory, one seeded Ironic."""
 
-    def __init__(self, binary, workdir, criterion_from):
+    def __init__(self, binary, workdir, criterion_from, fake_ironic=None):
         self.binary = binary
+        self.fake_ironic = fake_ironic  # examples/fake_ironic.rs, built (scale)
         self.workdir = workdir
         self.criterion_from = criterion_from
         self.results = {}  # this run's results so far, by scenario
@@ -88,6 +93,7 @@ def main():
     parser.add_argument("--binary-origin", default="built", help="how the binary was obtained (for results.md)")
     parser.add_argument("--criterion-from", help="read existing criterion results from DIR instead of running cargo")
     parser.add_argument("--build-seconds", type=float, help="time the release build took")
+    parser.add_argument("--fake-ironic", help="the fake Ironic binary (examples/fake_ironic.rs) for scale")
     args = parser.parse_args()
 
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -126,7 +132,8 @@ def main():
         "last_run": {"scenarios": chosen, "build_s": args.build_seconds},
     })
     workdir = Path(tempfile.mkdtemp(prefix="ironic-metadata-bench-"))
-    ctx = Context(binary, workdir, args.criterion_from)
+    fake = Path(args.fake_ironic).resolve() if args.fake_ironic else None
+    ctx = Context(binary, workdir, args.criterion_from, fake)
     failed = []
     try:
         for name in chosen:
