@@ -322,8 +322,8 @@ fn rules(scopes: &dyn ProjectScopes) -> Rules<'_> {
 }
 
 /// A node is answered for `addr` only when it claims it: in its own network data, or in
-/// its configdrive where no node's own data claims it and the project may; then every file
-/// renders, and every JSON file is valid JSON.
+/// its configdrive where no node's own data claims it and its deployer may (the rule of
+/// `Index::deployer_may_claim`); then every file renders, and every JSON file is valid JSON.
 fn check_address(
     index: &Index,
     scopes: &dyn ProjectScopes,
@@ -335,16 +335,20 @@ fn check_address(
         Ok(found) => {
             let claims = index.claims(addr).expect("a found address has claims");
             let by_node = found.node_addresses.contains(&addr);
+            // A deployer's claim counts in a fleet of one project, for a node of no project
+            // (only the operator deploys those), or inside its project's CIDRs.
             let by_drive = found.drive_addresses.contains(&addr)
                 && claims.node.is_empty()
-                && (!index.multi_project() || scopes.allows(found.project.as_deref(), addr));
+                && (!index.multi_project()
+                    || found.project.is_none()
+                    || scopes.allows(found.project.as_deref(), addr));
             assert!(by_node || by_drive, "{addr} answered for {}", found.uuid);
             if rendered.contains(&Arc::as_ptr(&found)) {
                 return;
             }
             rendered.push(Arc::as_ptr(&found));
             for r in routes {
-                if let Ok(reply) = render::render(&found, r, addr) {
+                if let Ok(reply) = render::render(&found, r, addr, &Default::default()) {
                     if reply.content_type == JSON && reply.status == 200 {
                         serde_json::from_slice::<Value>(&reply.body)
                             .expect("a JSON file is valid JSON");
