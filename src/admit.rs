@@ -16,7 +16,7 @@ use crate::identity::neighbour::Neighbours;
 use crate::identity::Sources;
 use crate::inventory::Catalog;
 use crate::metadata::password::PasswordStore;
-use crate::metadata::render;
+use crate::metadata::render::{self, TreeOptions};
 use crate::metadata::route::{self, Route, RouteError};
 use crate::policy::token::{self, TokenKey};
 use crate::policy::{forwarded, limiter};
@@ -63,6 +63,8 @@ pub(crate) struct Context<'a> {
     pub(crate) policy: &'a Policy,
     pub(crate) tokens: &'a TokenKey,
     pub(crate) passwords: &'a PasswordStore,
+    /// Settings that shape the trees.
+    pub(crate) tree: &'a TreeOptions,
     pub(crate) now: SystemTime,
     pub(crate) today: &'a str,
     /// The listeners' own addresses, accepted as `Host` like the metadata addresses.

@@ -149,6 +149,10 @@ pub(crate) struct ServeArgs {
     /// (comma-separated addresses).
     #[arg(long = "dns-servers", env = "DNS_SERVERS", value_delimiter = ',')]
     pub(crate) dns_servers: Vec<IpAddr>,
+    /// EC2 region served as `placement/region` and in the instance identity document
+    /// (default: the availability zone's, `us-east-1a` -> `us-east-1`, `nova` -> `nova`).
+    #[arg(long = "ec2-region", env = "EC2_REGION")]
+    pub(crate) ec2_region: Option<String>,
     /// Directory for state that must survive restarts (instance passwords). Without it
     /// that state is kept in memory only.
     #[arg(long = "state-dir", env = "STATE_DIR")]

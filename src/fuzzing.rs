@@ -348,7 +348,7 @@ fn check_address(
             }
             rendered.push(Arc::as_ptr(&found));
             for r in routes {
-                if let Ok(reply) = render::render(&found, r, addr) {
+                if let Ok(reply) = render::render(&found, r, addr, &Default::default()) {
                     if reply.content_type == JSON && reply.status == 200 {
                         serde_json::from_slice::<Value>(&reply.body)
                             .expect("a JSON file is valid JSON");

@@ -256,7 +256,7 @@ fn serve(
             return password(ctx, req, &node);
         }
     }
-    render::render(&node, route, client.ip).map_err(Denied::new)
+    render::render(&node, route, client.ip, ctx.tree).map_err(Denied::new)
 }
 
 /// `/openstack/<version>/password`: GET returns the stored value (empty when none), POST
@@ -425,6 +425,7 @@ trusted_proxies = ["10.0.3.1"]
             policy: &policy,
             tokens: &tokens,
             passwords: &passwords,
+            tree: &Default::default(),
             now: SystemTime::now(),
             today: "2026-11-27",
             own_addresses: &[],

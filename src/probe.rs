@@ -52,6 +52,7 @@ impl RequestPath {
             policy: &self.policy,
             tokens: &self.tokens,
             passwords: &self.passwords,
+            tree: &Default::default(),
             now: SystemTime::now(),
             today: "2026-11-27",
             own_addresses: &[],

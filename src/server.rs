@@ -36,6 +36,8 @@ pub(crate) struct Settings {
     pub(crate) token_key_file: Option<PathBuf>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) dns_servers: Vec<std::net::IpAddr>,
+    /// The EC2 region served; `None`: the availability zone's.
+    pub(crate) ec2_region: Option<String>,
     pub(crate) served_states: Vec<String>,
     pub(crate) threads: usize,
     pub(crate) keepalive_seconds: u64,
@@ -142,6 +144,7 @@ impl Settings {
             token_key_file: a.token_key_file.clone(),
             state_dir: a.state_dir.clone(),
             dns_servers: a.dns_servers.clone(),
+            ec2_region: a.ec2_region.clone().filter(|r| !r.trim().is_empty()),
             served_states,
             threads,
             keepalive_seconds: a.keepalive_seconds,

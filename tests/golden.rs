@@ -33,9 +33,13 @@ const WHY: &[(&str, &str)] = &[
     ("/openstack/*/vendor_data.json", "nova/api/metadata/vendordata_json.py JsonFileVendorData: the static document, `{}` without one (A.4, A.7)"),
     ("/openstack/*/vendor_data2.json", "base.py _vendor_data2: `{\"static\": <static vendor data>}` (A.7)"),
     ("/openstack/*/password", "nova/api/metadata/password.py handle_password: GET answers the stored password or an empty body (A.6)"),
-    ("/*", "base.py lookup of an EC2 version: `meta-data/` and, with user data, `user-data` (A.9)"),
+    ("/*", "base.py lookup of an EC2 version: `meta-data/` and, with user data, `user-data` (A.9); `dynamic/` first from 2009-04-04, as on AWS"),
     ("/*/user-data", "base.py get_ec2_metadata: the user data as stored (A.9)"),
+    ("/*/meta-data/ami-id", "base.py get_ec2_metadata: in every version; a stable id from instance_info.image_source, ami-00000000 without one (AWS clients read it of every instance)"),
+    ("/*/meta-data/security-groups", "base.py get_ec2_metadata: in every version, one group per line; Nova's EC2 data where the image carries it, else empty"),
+    ("/*/meta-data/placement/region", "AWS IMDS (not in Nova): EC2_REGION, else the zone as AWS names regions (us-east-1a is in us-east-1; any other name is its own region)"),
     ("/*/meta-data/**", "base.py get_ec2_metadata and ec2_md_print: each version's keys, sorted, sub-directories with `/`, public keys listed as `N=name` (A.9)"),
+    ("/*/dynamic/**", "AWS IMDS dynamic data (not in Nova): instance-identity/document with AWS's keys in AWS's order, from the values of the meta-data tree; unsigned, so no signature or pkcs7"),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {

@@ -232,7 +232,15 @@ async fn ec2_tree_for_a_node_with_a_configdrive() {
     let s = Server::start(&fixture("nodes.json"));
     check(&s, ALPHA, "/", 200, TEXT,
         "1.0\n2007-01-19\n2007-03-01\n2007-08-29\n2007-10-10\n2007-12-15\n2008-02-01\n2008-09-01\n2009-04-04\nlatest").await;
-    check(&s, ALPHA, "/latest", 200, TEXT, "meta-data/\nuser-data").await;
+    check(
+        &s,
+        ALPHA,
+        "/latest",
+        200,
+        TEXT,
+        "dynamic/\nmeta-data/\nuser-data",
+    )
+    .await;
     for p in [
         "/latest/meta-data/",
         "/latest/meta-data",
@@ -240,16 +248,16 @@ async fn ec2_tree_for_a_node_with_a_configdrive() {
         "/ec2/latest/meta-data",
     ] {
         // Nova's keys for 2009-04-04, sorted, plus `mac`; keys without a value here
-        // (ami-id without an image, instance-type without a flavor, public-ipv4,
-        // security-groups, kernel and ramdisk ids) are absent rather than empty.
+        // (instance-type without a flavor, public-ipv4, kernel and ramdisk ids) are absent
+        // rather than empty; ami-id and security-groups are always there.
         check(&s, ALPHA, p, 200, TEXT,
-            "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nplacement/\npublic-hostname\npublic-keys/\nreservation-id").await;
+            "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nplacement/\npublic-hostname\npublic-keys/\nreservation-id\nsecurity-groups").await;
     }
     // Version gating: 1.0 has neither the 2007 keys nor placement nor instance-action.
     check(&s, ALPHA, "/1.0/meta-data/", 200, TEXT,
-        "ami-launch-index\nami-manifest-path\nhostname\ninstance-id\nlocal-ipv4\npublic-keys/\nreservation-id").await;
+        "ami-id\nami-launch-index\nami-manifest-path\nhostname\ninstance-id\nlocal-ipv4\npublic-keys/\nreservation-id\nsecurity-groups").await;
     check(&s, ALPHA, "/2007-12-15/meta-data/", 200, TEXT,
-        "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-id\nlocal-hostname\nlocal-ipv4\npublic-hostname\npublic-keys/\nreservation-id").await;
+        "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-id\nlocal-hostname\nlocal-ipv4\npublic-hostname\npublic-keys/\nreservation-id\nsecurity-groups").await;
     check(
         &s,
         ALPHA,
@@ -319,7 +327,7 @@ async fn ec2_tree_for_a_node_with_a_configdrive() {
         "/latest/meta-data/placement/",
         200,
         TEXT,
-        "availability-zone",
+        "availability-zone\nregion",
     )
     .await;
     check(
@@ -495,7 +503,7 @@ async fn node_without_configdrive_gets_defaults_and_no_user_data() {
     )
     .await;
     check(&s, BRAVO, "/latest/user-data", 404, TEXT, "not found\n").await;
-    check(&s, BRAVO, "/latest", 200, TEXT, "meta-data/").await;
+    check(&s, BRAVO, "/latest", 200, TEXT, "dynamic/\nmeta-data/").await;
     // network_data.json falls back to node.network_data.
     check(&s, BRAVO, "/openstack/latest/network_data.json", 200, JSON,
         r#"{"links": [{"id": "port-0", "type": "phy", "ethernet_mac_address": "52:54:00:00:00:12", "mtu": 1500}], "networks": [{"id": "network0", "type": "ipv4", "link": "port-0", "network_id": "11111111-2222-4333-8444-555555555555", "ip_address": "127.0.0.12", "netmask": "255.0.0.0", "routes": []}], "services": []}"#).await;
@@ -518,7 +526,7 @@ async fn node_without_configdrive_gets_defaults_and_no_user_data() {
     )
     .await;
     check(&s, BRAVO, "/latest/meta-data/", 200, TEXT,
-        "ami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\npublic-hostname\nreservation-id").await;
+        "ami-id\nami-launch-index\nami-manifest-path\nblock-device-mapping/\nhostname\ninstance-action\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\npublic-hostname\nreservation-id\nsecurity-groups").await;
     check(
         &s,
         BRAVO,

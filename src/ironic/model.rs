@@ -70,6 +70,68 @@ pub(crate) struct Node {
     pub(crate) updated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) created_at: Option<String>,
+    /// The `properties` the service reads (the EC2 identity document's architecture).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "NodeProperties::is_empty"
+    )]
+    pub(crate) properties: NodeProperties,
+    /// The keys of `extra` the service writes back to Ironic, when told to.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "NodeExtra::is_empty"
+    )]
+    pub(crate) extra: NodeExtra,
+}
+
+/// The node `properties` the service reads; the others are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NodeProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu_arch: Option<Value>,
+}
+
+impl NodeProperties {
+    fn is_empty(&self) -> bool {
+        self.cpu_arch.is_none()
+    }
+}
+
+/// The keys of a node's `extra` that replicas of the service share through Ironic (the
+/// instance password and the check-in); any other key is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NodeExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ironic_metadata_password: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ironic_metadata_checkin: Option<Value>,
+}
+
+impl NodeExtra {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ironic_metadata_password.is_none() && self.ironic_metadata_checkin.is_none()
+    }
+}
+
+/// An object of the shape `T` reads; anything else (null, another JSON type, a key of the
+/// wrong type) reads as `T`'s default: one odd node must not fail a whole listing.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose<T> {
+        Read(T),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Loose<T>>::deserialize(d)? {
+        Some(Loose::Read(t)) => t,
+        Some(Loose::Other(_)) | None => T::default(),
+    })
 }
 
 /// One Ironic port (a NIC of a node).
@@ -145,4 +207,33 @@ pub(crate) struct Inventory {
     pub(crate) ports: Vec<Port>,
     #[serde(default)]
     pub(crate) portgroups: Vec<Portgroup>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_properties_and_extra_never_fail_a_node() {
+        let node: Node = serde_json::from_str(
+            r#"{"uuid": "u", "properties": {"cpu_arch": "aarch64", "memory_mb": 1},
+                "extra": {"ironic_metadata_checkin": {"deployment": "d"}, "other": [1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            node.properties.cpu_arch,
+            Some(Value::String("aarch64".into()))
+        );
+        assert_eq!(
+            node.extra.ironic_metadata_checkin,
+            Some(serde_json::json!({"deployment": "d"}))
+        );
+        for odd in [
+            r#"{"uuid": "u", "properties": null, "extra": "text"}"#,
+            r#"{"uuid": "u", "properties": "x86_64", "extra": 5}"#,
+        ] {
+            let node: Node = serde_json::from_str(odd).unwrap();
+            assert_eq!((node.properties, node.extra), Default::default(), "{odd}");
+        }
+    }
 }

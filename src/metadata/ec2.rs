@@ -8,8 +8,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::facts::facts;
+use super::render::TreeOptions;
 use crate::node::{Doc, NodeView};
-use crate::reply::{Refusal, Reply, USER_DATA};
+use crate::reply::{Refusal, Reply, JSON, USER_DATA};
 use crate::versions::ec2_has;
 
 /// One EC2 tree entry.
@@ -24,15 +25,25 @@ fn leaf(s: impl Into<String>) -> Entry {
     Entry::Leaf(Bytes::from(s.into()))
 }
 
+/// The EC2 version from which `dynamic/` is served (AWS's instance identity document is
+/// not in Nova; the newest version Nova knows and `latest` have it).
+const DYNAMIC_SINCE: &str = "2009-04-04";
+
 pub(super) fn ec2(
     node: &NodeView,
     version: &str,
     path: &[String],
     client: IpAddr,
+    options: &TreeOptions,
 ) -> Result<Reply, Refusal> {
     let user_data = node.drive().and_then(|d| d.user_data.clone());
+    let dynamic = ec2_has(version, DYNAMIC_SINCE);
     let Some((first, rest)) = path.split_first() else {
-        let mut names = vec!["meta-data/"];
+        let mut names = vec![];
+        if dynamic {
+            names.push("dynamic/");
+        }
+        names.push("meta-data/");
         if user_data.is_some() {
             names.push("user-data");
         }
@@ -42,8 +53,17 @@ pub(super) fn ec2(
         "user-data" if rest.is_empty() => user_data
             .map(|b| Reply::ok(USER_DATA, b))
             .ok_or(Refusal::NotFound),
+        "dynamic" if dynamic => match rest {
+            [] => Ok(Reply::text("instance-identity/")),
+            [d] if d == "instance-identity" => Ok(Reply::text("document")),
+            [d, f] if d == "instance-identity" && f == "document" => {
+                identity_document(node, client, options)
+            }
+            // `signature`, `pkcs7` and `rsa2048` would need a key AWS holds: not served.
+            _ => Err(Refusal::NotFound),
+        },
         "meta-data" => {
-            let tree = ec2_meta_data(node, version, client)?;
+            let tree = ec2_meta_data(node, version, client, options)?;
             let mut entry = &tree;
             for seg in rest {
                 entry = match entry {
@@ -178,12 +198,136 @@ fn ec2_entry(v: &Value) -> Option<Entry> {
 
 /// Nova's `get_ec2_metadata`, cut to `version`; keys with no value here are left out. An
 /// image that carries Nova's own EC2 metadata is served as it is.
-fn ec2_meta_data(node: &NodeView, version: &str, client: IpAddr) -> Result<Entry, Refusal> {
-    let tree = match node.drive().and_then(|d| d.ec2_meta_data.as_ref()) {
+fn ec2_meta_data(
+    node: &NodeView,
+    version: &str,
+    client: IpAddr,
+    options: &TreeOptions,
+) -> Result<Entry, Refusal> {
+    Ok(cut(ec2_latest(node, client, options)?, version))
+}
+
+/// Every key of the EC2 tree, as in `latest`: Nova's, plus what AWS clients expect of any
+/// instance (`ami-id` and `security-groups` always, `placement/region`).
+fn ec2_latest(
+    node: &NodeView,
+    client: IpAddr,
+    options: &TreeOptions,
+) -> Result<Vec<(String, Entry)>, Refusal> {
+    let mut tree = match node.drive().and_then(|d| d.ec2_meta_data.as_ref()) {
         Some(ec2) => ec2_from_drive(&ec2.object(), node, client),
         None => ec2_from_node(node, client)?,
     };
-    Ok(cut(tree, version))
+    if !tree.iter().any(|(k, _)| k == "ami-id") {
+        tree.push(("ami-id".into(), leaf(ami_id(node))));
+    }
+    if !tree.iter().any(|(k, _)| k == "security-groups") {
+        // Nova always answers it; AWS SDKs split it into a list.
+        tree.push(("security-groups".into(), leaf("")));
+    }
+    add_region(&mut tree, options);
+    Ok(tree)
+}
+
+/// `ami-id`: a stable id derived from the node's image, or `ami-00000000` without one.
+fn ami_id(node: &NodeView) -> String {
+    match &node.image_source {
+        Some(image) => ec2_id("ami", image),
+        None => "ami-00000000".into(),
+    }
+}
+
+/// `placement/region`: the configured region, else the availability zone's.
+fn add_region(tree: &mut Vec<(String, Entry)>, options: &TreeOptions) {
+    let az = text_at(tree, &["placement", "availability-zone"]);
+    let Some(region) = options
+        .ec2_region
+        .clone()
+        .or_else(|| az.as_deref().map(region_of))
+    else {
+        return;
+    };
+    match tree.iter_mut().find(|(k, _)| k == "placement") {
+        Some((_, Entry::Dir(children))) => {
+            children.retain(|(k, _)| k != "region");
+            children.push(("region".into(), leaf(region)));
+        }
+        Some(_) => {}
+        None => tree.push((
+            "placement".into(),
+            Entry::Dir(vec![("region".into(), leaf(region))]),
+        )),
+    }
+}
+
+/// The region of an availability zone as AWS names them: `us-east-1a` is in `us-east-1`
+/// (a letter after a digit is cut). Any other name (`nova`, `rack-1`) is its own region.
+pub(super) fn region_of(az: &str) -> String {
+    let b = az.as_bytes();
+    match b {
+        [.., digit, letter] if digit.is_ascii_digit() && letter.is_ascii_lowercase() => {
+            az[..az.len() - 1].to_string()
+        }
+        _ => az.to_string(),
+    }
+}
+
+/// The text of the leaf at `path` of `tree`.
+fn text_at(tree: &[(String, Entry)], path: &[&str]) -> Option<String> {
+    let (first, rest) = path.split_first()?;
+    let (_, entry) = tree.iter().find(|(k, _)| k == first)?;
+    match (entry, rest) {
+        (Entry::Leaf(b), []) => Some(String::from_utf8_lossy(b).into_owned()),
+        (Entry::Dir(children) | Entry::Labelled(_, children), rest) if !rest.is_empty() => {
+            text_at(children, rest)
+        }
+        _ => None,
+    }
+}
+
+/// `/latest/dynamic/instance-identity/document`: AWS's keys, in AWS's order, from the
+/// same values as the meta-data tree. Unsigned: `signature` and `pkcs7` are not served.
+fn identity_document(
+    node: &NodeView,
+    client: IpAddr,
+    options: &TreeOptions,
+) -> Result<Reply, Refusal> {
+    let tree = ec2_latest(node, client, options)?;
+    let text = |path: &[&str]| text_at(&tree, path).filter(|s| !s.is_empty());
+    let pending = node
+        .provisioned_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        });
+    let architecture = node.cpu_arch.as_deref().map(|a| match a {
+        "x86_64" | "amd64" => "x86_64",
+        "aarch64" | "arm64" => "arm64",
+        "i386" | "i686" => "i386",
+        other => other,
+    });
+    let doc = serde_json::json!({
+        "accountId": node.project_id,
+        "architecture": architecture,
+        "availabilityZone": text(&["placement", "availability-zone"]),
+        "billingProducts": null,
+        "devpayProductCodes": null,
+        "marketplaceProductCodes": null,
+        "imageId": text(&["ami-id"]),
+        "instanceId": text(&["instance-id"]),
+        "instanceType": text(&["instance-type"]),
+        "kernelId": null,
+        "pendingTime": pending,
+        "privateIp": text(&["local-ipv4"]),
+        "ramdiskId": null,
+        "region": text(&["placement", "region"]),
+        "version": "2017-09-30",
+    });
+    let body = serde_json::to_string_pretty(&doc).map_err(|_| Refusal::NotFound)?;
+    Ok(Reply::ok(JSON, body))
 }
 
 /// Every key of the EC2 tree Nova would build for this node, in `latest`.
@@ -211,9 +355,6 @@ fn ec2_from_node(node: &NodeView, client: IpAddr) -> Result<Vec<(String, Entry)>
         ),
         ("instance-action".into(), leaf("none")),
     ];
-    if let Some(image) = &node.image_source {
-        out.push(("ami-id".into(), leaf(ec2_id("ami", image))));
-    }
     let (ipv4, mac) = local_ipv4(node, client);
     if let Some(ip) = ipv4 {
         out.push(("local-ipv4".into(), leaf(ip)));

@@ -30,13 +30,26 @@ pub(crate) fn openstack_versions(today: &str) -> Reply {
     Reply::text(lines.join("\n"))
 }
 
+/// Settings that shape the trees, the same for every node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TreeOptions {
+    /// The EC2 region (`placement/region`, the identity document's `region`); `None`:
+    /// derived from the availability zone.
+    pub(crate) ec2_region: Option<String>,
+}
+
 /// A route that names data of one node.
-pub(crate) fn render(node: &NodeView, route: &Route, client: IpAddr) -> Result<Reply, Refusal> {
+pub(crate) fn render(
+    node: &NodeView,
+    route: &Route,
+    client: IpAddr,
+    options: &TreeOptions,
+) -> Result<Reply, Refusal> {
     match route {
         Route::Ec2Versions => Ok(ec2_versions()),
         Route::OpenStackVersions => Err(Refusal::NotFound),
         Route::OpenStack { version, file } => openstack(node, version, file.as_deref()),
-        Route::Ec2 { version, path } => ec2(node, version, path, client),
+        Route::Ec2 { version, path } => ec2(node, version, path, client, options),
     }
 }
 
@@ -69,7 +82,7 @@ pub(crate) fn render_offline(
     let warnings = ignored_claims(&index, &view.uuid, scopes);
     match route {
         Route::OpenStackVersions => Ok(openstack_versions(today)),
-        route => render(view, &route, client).map_err(|r| {
+        route => render(view, &route, client, &TreeOptions::default()).map_err(|r| {
             let reply = r.reply();
             format!(
                 "{path}: {} {}",

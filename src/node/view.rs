@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::configdrive::DriveContents;
 use super::doc::{self, Doc};
-use crate::ironic::model::{Node, Raw};
+use crate::ironic::model::{Node, NodeExtra, Raw};
 use crate::reply::Refusal;
 use crate::versions;
 
@@ -60,6 +60,13 @@ pub(crate) struct NodeView {
     pub(crate) deployment: String,
     /// Ironic's `updated_at` of the node, in microseconds: tells a change from a repeat.
     pub(crate) updated_at: Option<i64>,
+    /// `properties.cpu_arch`.
+    pub(crate) cpu_arch: Option<String>,
+    /// `provision_updated_at`: for an active node, when its deployment finished.
+    pub(crate) provisioned_at: Option<String>,
+    /// What replicas of the service wrote back to the node's `extra` (used only when
+    /// write-back is on).
+    pub(crate) written_back: Option<Arc<NodeExtra>>,
     /// Documents rendered on first request (empty until then).
     pub(crate) render_cache: RenderCache,
 }
@@ -213,6 +220,15 @@ impl NodeView {
                 node.provision_updated_at.as_deref().unwrap_or("")
             ),
             updated_at: crate::ironic::model::micros(node.updated_at.as_deref()),
+            cpu_arch: node
+                .properties
+                .cpu_arch
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            provisioned_at: nonempty(&node.provision_updated_at),
+            written_back: (!node.extra.is_empty()).then(|| Arc::new(node.extra.clone())),
             render_cache: RenderCache::default(),
         }
     }

@@ -19,6 +19,7 @@ use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::inventory::{Catalog, OnDemand};
 use crate::longpoll::{ParkedUntil, Parking};
 use crate::metadata::password::{self, PasswordStore};
+use crate::metadata::render::TreeOptions;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::policy::token::TokenKey;
@@ -32,6 +33,7 @@ pub(crate) struct MetadataApp {
     pub(crate) policy: Arc<PolicyStore>,
     pub(crate) tokens: Arc<TokenKey>,
     pub(crate) passwords: Arc<PasswordStore>,
+    pub(crate) tree: TreeOptions,
     pub(crate) keepalive_seconds: u64,
     pub(crate) max_header_count: usize,
     pub(crate) max_header_bytes: usize,
@@ -269,6 +271,7 @@ impl ProxyHttp for MetadataApp {
             policy: &policy,
             tokens: &self.tokens,
             passwords: &self.passwords,
+            tree: &self.tree,
             now: std::time::SystemTime::now(),
             today: &today,
             own_addresses: &self.own_addresses,

@@ -20,6 +20,7 @@ use crate::conn::ConnLimits;
 use crate::inventory::refresh::Refresher;
 use crate::inventory::OnDemand;
 use crate::longpoll::Parking;
+use crate::metadata::render::TreeOptions;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::segment::{Claim, Guard};
@@ -230,6 +231,9 @@ fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<L
         policy: p.policy.clone(),
         tokens: p.tokens.clone(),
         passwords: p.passwords.clone(),
+        tree: TreeOptions {
+            ec2_region: s.ec2_region.clone(),
+        },
         keepalive_seconds: s.keepalive_seconds,
         max_header_count: s.max_header_count,
         max_header_bytes: s.max_header_bytes,
