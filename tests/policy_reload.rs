@@ -90,3 +90,53 @@ async fn requests_during_reloads_see_whole_policies() {
         c.await.unwrap();
     }
 }
+
+/// SIGHUP asks for a reload, and its default action ends a process. One sent from the
+/// moment the service has started logging (a configuration manager reloading it as it
+/// deploys) until it answers must reload, never stop it.
+#[test]
+fn sighup_while_starting_never_stops_the_service() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let (port, admin) = (common::free_port(lo), common::free_port(lo));
+    let mut child = common::bin()
+        .arg("serve")
+        .arg("--inventory")
+        .arg(fixture("nodes.json"))
+        .arg("--policy-dir")
+        .arg(fixture("policies/open"))
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    while !logged("serving metadata") {
+        assert!(child.try_wait().unwrap().is_none(), "ended before it served");
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // From the start-up line on, until the policy says it reloaded on a SIGHUP.
+    while !logged("SIGHUP received") {
+        hup(child.id());
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("a SIGHUP during start-up ended the service ({status})");
+        }
+        assert!(Instant::now() < deadline, "no reload on SIGHUP");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "alive after the reload");
+    let _ = child.kill();
+    let _ = child.wait();
+}
