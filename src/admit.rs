@@ -148,7 +148,7 @@ pub(crate) fn admit(
     }
     let route = route::parse_normalised(segments).map_err(route_refusal)?;
     // The zone's path rules apply to the route, whichever way it was spelt, token PUTs too.
-    if !zone.zone.serves_route(&route::canonical(&route)) {
+    if !path_allowed(&zone.zone, &route) {
         return Err(Refusal::PathDenied.into());
     }
     if req.method == "PUT" {
@@ -200,6 +200,15 @@ fn client_address(
             Err(Denied::new(Refusal::BadForwardedHeader).detail(e.to_string()))
         }
     }
+}
+
+/// The zone's path rules let `route` through, and no deny rule names a file of another tree
+/// holding the same data (see [`route::equivalents`]).
+fn path_allowed(zone: &crate::policy::Zone, route: &Route) -> bool {
+    zone.serves_route(&route::canonical(route))
+        && !route::equivalents(route)
+            .iter()
+            .any(|e| zone.deny_paths.iter().any(|rule| rule.matches(e)))
 }
 
 /// Step 2: the client's zone; an address in no zone is denied.

@@ -38,6 +38,7 @@ mod handle;
 mod identity;
 mod inventory;
 mod ironic;
+#[cfg(feature = "server")]
 mod longpoll;
 mod metadata;
 mod metrics;

@@ -4,7 +4,8 @@ fake-hardware, all-in-one process on 127.0.0.1), driven through its REST API.
 
 Usage: real_ironic.py BINARY [SCENARIO...]   (scripts/e2e.sh builds BINARY and the venv first)
 
-Scenarios (default: all but measure): noauth, tenants, masked, http_basic, live (changes
+Scenarios (default: all but measure): noauth, tenants, masked, http_basic, clients (cloud-init's
+own NoCloud reader and network renderers), live (changes
 made in Ironic to deployed nodes, served within 5 s; wait_for_change answers within 1 s of
 the index swap; a deleted node dropped within one reconciliation period), measure (figures
 only, not part of CI).
@@ -684,10 +685,75 @@ def scenario_measure(binary):
         ironic.close()
 
 
+def cloud_init_client(ip, url, what):
+    """What cloud-init's own code read, run from `ip` (scripts/e2e/cloud_init_client.py)."""
+    out = subprocess.run([sys.executable, str(HERE / "cloud_init_client.py"), ip, url, what],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout)
+
+
+def openstack_netplan(svc, index):
+    """cloud-init's netplan rendering of the OpenStack tree's network_data.json, converted by
+    its OpenStack helper with the NICs named eth0, eth1, ... in the order of the links."""
+    from cloudinit.net import netplan, network_state
+    from cloudinit.sources.helpers import openstack as ci_openstack
+    nd = json.loads(svc.get("/openstack/latest/network_data.json", ip_of(index))[1])
+    macs = {}
+    for link in nd["links"]:
+        if link["type"] not in ("bond", "vlan"):
+            macs.setdefault(link["ethernet_mac_address"].lower(), f"eth{len(macs)}")
+    cfg = ci_openstack.convert_net_json(nd, known_macs=macs)
+    return netplan.Renderer({"postcmds": False})._render_content(network_state.parse_net_config_data(cfg))
+
+
+def scenario_clients(binary):
+    """Real clients' own code against nodes deployed in a real Ironic: cloud-init's NoCloud
+    datasource (ds=nocloud;s=URL) and its network renderers for a plain, a bond and a VLAN
+    node."""
+    path = os.environ.get("CLOUD_INIT_PATH")
+    if not check(bool(path), "CLOUD_INIT_PATH is set (run through scripts/e2e.sh)"):
+        return
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    ironic = Ironic()
+    svc = None
+    try:
+        nodes = specs(30, 3, "clients-")  # kinds phy, bond, vlan
+        ironic.harness("enroll", spec=nodes)
+        svc = Service(binary, ["--ironic-url", ironic.url])
+        wait_for(lambda: svc.readyz().get("ready"), "first sweep")
+        url = f"http://127.0.0.1:{svc.port}/nocloud/"
+        for n, spec in enumerate(nodes):
+            i, cd = 30 + n, spec["configdrive"]
+            kind = spec["network_data"]["links"][-1]["type"]
+            got = cloud_init_client(ip_of(i), url, "nocloud")
+            if not check(got.get("found"), f"cloud-init's NoCloud datasource takes {spec['name']}'s seed ({kind})",
+                         json.dumps(got)[:600]):
+                continue
+            eq([got["instance_id"], got["hostname"], got["keys"], got["user_data"], got["vendor_data"]],
+               [cd["meta_data"]["uuid"], spec["name"], list(cd["meta_data"]["public_keys"].values()),
+                cd["user_data"], ""],
+               f"NoCloud {kind}: cloud-init reads the instance id, hostname, keys and user data Ironic holds")
+            want = {"phy": [["eth0", "physical"]],
+                    "bond": [["bond0", "bond"], ["eth0", "physical"], ["eth1", "physical"]],
+                    "vlan": [["eth0", "physical"], ["eth0.120", "vlan"]]}[kind]
+            eq(got["interfaces"], want, f"NoCloud {kind}: cloud-init's network state of network-config")
+            check(ip_of(i) in got["addresses"] and f"address {ip_of(i)}/24" in got["eni"],
+                  f"NoCloud {kind}: the static address in its network state and ENI rendering", got["eni"])
+            eq(got["netplan"], openstack_netplan(svc, i),
+               f"NoCloud {kind}: cloud-init renders network-config as it renders the OpenStack tree's network_data")
+    finally:
+        if svc:
+            svc.stop()
+        ironic.close()
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else sys.exit(__doc__)
     t0 = time.monotonic()
-    only = sys.argv[2:] or ["noauth", "tenants", "masked", "http_basic", "live"]
+    only = sys.argv[2:] or ["noauth", "tenants", "masked", "http_basic", "live", "clients"]
     for scenario in [globals()[f"scenario_{name}"] for name in only]:
         print(f"== {scenario.__name__}", flush=True)
         scenario(binary)

@@ -3,7 +3,10 @@
 
 mod ec2;
 mod facts;
+mod netconfig;
+mod nocloud;
 mod openstack;
 pub(crate) mod password;
 pub(crate) mod render;
 pub(crate) mod route;
+mod yaml;

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::ec2::ec2;
+use super::nocloud::nocloud;
 use super::openstack::openstack;
 use super::route::Route;
 use crate::identity::{Index, ProjectScopes};
@@ -50,6 +51,7 @@ pub(crate) fn render(
         Route::OpenStackVersions => Err(Refusal::NotFound),
         Route::OpenStack { version, file } => openstack(node, version, file.as_deref()),
         Route::Ec2 { version, path } => ec2(node, version, path, client, options),
+        Route::NoCloud { file } => nocloud(node, file.as_deref()),
     }
 }
 

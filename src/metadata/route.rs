@@ -26,6 +26,8 @@ pub(crate) enum Route {
         version: &'static str,
         path: Vec<String>,
     },
+    /// `/nocloud[/<file>]`: cloud-init's NoCloud seed; `file` is `None` for the listing.
+    NoCloud { file: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,8 +67,29 @@ pub(crate) fn normalise(path: &str) -> Result<Vec<String>, RouteError> {
     Ok(out)
 }
 
-/// The route as path rules see it: `["openstack", version, file]` or
-/// `["ec2", version, path...]`, whichever way the request spelt it.
+/// The files of the other trees, at their newest version, that hold what a NoCloud file
+/// serves: a rule denying one of them denies the NoCloud file too, so a zone written before
+/// the NoCloud tree existed keeps denying what it denied.
+pub(crate) fn equivalents(route: &Route) -> Vec<[&'static str; 3]> {
+    let Route::NoCloud { file: Some(file) } = route else {
+        return Vec::new();
+    };
+    let os = versions::OPENSTACK[versions::OPENSTACK.len() - 1];
+    let ec2 = versions::EC2[versions::EC2.len() - 1];
+    match file.as_str() {
+        "meta-data" => vec![
+            ["openstack", os, "meta_data.json"],
+            ["ec2", ec2, "meta-data"],
+        ],
+        "user-data" => vec![["openstack", os, "user_data"], ["ec2", ec2, "user-data"]],
+        "vendor-data" => vec![["openstack", os, "vendor_data.json"]],
+        "network-config" => vec![["openstack", os, "network_data.json"]],
+        _ => Vec::new(),
+    }
+}
+
+/// The route as path rules see it: `["openstack", version, file]`,
+/// `["ec2", version, path...]` or `["nocloud", file]`, whichever way the request spelt it.
 pub(crate) fn canonical(route: &Route) -> Vec<&str> {
     match route {
         Route::Ec2Versions => vec!["ec2"],
@@ -79,6 +102,11 @@ pub(crate) fn canonical(route: &Route) -> Vec<&str> {
         Route::Ec2 { version, path } => {
             let mut v = vec!["ec2", *version];
             v.extend(path.iter().map(String::as_str));
+            v
+        }
+        Route::NoCloud { file } => {
+            let mut v = vec!["nocloud"];
+            v.extend(file.as_deref());
             v
         }
     }
@@ -104,6 +132,13 @@ pub(crate) fn parse_normalised(segs: Vec<String>) -> Result<Route, RouteError> {
             return Err(RouteError::NotFound);
         }
         return Ok(Route::OpenStack { version, file });
+    }
+    if first == "nocloud" {
+        let file = it.next();
+        if it.next().is_some() {
+            return Err(RouteError::NotFound);
+        }
+        return Ok(Route::NoCloud { file });
     }
     let ver = if first == "ec2" {
         match it.next() {
@@ -191,6 +226,21 @@ mod tests {
             }
         );
         assert_eq!(parse("/ec2").unwrap(), Route::Ec2Versions);
+    }
+
+    #[test]
+    fn nocloud_paths() {
+        let nc = |f: Option<&str>| Route::NoCloud {
+            file: f.map(str::to_string),
+        };
+        assert_eq!(parse("/nocloud/").unwrap(), nc(None));
+        assert_eq!(parse("/nocloud//meta-data").unwrap(), nc(Some("meta-data")));
+        assert_eq!(
+            parse("/nocloud/../nocloud/network-config?x").unwrap(),
+            nc(Some("network-config"))
+        );
+        assert_eq!(parse("/nocloud/a/b"), Err(RouteError::NotFound));
+        assert_eq!(canonical(&nc(Some("user-data"))), ["nocloud", "user-data"]);
     }
 
     #[test]

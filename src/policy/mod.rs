@@ -94,6 +94,13 @@ impl PathRule {
                     segments,
                 })
             }
+            // The NoCloud tree has no versions.
+            Some("nocloud") => {
+                return Ok(PathRule {
+                    text: s.into(),
+                    segments,
+                })
+            }
             Some("openstack") => versions::OPENSTACK,
             Some("ec2") => versions::EC2,
             // The EC2 tree is also served at the root.
