@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                      # every target for 60 s each (what CI runs)
 #   scripts/fuzz.sh --time 600 node      # one target for 10 minutes
 #   scripts/fuzz.sh --runs 10000000      # every target for 10 million executions
+#   scripts/fuzz.sh --runs 10000000 --time 600   # 10 million, or 10 minutes if sooner
 #   scripts/fuzz.sh --runs 10000000 --summary run.md   # and a table of the runs, as in bench/fuzz.md
 #   scripts/fuzz.sh --build-only         # build every target, run none
 #   scripts/fuzz.sh --no-build ...       # run the targets as last built (no cargo at all)
@@ -25,10 +26,10 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 }
 
-time_limit=60
+time_limit=""
 runs=""
 summary_file=""
 build=1
@@ -86,9 +87,12 @@ rows=()
 for t in "${targets[@]}"; do
     [ -x "$bin_dir/$t" ] || { echo "no built target $t in $bin_dir" >&2; exit 1; }
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-    limit=(-max_total_time="$time_limit")
+    limit=()
     if [ -n "$runs" ]; then
-        limit=(-runs="$runs")
+        limit+=(-runs="$runs")
+    fi
+    if [ -n "$time_limit" ] || [ -z "$runs" ]; then
+        limit+=(-max_total_time="${time_limit:-60}")
     fi
     dict=()
     if [ -f "fuzz/dicts/$t.dict" ]; then
@@ -125,11 +129,16 @@ table() {
 table
 if [ -n "$summary_file" ]; then
     {
-        echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'),"
+        commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+        if [ -n "$(git status --porcelain --untracked-files=no -- src Cargo.toml 2>/dev/null)" ]; then
+            commit="$commit with uncommitted changes in src/"
+        fi
+        echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit,"
         echo "$(nproc) cores ($(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)), one core per target:"
-        how="--time $time_limit"
+        how=""
         if [ -n "$runs" ]; then how="--runs $runs"; fi
-        echo "\`scripts/fuzz.sh $how ${targets[*]}\`"
+        if [ -n "$time_limit" ] || [ -z "$runs" ]; then how="$how --time ${time_limit:-60}"; fi
+        echo "\`scripts/fuzz.sh ${how# } ${targets[*]}\`"
         echo
         table
     } >"$summary_file"

@@ -38,7 +38,6 @@ mod handle;
 mod identity;
 mod inventory;
 mod ironic;
-#[cfg(feature = "server")]
 mod longpoll;
 mod metadata;
 mod metrics;
