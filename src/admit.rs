@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use crate::identity::link::{Client, MacRule, Rules};
 use crate::identity::neighbour::Neighbours;
 use crate::identity::Sources;
+use crate::identity_token::Issuer;
 use crate::inventory::Catalog;
 use crate::metadata::password::PasswordStore;
 use crate::metadata::render::{self, TreeOptions};
@@ -69,6 +70,8 @@ pub(crate) struct Context<'a> {
     pub(crate) today: &'a str,
     /// The listeners' own addresses, accepted as `Host` like the metadata addresses.
     pub(crate) own_addresses: &'a [IpAddr],
+    /// Signed identity tokens, when configured.
+    pub(crate) identity: Option<&'a Issuer>,
 }
 
 /// The addresses cloud-init and the others ask: `Host` may always be one of them.
@@ -142,6 +145,11 @@ pub(crate) fn admit(
     zone_request_rules(ctx, zone, req, client != peer || zone.zone.trusts(peer))?;
     let segments = hygiene(req)?;
     method_allowed(req, &segments)?;
+    // The published identity keys hold no node data (with --identity-publish-on-metadata).
+    if let Some(keys) = ctx.identity.and_then(|i| i.published_to_nodes(&segments)) {
+        session_token(ctx, zone, client, req)?;
+        return Ok(Admitted::Answered(keys));
+    }
     // A token is issued at `latest` only, as AWS does.
     if req.method == "PUT" && segments[0] != "latest" {
         return Err(Denied::new(Refusal::TokenPutForbidden).detail("token PUT to a versioned path"));

@@ -215,6 +215,41 @@ pub(crate) struct ServeArgs {
     /// discovery).
     #[arg(long = "impostor-detection", env = "IMPOSTOR_DETECTION", value_enum, default_value_t = ImpostorDetection::Auto)]
     pub(crate) impostor_detection: ImpostorDetection,
+    /// Directory of PEM private keys (P-256 or RSA) that sign node identity tokens; each
+    /// file's name without .pem is its key id, the last in name order signs, all are
+    /// published. Watched and reloaded on change or SIGHUP. Without it (or without a key
+    /// in it) the identity paths answer 404.
+    #[arg(long = "identity-key-dir", env = "IDENTITY_KEY_DIR")]
+    pub(crate) identity_key_dir: Option<PathBuf>,
+    /// `iss` of identity tokens: the URL where verifiers find
+    /// /.well-known/openid-configuration and /.well-known/jwks.json (the admin listener, or
+    /// a proxy to it), e.g. https://metadata.example.com. Needed with --identity-key-dir.
+    #[arg(long = "identity-issuer", env = "IDENTITY_ISSUER")]
+    pub(crate) identity_issuer: Option<String>,
+    /// Seconds an identity token is valid.
+    #[arg(long = "identity-ttl-seconds", env = "IDENTITY_TTL_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::identity_token::token::MAX_TTL)))]
+    pub(crate) identity_ttl_seconds: u32,
+    /// `sub` of identity tokens: a template with {uuid}, the node's UUID (e.g.
+    /// spiffe://example.org/ironic/node/{uuid}).
+    #[arg(
+        long = "identity-subject",
+        env = "IDENTITY_SUBJECT",
+        default_value = "{uuid}"
+    )]
+    pub(crate) identity_subject: String,
+    /// Identity tokens one node may have per second (vendor_data2.json answers included).
+    #[arg(long = "identity-tokens-per-second", env = "IDENTITY_TOKENS_PER_SECOND", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) identity_tokens_per_second: u32,
+    /// Identity tokens one node may have at once before the rate applies.
+    #[arg(long = "identity-tokens-burst", env = "IDENTITY_TOKENS_BURST", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub(crate) identity_tokens_burst: u32,
+    /// Also publish /.well-known/jwks.json and /.well-known/openid-configuration on the
+    /// metadata listener, for verifiers on the nodes' segment.
+    #[arg(
+        long = "identity-publish-on-metadata",
+        env = "IDENTITY_PUBLISH_ON_METADATA"
+    )]
+    pub(crate) identity_publish_on_metadata: bool,
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

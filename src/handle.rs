@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::admit::{admit, Admitted, Context, NodeRequest, Request, Seen};
 use crate::identity::link::{identify, Client, Rules};
+use crate::identity_token::{self, TokenRequest};
 use crate::inventory::OnDemand;
 use crate::longpoll::{self, Wait};
 use crate::metadata::password::PasswordError;
@@ -245,8 +246,18 @@ fn serve(
     seen: &mut Seen,
 ) -> Result<Reply, Denied> {
     let index = ctx.catalog.index();
+    // An identity token's request is checked before any node data is looked at.
+    let token = TokenRequest {
+        target: req.path,
+        headers: req.headers,
+        client: client.ip,
+    };
+    let ask = identity_token::asked(ctx.identity, ctx.policy, &token, route)?;
     let node = identify(&index, ctx.neighbours, client, rules)?;
     seen.node = Some(node.uuid.clone());
+    if let Some(ask) = ask {
+        return ask.issue(&node, client.ip, ctx.now);
+    }
     if let Route::OpenStack {
         version,
         file: Some(f),
@@ -256,7 +267,9 @@ fn serve(
             return password(ctx, req, &node);
         }
     }
-    render::render(&node, route, client.ip, ctx.tree).map_err(Denied::new)
+    let reply = render::render(&node, route, client.ip, ctx.tree).map_err(Denied::new)?;
+    let asker = (client.ip, ctx.now);
+    identity_token::place(ctx.identity, ctx.policy, route, &node, reply, asker)
 }
 
 /// `/openstack/<version>/password`: GET returns the stored value (empty when none), POST
@@ -429,6 +442,7 @@ trusted_proxies = ["10.0.3.1"]
             now: SystemTime::now(),
             today: "2026-11-27",
             own_addresses: &[],
+            identity: None,
         };
         let req = Request {
             method: "GET",

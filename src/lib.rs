@@ -36,6 +36,7 @@ mod conn;
 pub mod fuzzing;
 mod handle;
 mod identity;
+mod identity_token;
 mod inventory;
 mod ironic;
 mod longpoll;

@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) policy: Policy,
     /// The metadata listener's connections and what its clients cost.
     pub(crate) conn: Conn,
+    /// Signed identity tokens and their keys.
+    pub(crate) identity: Identity,
 }
 
 struct Index {
@@ -88,6 +90,15 @@ pub(crate) struct Conn {
     /// Parked requests answered, by why (`changed`, `timeout`, `shutdown`), and waits
     /// refused over the bounds (`refused`).
     pub(crate) waits: IntCounterVec,
+}
+
+pub(crate) struct Identity {
+    /// Identity tokens by result (`issued`, `rate_limited`).
+    pub(crate) tokens: IntCounterVec,
+    /// Keys loaded from the key directory (all published; the last signs).
+    pub(crate) keys: IntGauge,
+    /// Reloads of the key directory by result (`applied`, `rejected`).
+    pub(crate) key_reloads: IntCounterVec,
 }
 
 /// Creates metrics and registers each in the registry as it is made.
@@ -254,6 +265,27 @@ impl Conn {
     }
 }
 
+impl Identity {
+    fn new(m: &Maker) -> Identity {
+        Identity {
+            tokens: m.counters(
+                "metadata_identity_tokens_total",
+                "Signed identity tokens, by result (issued, rate_limited)",
+                &["result"],
+            ),
+            keys: m.gauge(
+                "metadata_identity_keys",
+                "Identity keys loaded and published (the last in file name order signs)",
+            ),
+            key_reloads: m.counters(
+                "metadata_identity_key_reloads_total",
+                "Reloads of the identity key directory, by result",
+                &["result"],
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         let m = Maker(Registry::new());
@@ -272,6 +304,7 @@ impl Metrics {
             source: Source::new(&m),
             policy: Policy::new(&m),
             conn: Conn::new(&m),
+            identity: Identity::new(&m),
             registry: m.0,
         }
     }

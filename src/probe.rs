@@ -56,6 +56,7 @@ impl RequestPath {
             now: SystemTime::now(),
             today: "2026-11-27",
             own_addresses: &[],
+            identity: None,
         };
         let req = Request {
             method: "GET",

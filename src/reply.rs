@@ -204,6 +204,20 @@ pub(crate) enum Refusal {
     BadWait,
     /// The client (or the listener) already holds as many waiting requests as allowed.
     TooManyWaiting,
+    /// An identity token is asked and no signing key is loaded (or none is configured).
+    IdentityUnavailable,
+    /// An identity token is asked without `Metadata-Flavor: ironic` or `Metadata: true`.
+    IdentityHeaderRequired,
+    /// An identity token is asked without one valid `audience` (or `aud`).
+    BadAudience,
+    /// An identity token is asked for an audience the client's zone does not list.
+    AudienceNotAllowed,
+    /// The node was issued its share of identity tokens; seconds until the next one.
+    IdentityRateLimited(u64),
+    /// An identity token could not be signed.
+    IdentityNotSigned,
+    /// `wait_for_change` on a path whose every answer is new (a token).
+    WaitNotServed,
 }
 
 impl Refusal {
@@ -245,6 +259,13 @@ impl Refusal {
             Refusal::HopLimitUnavailable => "hop_limit_unavailable",
             Refusal::BadWait => "bad_wait",
             Refusal::TooManyWaiting => "too_many_waiting",
+            Refusal::IdentityUnavailable => "identity_unavailable",
+            Refusal::IdentityHeaderRequired => "identity_header_required",
+            Refusal::BadAudience => "bad_audience",
+            Refusal::AudienceNotAllowed => "audience_not_allowed",
+            Refusal::IdentityRateLimited(_) => "identity_rate_limited",
+            Refusal::IdentityNotSigned => "identity_not_signed",
+            Refusal::WaitNotServed => "wait_not_served",
         }
     }
 
@@ -292,6 +313,19 @@ impl Refusal {
                 "wait_for_change must be true or false, timeout_sec a whole number from 1 to 300, last_etag at most 128 characters\n",
             ),
             Refusal::TooManyWaiting => (429, "too many waiting requests\n"),
+            Refusal::IdentityUnavailable => (404, "not found\n"),
+            Refusal::IdentityHeaderRequired => (
+                400,
+                "identity tokens need the header Metadata-Flavor: ironic or Metadata: true\n",
+            ),
+            Refusal::BadAudience => (
+                400,
+                "give one audience= (or aud=) of 1 to 256 bytes without control characters\n",
+            ),
+            Refusal::AudienceNotAllowed => (403, "audience not allowed\n"),
+            Refusal::IdentityRateLimited(_) => (429, "too many identity tokens\n"),
+            Refusal::IdentityNotSigned => (503, "identity token not available\n"),
+            Refusal::WaitNotServed => (400, "wait_for_change is not served for this path\n"),
         };
         let mut reply = Reply {
             status,
@@ -303,10 +337,10 @@ impl Refusal {
         };
         match self {
             Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),
-            Refusal::NotReady | Refusal::NeighbourLookupFailed => {
+            Refusal::NotReady | Refusal::NeighbourLookupFailed | Refusal::IdentityNotSigned => {
                 reply.headers.push(("Retry-After", "5".into()))
             }
-            Refusal::RateLimited(secs) => {
+            Refusal::RateLimited(secs) | Refusal::IdentityRateLimited(secs) => {
                 reply.headers.push(("Retry-After", secs.max(1).to_string()))
             }
             Refusal::TotalConnections | Refusal::ClientConnections | Refusal::TooManyRefusals => {
@@ -319,6 +353,9 @@ impl Refusal {
 
     /// Refusals that say something about who is asking, worth an audit line.
     pub(crate) fn is_denial(self) -> bool {
-        !matches!(self, Refusal::NotFound)
+        !matches!(
+            self,
+            Refusal::NotFound | Refusal::IdentityUnavailable | Refusal::IdentityNotSigned
+        )
     }
 }

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{BindAddr, ServeArgs};
+use crate::identity_token::store::KeyStore;
+use crate::identity_token::token::Subject;
+use crate::identity_token::{Issuer, IssuerConfig};
 use crate::inventory::refresh::{RefreshConfig, Refresher};
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient};
@@ -55,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) max_waiting: usize,
     pub(crate) max_waiting_per_client: usize,
     pub(crate) shutdown_grace_seconds: u64,
+    /// Signed identity tokens: the key directory and what tokens state.
+    pub(crate) identity: Option<(PathBuf, IssuerConfig)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +166,69 @@ impl Settings {
             max_waiting: a.max_waiting,
             max_waiting_per_client: a.max_waiting_per_client,
             shutdown_grace_seconds: a.shutdown_grace_seconds,
+            identity: identity_settings(a)?,
         })
     }
+}
+
+/// The identity token settings: none without a key directory; with one, an issuer URL.
+fn identity_settings(a: &ServeArgs) -> Result<Option<(PathBuf, IssuerConfig)>, StartError> {
+    let setup = |m: String| Err(StartError::Setup(m));
+    let (dir, issuer) = match (&a.identity_key_dir, &a.identity_issuer) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return setup("--identity-issuer needs --identity-key-dir".into()),
+        (Some(_), None) => {
+            return setup("--identity-key-dir needs --identity-issuer: the URL verifiers fetch /.well-known/openid-configuration from".into())
+        }
+        (Some(d), Some(i)) => (d, i),
+    };
+    let uri = issuer.parse::<http::Uri>().ok().filter(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.authority().is_some()
+            && u.query().is_none()
+            && !issuer.ends_with('/')
+    });
+    if uri.is_none() {
+        return setup(format!("--identity-issuer {issuer:?}: expected an http(s) URL without a query or a trailing '/', e.g. https://metadata.example.com"));
+    }
+    let subject = Subject::parse(&a.identity_subject)
+        .map_err(|e| StartError::Setup(format!("--identity-subject {e}")))?;
+    Ok(Some((
+        dir.clone(),
+        IssuerConfig {
+            issuer: issuer.clone(),
+            ttl: a.identity_ttl_seconds,
+            subject,
+            per_second: a.identity_tokens_per_second,
+            burst: a.identity_tokens_burst,
+            publish_on_metadata: a.identity_publish_on_metadata,
+        },
+    )))
+}
+
+/// The identity key directory loaded (a file that is not a usable key stops the start).
+fn identity(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Issuer>>, StartError> {
+    let Some((dir, config)) = &settings.identity else {
+        return Ok(None);
+    };
+    let keys = KeyStore::load(dir, metrics.clone())
+        .map_err(|e| StartError::Setup(format!("identity keys: {e}")))?;
+    match keys.current().signing() {
+        Some(k) => {
+            tracing::info!(target: "identity", dir = %dir.display(), keys = keys.current().keys().len(), signing = %k.kid, "identity keys loaded")
+        }
+        None => {
+            tracing::warn!(target: "identity", dir = %dir.display(), "no identity key: the identity paths answer 404 until one is added")
+        }
+    }
+    Ok(Some(Arc::new(Issuer::new(
+        config.clone(),
+        Arc::new(keys),
+        metrics.clone(),
+    ))))
 }
 
 /// Everything loaded and checked; nothing listening yet.
@@ -175,6 +241,8 @@ pub(crate) struct Prepared {
     pub(crate) policy: Arc<PolicyStore>,
     pub(crate) tokens: Arc<TokenKey>,
     pub(crate) passwords: Arc<PasswordStore>,
+    /// Signed identity tokens, when configured.
+    pub(crate) identity: Option<Arc<Issuer>>,
 }
 
 pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
@@ -187,6 +255,7 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     };
     let passwords =
         Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
+    let identity = identity(&settings, &metrics)?;
     enum Loaded {
         File(String, crate::ironic::model::Inventory),
         Ironic(Box<IronicClient>, RefreshConfig),
@@ -246,6 +315,7 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         policy,
         tokens,
         passwords,
+        identity,
     })
 }
 

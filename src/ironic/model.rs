@@ -62,6 +62,9 @@ pub(crate) struct Node {
     pub(crate) lessee: Option<String>,
     #[serde(default)]
     pub(crate) resource_class: Option<String>,
+    /// The conductor group the node belongs to (API 1.46+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) conductor_group: Option<String>,
     /// Changes on every provision state change: tells one deployment from the next.
     #[serde(default)]
     pub(crate) provision_updated_at: Option<String>,

@@ -55,6 +55,8 @@ pub(crate) struct NodeView {
     pub(crate) instance_type: Option<String>,
     /// `instance_info.image_source`.
     pub(crate) image_source: Option<String>,
+    /// What a signed identity token states about the node besides its UUID and name.
+    pub(crate) facts: IdentityFacts,
     /// Identifies this deployment of the node (instance and provision time): state kept
     /// per deployment, like the password, is forgotten when the node is redeployed.
     pub(crate) deployment: String,
@@ -69,6 +71,16 @@ pub(crate) struct NodeView {
     pub(crate) written_back: Option<Arc<NodeExtra>>,
     /// Documents rendered on first request (empty until then).
     pub(crate) render_cache: RenderCache,
+}
+
+/// Ironic's record of who holds the node and where it runs, as identity tokens state it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct IdentityFacts {
+    pub(crate) instance_uuid: Option<String>,
+    pub(crate) owner: Option<String>,
+    pub(crate) lessee: Option<String>,
+    pub(crate) conductor_group: Option<String>,
+    pub(crate) resource_class: Option<String>,
 }
 
 /// A rendered `meta_data.json` and where its `random_seed` value sits.
@@ -214,6 +226,13 @@ impl NodeView {
                 .or_else(|| nonempty(&node.owner)),
             instance_type: info("flavor_name").or_else(|| nonempty(&node.resource_class)),
             image_source: info("image_source"),
+            facts: IdentityFacts {
+                instance_uuid: nonempty(&node.instance_uuid),
+                owner: nonempty(&node.owner),
+                lessee: nonempty(&node.lessee),
+                conductor_group: nonempty(&node.conductor_group),
+                resource_class: nonempty(&node.resource_class),
+            },
             deployment: format!(
                 "{}|{}",
                 node.instance_uuid.as_deref().unwrap_or(""),

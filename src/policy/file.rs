@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Action, ForwardedHeader, PathRule, PolicySet, Project, Quota, RequestRules, TokenMode, Zone,
+    Action, ForwardedHeader, IdentityRules, PathRule, PolicySet, Project, Quota, RequestRules,
+    TokenMode, VendorToken, Zone,
 };
 use crate::identity::{Source as ClaimSource, Sources};
 
@@ -74,6 +75,12 @@ struct ZoneFile {
     forwarded_refuse: Option<bool>,
     #[serde(default)]
     token_hop_limit: Option<Spanned<u8>>,
+    #[serde(default)]
+    identity_audiences: Vec<Spanned<String>>,
+    #[serde(default)]
+    identity_vendor_data2: Option<Spanned<String>>,
+    #[serde(default)]
+    identity_vendor_data2_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,6 +529,7 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
     let deny_paths = path_rules(src, &name, "deny_paths", &z.deny_paths)?;
     let sources = identity_sources(src, &name, &z)?;
     let request = request_rules(src, &name, &z)?;
+    let identity = identity_rules(src, &name, &z)?;
     let (verify_mac, identify_by_mac) = mac_rules(src, &name, &z, sources)?;
     Ok(Zone {
         name,
@@ -539,7 +547,92 @@ fn validate_zone(src: &Source<'_>, z: ZoneFile) -> Result<Zone, PolicyError> {
         identify_by_mac,
         sources,
         request,
+        identity,
     })
+}
+
+/// Longest audience a token is issued for, in bytes.
+pub(crate) const MAX_AUDIENCE: usize = 256;
+/// The key `vendor_data2.json` places a token under when none is given (what the SPIRE
+/// attestor for OpenStack reads).
+const DEFAULT_VENDOR_KEY: &str = "openstack_iid";
+
+/// `identity_audiences`, `identity_vendor_data2`, `identity_vendor_data2_key`.
+fn identity_rules(
+    src: &Source<'_>,
+    name: &str,
+    z: &ZoneFile,
+) -> Result<IdentityRules, PolicyError> {
+    let mut audiences: Vec<String> = Vec::new();
+    for a in &z.identity_audiences {
+        let aud = a.get_ref();
+        let why = if aud.is_empty() || aud.len() > MAX_AUDIENCE {
+            Some(format!("must be 1 to {MAX_AUDIENCE} bytes"))
+        } else if aud.chars().any(char::is_control) {
+            Some("must not contain control characters".to_string())
+        } else if audiences.contains(aud) {
+            Some("is listed twice".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(src.err(
+                a.span(),
+                format!("zone {name:?}: field identity_audiences: {aud:?} {why}"),
+            ));
+        }
+        audiences.push(aud.clone());
+    }
+    let vendor_data2 = match (&z.identity_vendor_data2, &z.identity_vendor_data2_key) {
+        (None, None) => None,
+        (None, Some(k)) => {
+            return Err(src.err(
+                k.span(),
+                format!("zone {name:?}: field identity_vendor_data2_key: needs identity_vendor_data2 (the token's audience)"),
+            ))
+        }
+        (Some(aud), key) => {
+            if !audiences.contains(aud.get_ref()) {
+                return Err(src.err(
+                    aud.span(),
+                    format!(
+                        "zone {name:?}: field identity_vendor_data2: {:?} is not one of identity_audiences",
+                        aud.get_ref()
+                    ),
+                ));
+            }
+            let key = match key {
+                None => DEFAULT_VENDOR_KEY.to_string(),
+                Some(k) => vendor_key(src, name, k)?,
+            };
+            Some(VendorToken {
+                audience: aud.get_ref().clone(),
+                key,
+            })
+        }
+    };
+    Ok(IdentityRules {
+        audiences,
+        vendor_data2,
+    })
+}
+
+/// A key of `vendor_data2.json` beside `static`.
+fn vendor_key(src: &Source<'_>, name: &str, k: &Spanned<String>) -> Result<String, PolicyError> {
+    let key = k.get_ref();
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key != "static"
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        return Ok(key.clone());
+    }
+    Err(src.err(
+        k.span(),
+        format!("zone {name:?}: field identity_vendor_data2_key: {key:?} must be 1 to 64 letters, digits, '-', '_' or '.', and not \"static\""),
+    ))
 }
 
 /// `allowed_hosts`, `require_header`, `forwarded_refuse`, `token_hop_limit`.
@@ -638,7 +731,7 @@ mod tests {
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.1/8\"]\naction = \"allow\"\n",
              "p.toml:3: zone \"a\": field cidrs: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\ncolour = \"blue\"\n",
-             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`, `identity_sources`, `allowed_hosts`, `require_header`, `forwarded_refuse`, `token_hop_limit`"),
+             "p.toml:5: unknown field `colour`, expected one of `name`, `cidrs`, `action`, `rate_limit`, `ipv6_prefix`, `trusted_proxies`, `forwarded_header`, `max_forwarded_hops`, `tokens`, `paths`, `deny_paths`, `verify_mac`, `identify_by_mac`, `identity_sources`, `allowed_hosts`, `require_header`, `forwarded_refuse`, `token_hop_limit`, `identity_audiences`, `identity_vendor_data2`, `identity_vendor_data2_key`"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 0, burst = 5 }\n",
              "p.toml:5: zone \"a\": field rate_limit.per_second: 0 is outside 0.000012 (one a day) to 100000"),
             ("[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\nrate_limit = { per_second = 1, burst = 0 }\n",
@@ -693,6 +786,47 @@ mod tests {
             Sources::of(&[ClaimSource::Node, ClaimSource::Mac])
         );
         assert_eq!(set.projects[0].cidrs.len(), 2);
+    }
+
+    #[test]
+    fn identity_audiences_and_vendor_data2_are_checked() {
+        let z = "[[zone]]\nname = \"a\"\ncidrs = [\"10.0.0.0/8\"]\naction = \"allow\"\n";
+        let zones = one(&format!(
+            "{z}identity_audiences = [\"openbao\", \"spiffe://example.org\"]\nidentity_vendor_data2 = \"spiffe://example.org\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            zones[0].identity.audiences,
+            ["openbao", "spiffe://example.org"]
+        );
+        assert_eq!(
+            zones[0].identity.vendor_data2,
+            Some(VendorToken {
+                audience: "spiffe://example.org".into(),
+                key: "openstack_iid".into()
+            })
+        );
+        assert_eq!(one(z).unwrap()[0].identity, IdentityRules::default());
+        let long = "a".repeat(257);
+        let cases = [
+            (format!("{z}identity_audiences = [\"\"]\n"),
+             "p.toml:5: zone \"a\": field identity_audiences: \"\" must be 1 to 256 bytes".to_string()),
+            (format!("{z}identity_audiences = [\"{long}\"]\n"),
+             format!("p.toml:5: zone \"a\": field identity_audiences: \"{long}\" must be 1 to 256 bytes")),
+            (format!("{z}identity_audiences = [\"a\\tb\"]\n"),
+             "p.toml:5: zone \"a\": field identity_audiences: \"a\\tb\" must not contain control characters".into()),
+            (format!("{z}identity_audiences = [\"x\", \"x\"]\n"),
+             "p.toml:5: zone \"a\": field identity_audiences: \"x\" is listed twice".into()),
+            (format!("{z}identity_audiences = [\"x\"]\nidentity_vendor_data2 = \"y\"\n"),
+             "p.toml:6: zone \"a\": field identity_vendor_data2: \"y\" is not one of identity_audiences".into()),
+            (format!("{z}identity_vendor_data2_key = \"k\"\n"),
+             "p.toml:5: zone \"a\": field identity_vendor_data2_key: needs identity_vendor_data2 (the token's audience)".into()),
+            (format!("{z}identity_audiences = [\"x\"]\nidentity_vendor_data2 = \"x\"\nidentity_vendor_data2_key = \"static\"\n"),
+             "p.toml:7: zone \"a\": field identity_vendor_data2_key: \"static\" must be 1 to 64 letters, digits, '-', '_' or '.', and not \"static\"".into()),
+        ];
+        for (text, want) in cases {
+            assert_eq!(one(&text).unwrap_err(), want, "{text}");
+        }
     }
 
     #[test]

@@ -160,6 +160,25 @@ pub(crate) struct Zone {
     pub(crate) sources: Sources,
     /// What a request must look like beyond its path.
     pub(crate) request: RequestRules,
+    /// The signed identity tokens its nodes may have.
+    pub(crate) identity: IdentityRules,
+}
+
+/// Which signed identity tokens the nodes of a zone may have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct IdentityRules {
+    /// Audiences a node may ask a token for, matched byte for byte; none: every audience
+    /// is refused.
+    pub(crate) audiences: Vec<String>,
+    /// A token placed in every `vendor_data2.json` answer.
+    pub(crate) vendor_data2: Option<VendorToken>,
+}
+
+/// The token `vendor_data2.json` carries: `{"<key>": {"jwt": "<token for audience>"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct VendorToken {
+    pub(crate) audience: String,
+    pub(crate) key: String,
 }
 
 /// Per-zone defences of the metadata address, each against one attack.
@@ -389,6 +408,18 @@ impl Zone {
         if !self.deny_paths.is_empty() {
             let d: Vec<String> = self.deny_paths.iter().map(|p| p.to_string()).collect();
             parts.push(format!("not {}", d.join(",")));
+        }
+        if !self.identity.audiences.is_empty() {
+            parts.push(format!(
+                "identity tokens for {}",
+                self.identity.audiences.join(",")
+            ));
+        }
+        if let Some(v) = &self.identity.vendor_data2 {
+            parts.push(format!(
+                "vendor_data2.json {} token for {}",
+                v.key, v.audience
+            ));
         }
         parts.join("; ")
     }

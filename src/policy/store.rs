@@ -32,7 +32,7 @@ struct Fingerprints {
 
 /// Quiet time after the last file event before the set is read: an editor, `cp` or a
 /// ConfigMap update writes in several steps.
-const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 /// Longest a stream of events defers a reload.
 const MAX_DEFER: Duration = Duration::from_secs(5);
 /// How often limiter state of idle clients is dropped.
@@ -40,7 +40,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// What a file event says about the policy directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
+pub(crate) enum Change {
     /// Something in the directory was created, written, renamed or removed.
     InDir,
     /// The directory itself was replaced, removed or created: its watch must be renewed.
@@ -49,7 +49,7 @@ enum Change {
 
 /// Only what changes files counts: reading them (open, close after read), which every
 /// reload does, must never look like a change.
-fn change_of(event: &notify::Event, dir: &Path) -> Option<Change> {
+pub(crate) fn change_of(event: &notify::Event, dir: &Path) -> Option<Change> {
     use notify::EventKind;
     if !matches!(
         event.kind,
@@ -223,7 +223,7 @@ impl PolicyStore {
 
 /// Gathers events until none came for [`SETTLE`] (at most [`MAX_DEFER`]): whether the
 /// directory itself changed among them.
-async fn gather(rx: &mut mpsc::UnboundedReceiver<Change>, first: Change) -> Change {
+pub(crate) async fn gather(rx: &mut mpsc::UnboundedReceiver<Change>, first: Change) -> Change {
     let mut change = first;
     let deadline = tokio::time::Instant::now() + MAX_DEFER;
     loop {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::identity_token::Issuer;
 use crate::inventory::Catalog;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -22,6 +23,8 @@ pub(crate) struct AdminApp {
     /// The metadata listeners' addresses, checked until each has accepted a connection.
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) listening: AtomicBool,
+    /// Signed identity tokens, when configured: their keys are published here.
+    pub(crate) identity: Option<Arc<Issuer>>,
 }
 
 impl AdminApp {
@@ -60,15 +63,23 @@ impl ServeHttp for AdminApp {
         let listening = self.metadata_listening().await;
         let header = session.req_header();
         let path = header.uri.path_and_query().map_or("/", |p| p.as_str());
-        let reply = crate::admin::handle(
-            header.method.as_str(),
-            path,
-            &self.catalog,
-            &self.metrics,
-            &*self.policy.current(),
-            &self.segment.warnings(),
-            listening,
-        );
+        let mut warnings = self.segment.warnings();
+        let identity = self.identity.as_deref();
+        warnings.extend(identity.map(Issuer::warnings).unwrap_or_default());
+        let published = identity
+            .filter(|_| matches!(header.method.as_str(), "GET" | "HEAD"))
+            .and_then(|i| i.published(path));
+        let reply = published.unwrap_or_else(|| {
+            crate::admin::handle(
+                header.method.as_str(),
+                path,
+                &self.catalog,
+                &self.metrics,
+                self.policy.current().as_ref(),
+                &warnings,
+                listening,
+            )
+        });
         let mut builder = http::Response::builder().status(reply.status);
         let _ = reply.fields(|k, v| {
             builder = std::mem::take(&mut builder).header(k, v);

@@ -16,6 +16,7 @@ use crate::admit::{Context, Request};
 use crate::audit::{AuditGate, RefusalBudget};
 use crate::handle::{self, Outcome, Parked, Record, Step};
 use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
+use crate::identity_token::Issuer;
 use crate::inventory::{Catalog, OnDemand};
 use crate::longpoll::{ParkedUntil, Parking};
 use crate::metadata::password::{self, PasswordStore};
@@ -47,6 +48,8 @@ pub(crate) struct MetadataApp {
     pub(crate) own_addresses: Vec<IpAddr>,
     /// Requests waiting for their document to change.
     pub(crate) parking: Arc<Parking>,
+    /// Signed identity tokens, when configured.
+    pub(crate) identity: Option<Arc<Issuer>>,
 }
 
 /// Put on each request's session by the listener: a flag set once the request's headers are in, and the
@@ -275,6 +278,7 @@ impl ProxyHttp for MetadataApp {
             now: std::time::SystemTime::now(),
             today: &today,
             own_addresses: &self.own_addresses,
+            identity: self.identity.as_deref(),
         };
         let on_demand = self.on_demand.as_deref();
         let step = {

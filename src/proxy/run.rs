@@ -17,6 +17,7 @@ use super::listener::Listener;
 use super::metadata::MetadataApp;
 use crate::audit::{AuditGate, RefusalBudget};
 use crate::conn::ConnLimits;
+use crate::identity_token::Issuer;
 use crate::inventory::refresh::Refresher;
 use crate::inventory::OnDemand;
 use crate::longpoll::Parking;
@@ -151,6 +152,16 @@ impl BackgroundService for PolicyService {
     }
 }
 
+/// Watches the identity key directory and SIGHUP, and sweeps the per-node token limiter.
+struct IdentityService(Arc<Issuer>);
+
+#[async_trait]
+impl BackgroundService for IdentityService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
+
 /// Answers every parked `wait_for_change` request when the service stops.
 struct WaitingService(Arc<Parking>);
 
@@ -206,6 +217,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
             segment: shared.segment.clone(),
             listen: s.listen.clone(),
             listening: Default::default(),
+            identity: p.identity.clone(),
         },
     );
     admin.add_tcp(&s.admin.to_string());
@@ -243,6 +255,7 @@ fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<L
         refusals: shared.refusals.clone(),
         own_addresses: s.listen.iter().map(|a| a.ip()).collect(),
         parking: shared.parking.clone(),
+        identity: p.identity.clone(),
     };
     let listener = Listener {
         proxy: Arc::new(pingora::proxy::http_proxy(&server.configuration, app)),
@@ -278,6 +291,12 @@ fn add_background(server: &mut Server, p: Prepared, shared: Shared) {
                 metrics: p.metrics.clone(),
                 audit: shared.audit.clone(),
             },
+        ));
+    }
+    if let Some(issuer) = &p.identity {
+        server.add_service(background_service(
+            "identity keys",
+            IdentityService(issuer.clone()),
         ));
     }
     server.add_service(background_service(
