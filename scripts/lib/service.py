@@ -35,7 +35,7 @@ OPEN_POLICY_DIR = TOP / "tests" / "fixtures" / "policies" / "open"
 SETTINGS = ("OS_", "IRONIC_", "BIND_", "ADMIN_", "INVENTORY_", "POLICY_", "THREADS", "REFRESH_", "POLL_",
             "RECONCILE_", "LOG_",
             "TOKEN_KEY_FILE", "DNS_SERVERS", "STATE_DIR", "SERVED_STATES", "KEEPALIVE_SECONDS",
-            "HEADER_TIMEOUT_SECONDS", "MAX_", "SHUTDOWN_GRACE_SECONDS")
+            "HEADER_TIMEOUT_SECONDS", "MAX_", "SHUTDOWN_GRACE_SECONDS", "IDENTITY_")
 
 
 def free_port():
@@ -96,13 +96,14 @@ class Service:
 
     source_args: ["--inventory", FILE] or ["--ironic-url", URL, ...]; extra: more flags;
     cpus: a taskset CPU list; env: settings for the process (on a clean environment);
+    admin: the admin listener's port (default a free one), for flags that name it;
     netns: a network namespace to run in (its admin listener is then asked through curl
     run in it). Started by the constructor; wait_ready() or wait_healthy() waits for it.
     """
 
     def __init__(self, binary, source_args, workdir=None, policy_dir=OPEN_POLICY_DIR, extra=(), cpus=None,
-                 env=None, log_level="info", bind="127.0.0.1", netns=None):
-        self.port, self.admin, self.bind, self.netns = free_port(), free_port(), bind, netns
+                 env=None, log_level="info", bind="127.0.0.1", netns=None, admin=None):
+        self.port, self.admin, self.bind, self.netns = free_port(), admin or free_port(), bind, netns
         self.log_path = Path(tempfile.mkstemp(prefix="service-", suffix=".log", dir=workdir)[1])
         cmd = [str(binary), "serve", *source_args, "--bind", bind, "--port", str(self.port),
                "--admin", f"127.0.0.1:{self.admin}", "--policy-dir", str(policy_dir),
