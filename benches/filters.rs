@@ -41,6 +41,37 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    // The same paths with identity tokens configured (a signing key loaded): what the
+    // feature costs the requests that do not ask for a token.
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("tests/fixtures/identity/ec-sec1.pem"),
+        keys.path().join("k.pem"),
+    )
+    .unwrap();
+    let with_keys = RequestPath::from_files(
+        &root.join("tests/fixtures/nodes.json"),
+        &root.join("tests/fixtures/policies/open"),
+    )
+    .and_then(|p| p.with_identity(keys.path()))
+    .unwrap();
+    let mut group = c.benchmark_group("request_path_identity_configured");
+    for (name, target) in [
+        ("meta_data_json", "/openstack/latest/meta_data.json"),
+        ("vendor_data2_json", "/openstack/latest/vendor_data2.json"),
+        ("ec2_instance_id", "/latest/meta-data/instance-id"),
+    ] {
+        assert_eq!(
+            with_keys.get(peer, target),
+            path.get(peer, target),
+            "{target}"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(with_keys.get(peer, black_box(target))))
+        });
+    }
+    group.finish();
+
     // What a zone with verify_mac adds per request: the kernel's route to the client (here
     // loopback, answered as local); an on-link client costs one more query of the same kind,
     // its neighbour entry.

@@ -10,6 +10,9 @@ use std::time::SystemTime;
 use crate::admit::{Context, Request};
 use crate::identity::neighbour::{Neighbours, Netlink};
 use crate::identity::DEFAULT_SERVED_STATES;
+use crate::identity_token::store::KeyStore;
+use crate::identity_token::token::Subject;
+use crate::identity_token::{Issuer, IssuerConfig};
 use crate::inventory::{file, Catalog};
 use crate::metadata::password::PasswordStore;
 use crate::metrics::Metrics;
@@ -23,6 +26,7 @@ pub struct RequestPath {
     policy: Arc<Policy>,
     tokens: TokenKey,
     passwords: PasswordStore,
+    identity: Option<Issuer>,
 }
 
 impl RequestPath {
@@ -40,7 +44,25 @@ impl RequestPath {
             policy: store.current(),
             tokens: TokenKey::random(),
             passwords: PasswordStore::new(None)?,
+            identity: None,
         })
+    }
+
+    /// The same path with identity tokens configured, keys from `key_dir`: what every
+    /// request of a service started with --identity-key-dir goes through.
+    pub fn with_identity(mut self, key_dir: &Path) -> Result<RequestPath, String> {
+        let metrics = Arc::new(Metrics::new());
+        let keys = KeyStore::load(key_dir, metrics.clone()).map_err(|e| e.to_string())?;
+        let config = IssuerConfig {
+            issuer: "https://metadata.example.com".into(),
+            ttl: 600,
+            subject: Subject::parse("{uuid}")?,
+            per_second: 3,
+            burst: 8,
+            publish_on_metadata: false,
+        };
+        self.identity = Some(Issuer::new(config, Arc::new(keys), metrics));
+        Ok(self)
     }
 
     /// A GET of `path` from `peer` through every step of the path (no MAC lookups, no
@@ -56,7 +78,7 @@ impl RequestPath {
             now: SystemTime::now(),
             today: "2026-11-27",
             own_addresses: &[],
-            identity: None,
+            identity: self.identity.as_ref(),
         };
         let req = Request {
             method: "GET",
