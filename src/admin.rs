@@ -1,11 +1,15 @@
-//! The admin listener's answers: liveness, readiness with details, Prometheus metrics.
+//! The admin listener's answers: liveness, readiness with details, Prometheus metrics, and
+//! why an address gets the answer it gets (`/explain`).
 //! It listens on its own address (loopback by default) and never on the metadata address.
 
 use serde_json::json;
 
+use crate::explain::{explain, LinkLayer, Query};
+use crate::identity::neighbour::{interface_index, Netlink};
 use crate::identity::ProjectScopes;
 use crate::inventory::Catalog;
 use crate::metrics::{age_seconds, IndexGauges, Metrics};
+use crate::policy::Policy;
 use crate::reply::{Refusal, Reply, JSON};
 
 /// `listening`: whether the metadata listener accepts connections yet (the two listeners
@@ -15,19 +19,67 @@ pub(crate) fn handle(
     path: &str,
     catalog: &Catalog,
     metrics: &Metrics,
-    scopes: &dyn ProjectScopes,
+    policy: &Policy,
     segment: &[String],
     listening: bool,
 ) -> Reply {
     if method != "GET" && method != "HEAD" {
         return Refusal::MethodNotAllowed.reply();
     }
-    match path.split('?').next().unwrap_or("") {
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    match route {
         "/healthz" => Reply::text("ok\n"),
-        "/readyz" => readyz(catalog, scopes, segment, listening),
+        "/readyz" => readyz(catalog, policy, segment, listening),
+        "/explain" => explained(query, catalog, policy),
         "/metrics" => Reply::ok("text/plain; version=0.0.4", metrics.render(gauges(catalog))),
         _ => Refusal::NotFound.reply(),
     }
+}
+
+/// `/explain?address=A[&mac=M][&interface=I][&path=P]`: what a request from A would get and why,
+/// from the index and policy in force, as `ironic-metadata explain --json` prints it. The
+/// client's MAC is the one given, else this host's neighbour entry, as a request's would be.
+fn explained(query: &str, catalog: &Catalog, policy: &Policy) -> Reply {
+    match explain_query(query) {
+        Ok(q) => {
+            let ready = catalog.status().ready;
+            let e = explain(&catalog.index(), policy, LinkLayer::Live(&Netlink), &q, ready);
+            let body = serde_json::to_string_pretty(&e).unwrap_or_default();
+            Reply::ok(JSON, format!("{body}\n"))
+        }
+        Err(msg) => Reply {
+            status: 400,
+            ..Reply::text(format!("{msg}\n"))
+        },
+    }
+}
+
+/// The question of an `/explain` query string; what is wrong with it in one line.
+fn explain_query(query: &str) -> Result<Query, String> {
+    let (mut address, mut mac, mut interface, mut path) = (None, None, None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "address" => &mut address,
+            "mac" => &mut mac,
+            "interface" => &mut interface,
+            "path" => &mut path,
+            _ => return Err("parameters: address, mac, interface, path".into()),
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(format!("{key} is given twice"));
+        }
+    }
+    let address = address.ok_or("address=ADDRESS is required")?;
+    let mut q = Query::parse(
+        &address,
+        mac.as_deref(),
+        interface.as_deref(),
+        path.as_deref(),
+    )?;
+    if let Some(i) = &q.interface {
+        q.scope = interface_index(i)?;
+    }
+    Ok(q)
 }
 
 fn gauges(catalog: &Catalog) -> IndexGauges {

@@ -21,7 +21,7 @@ use crate::metadata::render::{self, TreeOptions};
 use crate::metadata::route::{self, Route, RouteError};
 use crate::policy::token::{self, TokenKey};
 use crate::policy::{forwarded, limiter};
-use crate::policy::{Action, ActiveZone, ForwardedHeader, Policy, TokenMode};
+use crate::policy::{Action, ActiveZone, ForwardedHeader, Policy, TokenMode, Zone};
 use crate::reply::{Denied, Refusal, Reply};
 
 /// What the request path needs of one HTTP request.
@@ -171,11 +171,7 @@ pub(crate) fn admit(
         route => Admitted::Node(NodeRequest {
             client: Client { ip: client, scope },
             route,
-            mac: MacRule {
-                verify: zone.zone.verify_mac,
-                identify: zone.zone.identify_by_mac,
-                direct: client == peer,
-            },
+            mac: mac_rule(&zone.zone, client == peer),
             sources: zone.zone.sources,
         }),
     })
@@ -212,7 +208,7 @@ fn client_address(
 
 /// The zone's path rules let `route` through, and no deny rule names a file of another tree
 /// holding the same data (see [`route::equivalents`]).
-fn path_allowed(zone: &crate::policy::Zone, route: &Route) -> bool {
+pub(crate) fn path_allowed(zone: &crate::policy::Zone, route: &Route) -> bool {
     zone.serves_route(&route::canonical(route))
         && !route::equivalents(route)
             .iter()
@@ -220,11 +216,21 @@ fn path_allowed(zone: &crate::policy::Zone, route: &Route) -> bool {
 }
 
 /// Step 2: the client's zone; an address in no zone is denied.
-fn zone_of<'p>(
+pub(crate) fn zone_of<'p>(
     policy: &'p Policy,
     client: IpAddr,
     seen: &mut Seen,
 ) -> Result<&'p ActiveZone, Denied> {
+/// What `zone` asks of the link layer for a client that asks directly (`direct`) or
+/// through a trusted proxy.
+pub(crate) fn mac_rule(zone: &Zone, direct: bool) -> MacRule {
+    MacRule {
+        verify: zone.verify_mac,
+        identify: zone.identify_by_mac,
+        direct,
+    }
+}
+
     let zone = policy
         .zone_for(client)
         .ok_or_else(|| Denied::new(Refusal::NoZone).detail("address in no zone"))?;
@@ -329,7 +335,7 @@ fn method_allowed(req: &Request<'_>, segments: &[String]) -> Result<(), Denied> 
     }
 }
 
-fn route_refusal(e: RouteError) -> Denied {
+pub(crate) fn route_refusal(e: RouteError) -> Denied {
     Denied::new(match e {
         RouteError::NotFound => Refusal::NotFound,
         RouteError::TooLong => Refusal::PathTooLong,

@@ -30,6 +30,37 @@ pub(crate) enum Command {
     Policy(PolicyCommand),
     /// Print what one node of an inventory file is served for PATH, as if it asked.
     Render(RenderArgs),
+    /// Explain what a request from ADDRESS would get, and why: its zone, every claim on the
+    /// address and who wrote it, which one decides, the node's provision state, the answer.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ExplainArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    /// Directory of *.toml policy files, as `serve` reads it.
+    #[arg(long = "policy-dir", env = "POLICY_DIR", default_value = "policies")]
+    pub(crate) policy_dir: PathBuf,
+    /// Provision states whose nodes are answered for (comma-separated).
+    #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
+          default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]
+    pub(crate) served_states: Vec<String>,
+    /// The client's MAC, for zones that verify or identify by MAC (no neighbour table is
+    /// read here; the admin listener's /explain reads the service's).
+    #[arg(long = "mac")]
+    pub(crate) mac: Option<String>,
+    /// The interface an IPv6 link-local client asks on (or ADDRESS%INTERFACE).
+    #[arg(long = "interface")]
+    pub(crate) interface: Option<String>,
+    /// The path the request asks for.
+    #[arg(long = "path", default_value = crate::explain::DEFAULT_PATH)]
+    pub(crate) path: String,
+    /// Print JSON, as the admin listener's /explain answers, instead of text.
+    #[arg(long = "json")]
+    pub(crate) json: bool,
+    /// The client address.
+    pub(crate) address: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,24 +108,10 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Where the nodes come from: an inventory file, or Ironic (`serve` and `explain`).
 #[derive(Debug, Clone, Args)]
-pub(crate) struct ServeArgs {
-    /// Addresses the metadata listeners bind (comma-separated); an IPv6 link-local one
-    /// names its interface: fe80::a9fe:a9fe%eth1.
-    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_delimiter = ',', value_parser = parse_bind_addr)]
-    pub(crate) bind: Vec<BindAddr>,
-    /// Port the metadata listener binds.
-    #[arg(long = "port", env = "BIND_PORT", default_value_t = 80, value_parser = parse_port)]
-    pub(crate) port: u16,
-    /// Address of the admin listener (/healthz, /readyz, /metrics).
-    #[arg(long = "admin", env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
-    pub(crate) admin: SocketAddr,
-    /// Let the admin listener bind every address (0.0.0.0 or [::]), which includes the
-    /// metadata address: only where nodes cannot reach this host's other ports (a pod
-    /// behind a Service, with a NetworkPolicy on the admin port).
-    #[arg(long = "admin-on-all-addresses", env = "ADMIN_ON_ALL_ADDRESSES")]
-    pub(crate) admin_on_all_addresses: bool,
-    /// Serve the nodes of this inventory file (an Ironic dump: {"nodes", "ports", "portgroups"}).
+pub(crate) struct SourceArgs {
+    /// The nodes of this inventory file (an Ironic dump: {"nodes", "ports", "portgroups"}).
     #[arg(long = "inventory", env = "INVENTORY_FILE")]
     pub(crate) inventory: Option<PathBuf>,
     /// Ironic API endpoint, with or without /v1. Credentials come from the environment:
@@ -119,15 +136,6 @@ pub(crate) struct ServeArgs {
         requires = "ironic_client_cert"
     )]
     pub(crate) ironic_client_key: Option<PathBuf>,
-    /// Seconds between full sweeps of Ironic (the safety net; changes come from polls).
-    #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub(crate) refresh_interval: u64,
-    /// Seconds between polls of Ironic for changes (a few small requests each).
-    #[arg(long = "poll-interval", env = "POLL_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub(crate) poll_interval: u64,
-    /// Seconds between listings of every node's UUID, which find deleted nodes.
-    #[arg(long = "reconcile-interval", env = "RECONCILE_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub(crate) reconcile_interval: u64,
     /// Seconds one request to Ironic may take in total.
     #[arg(long = "ironic-timeout", env = "IRONIC_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) ironic_timeout: u64,
@@ -137,6 +145,36 @@ pub(crate) struct ServeArgs {
     /// Items per page when listing Ironic collections (default: Ironic's own limit).
     #[arg(long = "ironic-page-size", env = "IRONIC_PAGE_SIZE", value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub(crate) ironic_page_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// Addresses the metadata listeners bind (comma-separated); an IPv6 link-local one
+    /// names its interface: fe80::a9fe:a9fe%eth1.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "169.254.169.254", value_delimiter = ',', value_parser = parse_bind_addr)]
+    pub(crate) bind: Vec<BindAddr>,
+    /// Port the metadata listener binds.
+    #[arg(long = "port", env = "BIND_PORT", default_value_t = 80, value_parser = parse_port)]
+    pub(crate) port: u16,
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
+    #[arg(long = "admin", env = "ADMIN_ADDR", default_value = "127.0.0.1:9180")]
+    pub(crate) admin: SocketAddr,
+    /// Let the admin listener bind every address (0.0.0.0 or [::]), which includes the
+    /// metadata address: only where nodes cannot reach this host's other ports (a pod
+    /// behind a Service, with a NetworkPolicy on the admin port).
+    #[arg(long = "admin-on-all-addresses", env = "ADMIN_ON_ALL_ADDRESSES")]
+    pub(crate) admin_on_all_addresses: bool,
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+    /// Seconds between full sweeps of Ironic (the safety net; changes come from polls).
+    #[arg(long = "refresh-interval", env = "REFRESH_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) refresh_interval: u64,
+    /// Seconds between polls of Ironic for changes (a few small requests each).
+    #[arg(long = "poll-interval", env = "POLL_INTERVAL", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) poll_interval: u64,
+    /// Seconds between listings of every node's UUID, which find deleted nodes.
+    #[arg(long = "reconcile-interval", env = "RECONCILE_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) reconcile_interval: u64,
     /// Directory of *.toml policy files (zones, allow/deny, rate limits, proxies, tokens);
     /// watched and reloaded on change or SIGHUP.
     #[arg(long = "policy-dir", env = "POLICY_DIR", default_value = "policies")]
@@ -253,9 +291,9 @@ pub(crate) struct ServeArgs {
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long = "log-level", env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,
-    /// Log line format.
-    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub(crate) log_format: LogFormat,
+    /// Log line format (default: text when stderr is a terminal, JSON otherwise).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

@@ -1,16 +1,16 @@
-//! The commands of the binary: `serve`, `policy check`, `render`.
+//! The commands of the binary: `serve`, `policy check`, `render`, `explain`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat, PolicyCommand};
-use crate::inventory::file;
+use crate::cli::{Cli, Command, ExplainArgs, PolicyCommand};
+use crate::explain::{Explanation, LinkLayer, Query};
+use crate::inventory::{file, Catalog};
+use crate::ironic::model::Inventory;
 use crate::metadata::render;
-use crate::{handle, policy, proxy, server};
+use crate::{handle, logging, policy, proxy, server};
 
 /// Parses the command line and runs the command it names.
 pub fn main() -> ExitCode {
@@ -44,7 +44,75 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(&args),
+        Command::Explain(args) => explain(&args),
     }
+}
+
+/// `explain`: a question that is not one (an address that is no IP, a MAC that is no MAC)
+/// exits 2 with one line; an inventory or policy that cannot be read, 1.
+fn explain(args: &ExplainArgs) -> ExitCode {
+    let mac = args.mac.as_deref();
+    let query = Query::parse(
+        &args.address,
+        mac,
+        args.interface.as_deref(),
+        Some(&args.path),
+    );
+    let query = match query {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match explained(args, &query) {
+        Ok(e) if args.json => {
+            let json = serde_json::to_string_pretty(&e).unwrap_or_default();
+            write_stdout(format!("{json}\n").as_bytes())
+        }
+        Ok(e) => write_stdout(e.text().as_bytes()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The explanation of `query` under the policy directory, over the inventory file or what
+/// Ironic lists now.
+fn explained(args: &ExplainArgs, query: &Query) -> Result<Explanation, String> {
+    let set = policy::file::load_dir(&args.policy_dir).map_err(|e| format!("invalid policy: {e}"))?;
+    let policy = policy::Policy::build(set, None);
+    let env = std::env::vars().collect();
+    let inventory = match server::origin_of(&args.source, &env).map_err(|e| e.to_string())? {
+        server::Origin::File(path) => file::load(&path).map_err(|e| e.to_string())?,
+        server::Origin::Ironic(config) => from_ironic(*config)?,
+    };
+    let served: Vec<String> = args
+        .served_states
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if served.is_empty() {
+        return Err("--served-states lists no state".into());
+    }
+    let catalog = Catalog::new("explain", served);
+    catalog.publish(inventory);
+    let index = catalog.index();
+    Ok(crate::explain::explain(&index, &policy, LinkLayer::Offline, query, true))
+}
+
+/// Everything Ironic lists now (configdrives given as URLs are not fetched).
+fn from_ironic(config: crate::ironic::ClientConfig) -> Result<Inventory, String> {
+    let client = crate::ironic::IronicClient::new(config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(client.fetch_inventory())
+        .map_err(|e| format!("Ironic: {e}"))
 }
 
 fn render(args: &crate::cli::RenderArgs) -> Result<(crate::reply::Reply, Vec<String>), String> {
@@ -65,7 +133,7 @@ fn render(args: &crate::cli::RenderArgs) -> Result<(crate::reply::Reply, Vec<Str
 }
 
 fn serve(args: &crate::cli::ServeArgs) -> ExitCode {
-    if let Err(msg) = init_logging(&args.log_level, args.log_format) {
+    if let Err(msg) = logging::init(&args.log_level, args.log_format) {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
@@ -109,18 +177,4 @@ fn write_stdout(bytes: &[u8]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter =
-        EnvFilter::try_new(level).map_err(|e| format!("invalid LOG_LEVEL {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    result.map_err(|e| format!("cannot start logging: {e}"))
 }

@@ -212,9 +212,7 @@ async fn answer(
             }
         }
     }
-    if unknown(&result) && !ctx.catalog.status().ready {
-        result = Err(Denied::new(Refusal::NotReady).detail("no inventory loaded yet"));
-    }
+    let result = until_loaded(result, || ctx.catalog.status().ready);
     conditional(Outcome::new(result, seen), req.if_none_match)
 }
 
@@ -240,6 +238,20 @@ fn unknown(result: &Result<Reply, Denied>) -> bool {
 fn serve(
     ctx: &Context<'_>,
     req: &Request<'_>,
+/// Before the first inventory has loaded (`ready`), an unknown address is 503: a 404 would
+/// read as "no such node".
+pub(crate) fn until_loaded<T>(
+    result: Result<T, Denied>,
+    ready: impl FnOnce() -> bool,
+) -> Result<T, Denied> {
+    match result {
+        Err(d) if d.refusal == Refusal::UnknownAddress && !ready() => {
+            Err(Denied::new(Refusal::NotReady).detail("no inventory loaded yet"))
+        }
+        result => result,
+    }
+}
+
     client: Client,
     route: &Route,
     rules: &Rules<'_>,

@@ -34,11 +34,14 @@ mod commands;
 mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
+mod explain;
 mod handle;
 mod identity;
 mod identity_token;
 mod inventory;
 mod ironic;
+#[cfg(feature = "server")]
+mod logging;
 mod longpoll;
 mod metadata;
 mod metrics;

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{BindAddr, ServeArgs};
+use crate::cli::{BindAddr, ServeArgs, SourceArgs};
+use crate::identity::neighbour::interface_index;
 use crate::identity_token::store::KeyStore;
 use crate::identity_token::token::Subject;
 use crate::identity_token::{Issuer, IssuerConfig};
@@ -274,7 +275,6 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     }
     check_bind(settings.admin, "admin")?;
 
-    tracing::info!(dir = %settings.policy_dir.display(), zones = policy.current().zones().len(), "policy loaded");
     let tokens = Arc::new(tokens.unwrap_or_else(|| {
         tracing::warn!(
             "no TOKEN_KEY_FILE: session tokens use a random key and do not survive a restart"
@@ -287,14 +287,7 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
                 Catalog::new(source, settings.served_states.clone())
                     .with_dns(settings.dns_servers.clone()),
             );
-            let nodes = inventory.nodes.len();
             catalog.publish(inventory);
-            tracing::info!(
-                nodes,
-                served = catalog.index().served_count(),
-                source = %catalog.status().source,
-                "inventory loaded"
-            );
             (catalog, None)
         }
         Loaded::Ironic(client, refresh) => {
@@ -302,7 +295,6 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
                 Catalog::new(client.describe(), settings.served_states.clone())
                     .with_dns(settings.dns_servers.clone()),
             );
-            tracing::info!(source = %client.describe(), "inventory from Ironic");
             let refresher = Refresher::new(*client, catalog.clone(), metrics.clone(), refresh);
             (catalog, Some(Arc::new(refresher)))
         }
@@ -352,20 +344,6 @@ fn listen_addresses(binds: &[BindAddr], port: u16) -> Result<Vec<SocketAddr>, St
     Ok(out)
 }
 
-/// The index of a network interface, by name or as a number.
-fn interface_index(name: &str) -> Result<u32, String> {
-    if let Ok(n) = name.parse::<u32>() {
-        return Ok(n);
-    }
-    let bad = || format!("no network interface named {name:?} on this host");
-    if name.contains('/') || name == "." || name == ".." {
-        return Err(bad());
-    }
-    let text =
-        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).map_err(|_| bad())?;
-    text.trim().parse().map_err(|_| bad())
-}
-
 fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {
     TcpListener::bind(addr)
         .map(drop)
@@ -385,8 +363,7 @@ fn check_bind(addr: SocketAddr, role: &'static str) -> Result<(), StartError> {
         })
 }
 
-/// Where the inventory comes from: a file, or Ironic (its URL given, or found by Keystone
-/// settings in the catalog).
+/// Where the inventory comes from: a file, or Ironic with how it is followed.
 fn source_of(
     a: &ServeArgs,
     env: &std::collections::HashMap<String, String>,
@@ -397,12 +374,39 @@ fn source_of(
     let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
     Ok(match (&a.inventory, ironic_wanted) {
         (Some(_), true) => return Err(StartError::TwoInventories),
-        (Some(path), false) => Source::File(path.clone()),
+        (Some(path), false) => Origin::File(path.clone()),
         (None, false) => return Err(StartError::NoInventory),
         (None, true) => {
+    Ok(match origin_of(&a.source, env)? {
+        Origin::File(path) => Source::File(path),
+        Origin::Ironic(config) => {
+            let refresh = RefreshConfig {
+                poll_interval: Duration::from_secs(a.poll_interval),
+                full_interval: Duration::from_secs(a.refresh_interval),
+                reconcile_interval: Duration::from_secs(a.reconcile_interval),
+                on_demand_wait: Duration::from_secs(a.source.ironic_timeout.min(10)),
+                ..RefreshConfig::default()
+            };
+            Source::Ironic(config, refresh)
+        }
+    })
+}
+
+/// Where the nodes are read from.
+pub(crate) enum Origin {
+    File(PathBuf),
+    Ironic(Box<ClientConfig>),
+}
+
+/// Where the nodes are read from: a file, or Ironic (its URL given, or found by Keystone
+/// settings in the catalog).
+pub(crate) fn origin_of(
+    a: &SourceArgs,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Origin, StartError> {
             let (auth, extras) = auth::from_env(env)?;
             let url = a.ironic_url.clone().or(extras.endpoint);
-            let config = ClientConfig {
+            Origin::Ironic(Box::new(ClientConfig {
                 url,
                 auth,
                 cacert: a.ironic_cacert.clone().or(extras.cacert),
@@ -413,15 +417,7 @@ fn source_of(
                 connect_timeout: Duration::from_secs(a.ironic_connect_timeout),
                 timeout: Duration::from_secs(a.ironic_timeout),
                 page_size: a.ironic_page_size,
-            };
-            let refresh = RefreshConfig {
-                poll_interval: Duration::from_secs(a.poll_interval),
-                full_interval: Duration::from_secs(a.refresh_interval),
-                reconcile_interval: Duration::from_secs(a.reconcile_interval),
-                on_demand_wait: Duration::from_secs(a.ironic_timeout.min(10)),
-                ..RefreshConfig::default()
-            };
-            Source::Ironic(Box::new(config), refresh)
+            }))
         }
     })
 }

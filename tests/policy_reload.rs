@@ -121,9 +121,16 @@ fn sighup_while_starting_never_stops_the_service() {
             .unwrap();
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
     while !logged("serving metadata") {
-        assert!(child.try_wait().unwrap().is_none(), "ended before it served");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before it served"
+        );
         assert!(Instant::now() < deadline, "never started");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -136,7 +143,10 @@ fn sighup_while_starting_never_stops_the_service() {
         assert!(Instant::now() < deadline, "no reload on SIGHUP");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(child.try_wait().unwrap().is_none(), "alive after the reload");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "alive after the reload"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

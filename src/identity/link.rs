@@ -49,6 +49,25 @@ pub(crate) fn is_link_local(ip: IpAddr) -> bool {
     matches!(ip.to_canonical(), IpAddr::V6(v6) if v6.is_unicast_link_local())
 }
 
+/// What made a client its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// The node's `network_data`, which the operator writes, claims the address.
+    NodeClaim,
+    /// The node's configdrive claims the address, and nothing of the operator's says
+    /// otherwise.
+    ConfigdriveClaim,
+    /// The node's configdrive claims the address outside the CIDRs the policy gives its
+    /// project, and the client's MAC is a port of the node.
+    ConfigdriveVerifiedByMac,
+    /// The configdrive of node `claimant` claims the address, and the client's MAC is a
+    /// port of this node: the operator's record wins.
+    PortOverConfigdrive { claimant: String, mac: MacAddr6 },
+    /// The client's MAC is a port of the node: no claim on the address decided (an IPv6
+    /// link-local client is always identified so).
+    Port,
+}
+
 /// The node `client` is, or the refusal that says why there is none.
 pub(crate) fn identify(
     index: &Index,
@@ -56,6 +75,27 @@ pub(crate) fn identify(
     client: Client,
     rules: &Rules<'_>,
 ) -> Result<Arc<NodeView>, Denied> {
+    let (node, basis) = decide(index, neighbours, client, rules)?;
+    if let Basis::PortOverConfigdrive { claimant, mac } = &basis {
+        tracing::info!(
+            target: "audit",
+            event = "claim_overridden",
+            node = %claimant,
+            owner = %node.uuid,
+            mac = %mac_text(mac),
+            "a configdrive claim lost to the port of another node"
+        );
+    }
+    Ok(node)
+}
+
+/// [`identify`], with what decided: the request path and `explain` both ask this.
+pub(crate) fn decide(
+    index: &Index,
+    neighbours: &dyn Neighbours,
+    client: Client,
+    rules: &Rules<'_>,
+) -> Result<(Arc<NodeView>, Basis), Denied> {
     let mut link = Link {
         neighbours,
         client,
@@ -69,7 +109,7 @@ pub(crate) fn identify(
             ));
         }
         let mac = link.mac()?;
-        return settle(index.lookup_mac(mac), Some(mac));
+        return settle(index.lookup_mac(mac), Some(mac)).map(|n| (n, Basis::Port));
     }
     match by_address(index, client.ip, rules) {
         ByAddress::Found(i, source) => verified(index, i, source, &mut link, rules),
@@ -83,7 +123,7 @@ pub(crate) fn identify(
                     .iter()
                     .find(|i| index.node(**i).macs.contains(&mac))
                 {
-                    return served(index, *i);
+                    return served(index, *i).map(|n| (n, Basis::ConfigdriveVerifiedByMac));
                 }
             }
             by_mac_or(index, &mut link, rules, why)
@@ -164,27 +204,24 @@ fn verified(
     source: Source,
     link: &mut Link<'_>,
     rules: &Rules<'_>,
-) -> Result<Arc<NodeView>, Denied> {
+) -> Result<(Arc<NodeView>, Basis), Denied> {
     let node = served(index, i)?;
+    let basis = match source {
+        Source::Configdrive => Basis::ConfigdriveClaim,
+        _ => Basis::NodeClaim,
+    };
     if !rules.mac.verify {
-        return Ok(node);
+        return Ok((node, basis));
     }
     let mac = link.mac()?;
     if node.macs.contains(&mac) {
-        return Ok(node);
+        return Ok((node, basis));
     }
     // The MAC is a port of another node: the operator's record beats a deployer's claim.
     if source == Source::Configdrive && identifies_by_mac(rules) {
         if let Lookup::Found(owner) = index.lookup_mac(mac) {
-            tracing::info!(
-                target: "audit",
-                event = "claim_overridden",
-                node = %node.uuid,
-                owner = %owner.uuid,
-                mac = %mac_text(&mac),
-                "a configdrive claim lost to the port of another node"
-            );
-            return Ok(owner);
+            let claimant = node.uuid.clone();
+            return Ok((owner, Basis::PortOverConfigdrive { claimant, mac }));
         }
     }
     Err(mismatch(&node, &mac))
@@ -200,12 +237,12 @@ fn by_mac_or(
     link: &mut Link<'_>,
     rules: &Rules<'_>,
     why: String,
-) -> Result<Arc<NodeView>, Denied> {
+) -> Result<(Arc<NodeView>, Basis), Denied> {
     if !identifies_by_mac(rules) {
         return Err(Denied::new(Refusal::UnknownAddress).detail(why));
     }
     let mac = link.mac()?;
-    settle(index.lookup_mac(mac), Some(mac))
+    settle(index.lookup_mac(mac), Some(mac)).map(|n| (n, Basis::Port))
 }
 
 fn served(index: &Index, i: u32) -> Result<Arc<NodeView>, Denied> {
@@ -369,10 +406,41 @@ mod tests {
             sources: Sources::of(sources),
             scopes: &Cidrs,
         };
-        match identify(idx, &table, Client { ip, scope: 3 }, &rules) {
+        let got = identify(idx, &table, Client { ip, scope: 3 }, &rules);
+        // `explain` says the same of this client under a policy with these rules.
+        let policy = policy_of(sources, rule);
+        let query = crate::explain::Query {
+            ip,
+            interface: None,
+            scope: 3,
+            mac: None,
+            direct: true,
+            path: crate::explain::DEFAULT_PATH.into(),
+        };
+        let live = crate::explain::LinkLayer::Live(&table);
+        let told = crate::explain::explain(idx, &policy, live, &query, true);
+        crate::explain::tests::assert_agrees(&told, &got);
+        match got {
             Ok(n) => n.uuid.clone(),
             Err(d) => d.refusal.reason().to_string(),
         }
+    }
+
+    /// A policy of one zone over every address the tests ask from, with these sources and
+    /// MAC rules, and the projects of [`Cidrs`].
+    fn policy_of(sources: &[Source], rule: (bool, bool)) -> crate::policy::Policy {
+        let names: Vec<String> = sources.iter().map(|s| format!("{:?}", s.name())).collect();
+        let text = format!(
+            "[[zone]]\nname = \"all\"\ncidrs = [\"0.0.0.0/0\", \"::/0\"]\naction = \"allow\"\n\
+             identity_sources = [{}]\nverify_mac = {}\nidentify_by_mac = {}\n\
+             [[project]]\nid = \"p1\"\ncidrs = [\"10.1.0.0/16\"]\n\
+             [[project]]\nid = \"p2\"\ncidrs = [\"10.2.0.0/16\"]\n",
+            names.join(", "),
+            rule.0,
+            rule.1
+        );
+        let set = crate::policy::file::parse_files([(std::path::Path::new("t.toml"), text.as_str())]);
+        crate::policy::Policy::build(set.unwrap(), None)
     }
 
     const ALL: &[Source] = &Source::ALL;

@@ -210,6 +210,11 @@ impl Index {
         }
     }
 
+    /// The nodes one of whose ports (or portgroups) has this MAC.
+    pub(crate) fn mac_claims(&self, mac: MacAddr6) -> &[u32] {
+        self.by_mac.get(&mac).map_or(&[], Vec::as_slice)
+    }
+
     /// The node at `i`, or why it is not served.
     pub(crate) fn node_lookup(&self, i: u32) -> Lookup {
         let node = &self.nodes[i as usize];

@@ -55,6 +55,20 @@ pub(crate) fn mac_text(m: &MacAddr6) -> String {
     m.to_string().to_ascii_lowercase()
 }
 
+/// The index of a network interface of this host, by name or as a number.
+pub(crate) fn interface_index(name: &str) -> Result<u32, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let bad = || format!("no network interface named {name:?} on this host");
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(bad());
+    }
+    let text =
+        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).map_err(|_| bad())?;
+    text.trim().parse().map_err(|_| bad())
+}
+
 /// Looks up the link-layer facts of a client address.
 pub(crate) trait Neighbours: Send + Sync {
     fn resolve(&self, ip: IpAddr) -> io::Result<L2>;

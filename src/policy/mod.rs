@@ -377,7 +377,7 @@ impl Policy {
 
 impl Zone {
     /// The zone's limits and rules in one line, for `policy check`.
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = vec![format!(
             "{}/s burst {}",
             self.quota.per_second, self.quota.burst

@@ -185,8 +185,7 @@ struct Shared {
 /// not be called from inside a tokio runtime.
 pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
     let s = &p.settings;
-    let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
-    tracing::info!(listen = %listen.join(","), admin = %s.admin, "serving metadata");
+    announce(&p);
     let conf = ServerConf {
         threads: s.threads,
         grace_period_seconds: Some(s.shutdown_grace_seconds),
@@ -229,6 +228,23 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
         shutdown_signal: Box::new(StopWatch { stop }),
     });
     tracing::info!("stopped");
+}
+
+/// The one start-up line: what is served where, from what, under which policy.
+fn announce(p: &Prepared) {
+    let s = &p.settings;
+    let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
+    let listen = listen.join(",");
+    let (status, index) = (p.catalog.status(), p.catalog.index());
+    let source = &status.source;
+    let (dir, zones) = (s.policy_dir.display(), p.policy.current().zones().len());
+    if p.refresher.is_some() {
+        // The nodes come with the first sweep, after this line.
+        tracing::info!(%listen, admin = %s.admin, %source, policy_dir = %dir, zones, "serving metadata");
+    } else {
+        let (nodes, served) = (index.nodes().len(), index.served_count());
+        tracing::info!(%listen, admin = %s.admin, %source, nodes, served, policy_dir = %dir, zones, "serving metadata");
+    }
 }
 
 /// The metadata listeners: the request path, behind the connection limits.
