@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -286,10 +287,20 @@ fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<L
     };
     let mut metadata = Service::new("metadata".to_string(), listener);
     for addr in &s.listen {
-        metadata.add_tcp(&addr.to_string());
+        metadata.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::default().write(ANSWER_WRITE_BUFFER)),
+        );
     }
     metadata
 }
+
+/// Bytes of an answer gathered before they are sent. pingora's default (1,460) sent the
+/// header of any answer above about 1,250 bytes of body on its own, then the body: two
+/// writes and two segments. Answers up to this size (meta_data.json, network_data.json,
+/// vendor data, most user data) leave in one write; a larger body is written straight
+/// after its header. Pages of the buffer are only touched as far as answers fill them.
+const ANSWER_WRITE_BUFFER: usize = 16 * 1024;
 
 /// The policy watch, the impostor watch, the audit interval and the Ironic refresher.
 fn add_background(server: &mut Server, p: Prepared, shared: Shared) {
