@@ -112,3 +112,29 @@ async fn one_project_keeps_configdrive_claims_but_never_over_the_operator() {
     let (status, body) = ask(&s, "127.0.0.3", "/latest/meta-data/instance-id").await;
     assert_eq!((status, body.as_str()), (200, B));
 }
+
+#[test]
+fn render_names_the_claims_identity_ignores() {
+    // What an operator checks before the node boots: the answer, and on stderr each
+    // configdrive claim of the node that identity ignores under the policy's projects.
+    let out = common::bin()
+        .args(["render", "--inventory"])
+        .arg(fixture("nodes-tenants.json"))
+        .arg("--policy-dir")
+        .arg(fixture("policies/tenants"))
+        .args(["--node", "evil", "/latest/meta-data/instance-id"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!((out.status.code(), &*stdout), (Some(0), EVIL), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!("warning: the configdrive claims 127.0.0.3, which the network_data of node {B} holds: ignored"),
+            "warning: the configdrive claims 127.0.0.4, outside the CIDRs the policy gives the node's project: ignored unless its MAC verifies it".to_string(),
+        ],
+    );
+}

@@ -8,10 +8,17 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::facts::facts;
-use super::render::TreeOptions;
 use crate::node::{Doc, NodeView};
 use crate::reply::{Refusal, Reply, JSON, USER_DATA};
 use crate::versions::ec2_has;
+
+/// Settings that shape the trees, the same for every node (only the EC2 tree has any).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TreeOptions {
+    /// The EC2 region (`placement/region`, the identity document's `region`); `None`:
+    /// derived from the availability zone.
+    pub(crate) ec2_region: Option<String>,
+}
 
 /// One EC2 tree entry.
 enum Entry {

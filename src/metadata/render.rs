@@ -4,10 +4,11 @@
 use std::net::IpAddr;
 
 use super::ec2::ec2;
+pub(crate) use super::ec2::TreeOptions;
 use super::nocloud::nocloud;
 use super::openstack::openstack;
 use super::route::Route;
-use crate::identity::{Index, ProjectScopes};
+use crate::identity::{Index, ProjectScopes, DEFAULT_SERVED_STATES};
 use crate::ironic::model::Inventory;
 use crate::node::NodeView;
 use crate::reply::{Refusal, Reply};
@@ -29,14 +30,6 @@ pub(crate) fn openstack_versions(today: &str) -> Reply {
         .collect();
     lines.push("latest");
     Reply::text(lines.join("\n"))
-}
-
-/// Settings that shape the trees, the same for every node.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TreeOptions {
-    /// The EC2 region (`placement/region`, the identity document's `region`); `None`:
-    /// derived from the availability zone.
-    pub(crate) ec2_region: Option<String>,
 }
 
 /// A route that names data of one node.
@@ -68,7 +61,14 @@ pub(crate) fn render_offline(
     scopes: &dyn ProjectScopes,
 ) -> Result<(Reply, Vec<String>), String> {
     let (views, _) = crate::node::build(inventory, dns, &mut Default::default());
-    let index = Index::build(views, &[]);
+    // Projects are counted over the nodes served by default, as the service counts them
+    // (else a fleet of several projects would look like one and no claim would be ignored);
+    // the node asked for is rendered whatever its state.
+    let served: Vec<String> = DEFAULT_SERVED_STATES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let index = Index::build(views, &served);
     let view = index
         .nodes()
         .iter()
