@@ -16,10 +16,12 @@
 //!
 //! Beside them: [`policy`] (zones, forwarded chains, limits, tokens, reload), [`reply`]
 //! (replies, refusals, header fields), [`versions`], [`metrics`], [`conn`] (connection
-//! caps), [`admin`] (health, readiness, metrics answers), [`server`] (settings and
-//! start-up) and [`cli`]. Only the binary's entry point and the hidden [`fuzzing`] and
-//! [`probe`] modules are public: everything else is private to the crate, so the compiler
-//! reports what nothing uses.
+//! caps), [`audit`] (audit lines no client can drive, the refusal budget), [`longpoll`]
+//! (requests parked until their document changes), [`segment`] (the impostor watch),
+//! [`identity_token`] (signed node identity tokens), [`admin`] (health, readiness, metrics
+//! answers), [`server`] (settings and start-up) and [`cli`]. Only the binary's entry point
+//! and the hidden [`fuzzing`] and [`probe`] modules are public: everything else is private
+//! to the crate, so the compiler reports what nothing uses.
 #![forbid(unsafe_code)]
 #![warn(clippy::too_many_lines)]
 // The parsers build without the server (the fuzz targets): the rest is unused there.
