@@ -43,7 +43,13 @@ fn explained(query: &str, catalog: &Catalog, policy: &Policy) -> Reply {
     match explain_query(query) {
         Ok(q) => {
             let ready = catalog.status().ready;
-            let e = explain(&catalog.index(), policy, LinkLayer::Live(&Netlink), &q, ready);
+            let e = explain(
+                &catalog.index(),
+                policy,
+                LinkLayer::Live(&Netlink),
+                &q,
+                ready,
+            );
             let body = serde_json::to_string_pretty(&e).unwrap_or_default();
             Reply::ok(JSON, format!("{body}\n"))
         }

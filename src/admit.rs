@@ -206,6 +206,16 @@ fn client_address(
     }
 }
 
+/// What `zone` asks of the link layer for a client that asks directly (`direct`) or
+/// through a trusted proxy.
+pub(crate) fn mac_rule(zone: &Zone, direct: bool) -> MacRule {
+    MacRule {
+        verify: zone.verify_mac,
+        identify: zone.identify_by_mac,
+        direct,
+    }
+}
+
 /// The zone's path rules let `route` through, and no deny rule names a file of another tree
 /// holding the same data (see [`route::equivalents`]).
 pub(crate) fn path_allowed(zone: &crate::policy::Zone, route: &Route) -> bool {
@@ -221,16 +231,6 @@ pub(crate) fn zone_of<'p>(
     client: IpAddr,
     seen: &mut Seen,
 ) -> Result<&'p ActiveZone, Denied> {
-/// What `zone` asks of the link layer for a client that asks directly (`direct`) or
-/// through a trusted proxy.
-pub(crate) fn mac_rule(zone: &Zone, direct: bool) -> MacRule {
-    MacRule {
-        verify: zone.verify_mac,
-        identify: zone.identify_by_mac,
-        direct,
-    }
-}
-
     let zone = policy
         .zone_for(client)
         .ok_or_else(|| Denied::new(Refusal::NoZone).detail("address in no zone"))?;

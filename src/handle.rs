@@ -230,14 +230,6 @@ pub(crate) fn handle_now(ctx: &Context<'_>, req: &Request<'_>) -> Outcome {
     conditional(Outcome::new(result, seen), req.if_none_match)
 }
 
-fn unknown(result: &Result<Reply, Denied>) -> bool {
-    matches!(result, Err(d) if d.refusal == Refusal::UnknownAddress)
-}
-
-/// Step 6: identity, then render.
-fn serve(
-    ctx: &Context<'_>,
-    req: &Request<'_>,
 /// Before the first inventory has loaded (`ready`), an unknown address is 503: a 404 would
 /// read as "no such node".
 pub(crate) fn until_loaded<T>(
@@ -252,6 +244,14 @@ pub(crate) fn until_loaded<T>(
     }
 }
 
+fn unknown(result: &Result<Reply, Denied>) -> bool {
+    matches!(result, Err(d) if d.refusal == Refusal::UnknownAddress)
+}
+
+/// Step 6: identity, then render.
+fn serve(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
     client: Client,
     route: &Route,
     rules: &Rules<'_>,

@@ -368,15 +368,6 @@ fn source_of(
     a: &ServeArgs,
     env: &std::collections::HashMap<String, String>,
 ) -> Result<Source, StartError> {
-    // Ironic is the source when its URL is given, or when Keystone settings can find it
-    // in the catalog.
-    let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
-    let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
-    Ok(match (&a.inventory, ironic_wanted) {
-        (Some(_), true) => return Err(StartError::TwoInventories),
-        (Some(path), false) => Origin::File(path.clone()),
-        (None, false) => return Err(StartError::NoInventory),
-        (None, true) => {
     Ok(match origin_of(&a.source, env)? {
         Origin::File(path) => Source::File(path),
         Origin::Ironic(config) => {
@@ -404,6 +395,15 @@ pub(crate) fn origin_of(
     a: &SourceArgs,
     env: &std::collections::HashMap<String, String>,
 ) -> Result<Origin, StartError> {
+    // Ironic is the source when its URL is given, or when Keystone settings can find it
+    // in the catalog.
+    let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
+    let ironic_wanted = a.ironic_url.is_some() || set("OS_CLOUD") || set("OS_AUTH_URL");
+    Ok(match (&a.inventory, ironic_wanted) {
+        (Some(_), true) => return Err(StartError::TwoInventories),
+        (Some(path), false) => Origin::File(path.clone()),
+        (None, false) => return Err(StartError::NoInventory),
+        (None, true) => {
             let (auth, extras) = auth::from_env(env)?;
             let url = a.ironic_url.clone().or(extras.endpoint);
             Origin::Ironic(Box::new(ClientConfig {
