@@ -81,7 +81,8 @@ fn explain(args: &ExplainArgs) -> ExitCode {
 /// The explanation of `query` under the policy directory, over the inventory file or what
 /// Ironic lists now.
 fn explained(args: &ExplainArgs, query: &Query) -> Result<Explanation, String> {
-    let set = policy::file::load_dir(&args.policy_dir).map_err(|e| format!("invalid policy: {e}"))?;
+    let set =
+        policy::file::load_dir(&args.policy_dir).map_err(|e| format!("invalid policy: {e}"))?;
     let policy = policy::Policy::build(set, None);
     let env = std::env::vars().collect();
     let inventory = match server::origin_of(&args.source, &env).map_err(|e| e.to_string())? {
@@ -100,7 +101,13 @@ fn explained(args: &ExplainArgs, query: &Query) -> Result<Explanation, String> {
     let catalog = Catalog::new("explain", served);
     catalog.publish(inventory);
     let index = catalog.index();
-    Ok(crate::explain::explain(&index, &policy, LinkLayer::Offline, query, true))
+    Ok(crate::explain::explain(
+        &index,
+        &policy,
+        LinkLayer::Offline,
+        query,
+        true,
+    ))
 }
 
 /// Everything Ironic lists now (configdrives given as URLs are not fetched).

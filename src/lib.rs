@@ -34,9 +34,9 @@ mod cli;
 #[cfg(feature = "server")]
 mod commands;
 mod conn;
+mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
-mod explain;
 mod handle;
 mod identity;
 mod identity_token;

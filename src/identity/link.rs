@@ -439,7 +439,8 @@ mod tests {
             rule.0,
             rule.1
         );
-        let set = crate::policy::file::parse_files([(std::path::Path::new("t.toml"), text.as_str())]);
+        let set =
+            crate::policy::file::parse_files([(std::path::Path::new("t.toml"), text.as_str())]);
         crate::policy::Policy::build(set.unwrap(), None)
     }
 
