@@ -84,9 +84,13 @@ pub(crate) trait ProjectScopes: Sync {
 /// indices, sorted, each at most once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct AddressClaims {
-    pub(crate) node: Vec<u32>,
-    pub(crate) configdrive: Vec<u32>,
+    pub(crate) node: Slots,
+    pub(crate) configdrive: Slots,
 }
+
+/// Node positions: nearly always one, held inline (a heap block per address or MAC would
+/// cost more than the position itself).
+pub(crate) type Slots = smallvec::SmallVec<[u32; 2]>;
 
 /// A configdrive claim the index ignores whatever the policy says: the address is another
 /// node's by the operator's records.
@@ -119,7 +123,7 @@ pub(crate) enum Lookup {
 pub(crate) struct Index {
     nodes: Vec<Arc<NodeView>>,
     by_ip: HashMap<IpAddr, AddressClaims>,
-    by_mac: HashMap<MacAddr6, Vec<u32>>,
+    by_mac: HashMap<MacAddr6, Slots>,
     served: Vec<bool>,
     /// The served nodes belong to more than one project: deployers are not the operator.
     multi_project: bool,
@@ -130,7 +134,11 @@ impl Index {
     /// Claims from every node count, served or not: a stale claim from an undeployed node
     /// makes the address contested rather than silently handing it to the other node.
     pub(crate) fn build(views: Vec<NodeView>, served_states: &[String]) -> Index {
-        Index::build_shared(views.into_iter().map(Arc::new).collect(), served_states)
+        // Not collected in place: the views' buffer (hundreds of bytes per node) would be
+        // kept as the buffer of the pointers.
+        let mut shared = Vec::with_capacity(views.len());
+        shared.extend(views.into_iter().map(Arc::new));
+        Index::build_shared(shared, served_states)
     }
 
     /// [`Index::build`] over views already shared (an index rebuilt after a few changes
@@ -145,7 +153,7 @@ impl Index {
             })
             .collect();
         let mut by_ip: HashMap<IpAddr, AddressClaims> = HashMap::new();
-        let mut by_mac: HashMap<MacAddr6, Vec<u32>> = HashMap::new();
+        let mut by_mac: HashMap<MacAddr6, Slots> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
             let i = i as u32;
             for ip in &node.node_addresses {
@@ -203,7 +211,7 @@ impl Index {
     /// The node one of whose Ironic ports (or portgroups) has this MAC; a MAC on two nodes
     /// belongs to neither.
     pub(crate) fn lookup_mac(&self, mac: MacAddr6) -> Lookup {
-        match self.by_mac.get(&mac).map(Vec::as_slice) {
+        match self.by_mac.get(&mac).map(|s| s.as_slice()) {
             None | Some([]) => Lookup::Unknown,
             Some([i]) => self.node_lookup(*i),
             Some(many) => Lookup::Contested(self.uuids(many)),
@@ -212,7 +220,7 @@ impl Index {
 
     /// The nodes one of whose ports (or portgroups) has this MAC.
     pub(crate) fn mac_claims(&self, mac: MacAddr6) -> &[u32] {
-        self.by_mac.get(&mac).map_or(&[], Vec::as_slice)
+        self.by_mac.get(&mac).map_or(&[], |s| s.as_slice())
     }
 
     /// The node at `i`, or why it is not served.
@@ -347,15 +355,15 @@ mod tests {
         assert_eq!(
             idx.claims(ip("192.0.2.1")),
             Some(&AddressClaims {
-                node: vec![0],
-                configdrive: vec![]
+                node: smallvec::smallvec![0],
+                configdrive: smallvec::smallvec![]
             })
         );
         assert_eq!(
             idx.claims(ip("192.0.2.9")),
             Some(&AddressClaims {
-                node: vec![],
-                configdrive: vec![0]
+                node: smallvec::smallvec![],
+                configdrive: smallvec::smallvec![0]
             })
         );
         assert_eq!(idx.claims(ip("192.0.2.2")), None);

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::identity::Index;
 use crate::ironic::model::{Inventory, Node, Port, Portgroup};
-use crate::node::{build_one, ConfigDrive, DriveCache, NodeView};
+use crate::node::{build_one, Builder, ConfigDrive, DriveCache, NodeView};
 
 /// A source that can refresh on demand when a client address is unknown.
 #[async_trait]
@@ -91,10 +91,31 @@ impl Catalog {
 
     /// Index a fresh inventory and publish it. Returns the warnings found in it.
     pub(crate) fn publish(&self, inventory: Inventory) -> Vec<String> {
-        let mut drives = self.drives.lock().unwrap_or_else(|e| e.into_inner());
-        let (views, used) = crate::node::build(inventory, &self.dns, &mut drives);
-        *drives = used;
-        drop(drives);
+        let Inventory {
+            nodes,
+            ports,
+            portgroups,
+        } = inventory;
+        let mut b = self.builder(ports, portgroups);
+        b.add(nodes);
+        self.publish_built(b)
+    }
+
+    /// A build of a whole fleet from its links, fed page by page of nodes, then published
+    /// with [`Catalog::publish_built`]. It reuses the decoded images of the current index.
+    pub(crate) fn builder(&self, ports: Vec<Port>, portgroups: Vec<Portgroup>) -> Builder {
+        let old = self
+            .drives
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Builder::new(ports, portgroups, &self.dns, old)
+    }
+
+    /// Index what `b` built and publish it. Returns the warnings found in it.
+    pub(crate) fn publish_built(&self, b: Builder) -> Vec<String> {
+        let (views, used) = b.finish();
+        *self.drives.lock().unwrap_or_else(|e| e.into_inner()) = used;
         self.install(Index::build(views, &self.served_states))
     }
 

@@ -18,9 +18,11 @@ use async_trait::async_trait;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use super::{Catalog, OnDemand, Update};
-use crate::ironic::model::{micros, Node, Raw};
+use crate::ironic::client::FleetSink;
+use crate::ironic::model::{micros, Node, Port, Portgroup, Raw};
 use crate::ironic::{ClientError, IronicClient};
 use crate::metrics::Metrics;
+use crate::node::Builder;
 use crate::policy::limiter::client_key;
 
 #[derive(Debug, Clone)]
@@ -95,6 +97,37 @@ struct PollState {
     /// database sorts never-updated nodes first): full sweeps every [`SWEEPS_ONLY_EVERY`]
     /// instead, and polling is tried again after the full interval.
     sweeps_only: Option<Instant>,
+}
+
+/// A full sweep as it arrives: views built from each page of nodes.
+struct Sweep<'a> {
+    refresher: &'a Arc<Refresher>,
+    build: Option<Builder>,
+    /// Links created after this (microseconds) are remembered in `recent`.
+    since: i64,
+    /// Ports and portgroups the next polls' margin still shows, with their creation time.
+    recent: HashMap<String, i64>,
+}
+
+impl FleetSink for Sweep<'_> {
+    fn links(&mut self, ports: Vec<Port>, portgroups: Vec<Portgroup>) {
+        self.recent = ports
+            .iter()
+            .map(|p| (&p.uuid, &p.created_at))
+            .chain(portgroups.iter().map(|g| (&g.uuid, &g.created_at)))
+            .filter_map(|(u, c)| micros(c.as_deref()).map(|t| (u, t)))
+            .filter(|(_, t)| *t >= self.since)
+            .map(|(u, t)| (u.clone(), t))
+            .collect();
+        self.build = Some(self.refresher.catalog.builder(ports, portgroups));
+    }
+
+    fn nodes(&mut self, mut nodes: Vec<Node>) {
+        self.refresher.resolve_urls(&mut nodes);
+        if let Some(b) = self.build.as_mut() {
+            b.add(nodes);
+        }
+    }
 }
 
 /// Why a poll gave up on polling.
@@ -249,26 +282,28 @@ impl Refresher {
         self.job(async {
             let t0 = Instant::now();
             let started = now_micros();
-            let result = self.client.fetch_inventory().await;
+            // Views are built page by page as the nodes arrive (ports and portgroups
+            // first): a sweep holds one page of Ironic's answer at a time.
+            let mut sink = Sweep {
+                refresher: self,
+                build: None,
+                // Links this sweep reads that the next polls' margin still shows are
+                // known, not changes.
+                since: started.saturating_sub(self.skew()),
+                recent: HashMap::new(),
+            };
+            let result = self.client.fetch_paged(&mut sink).await;
             let elapsed = t0.elapsed();
             self.metrics.source.sweeps.with_label_values(&[kind]).inc();
             self.metrics.source.sweep_seconds.observe(elapsed.as_secs_f64());
             match result {
-                Ok(mut inventory) => {
-                    // Links this sweep read that the next polls' margin still shows: known,
-                    // not changes.
-                    let since = started.saturating_sub(self.skew());
-                    let recent: HashMap<String, i64> = inventory
-                        .ports
-                        .iter()
-                        .map(|p| (&p.uuid, &p.created_at))
-                        .chain(inventory.portgroups.iter().map(|g| (&g.uuid, &g.created_at)))
-                        .filter_map(|(u, c)| micros(c.as_deref()).map(|t| (u.clone(), t)))
-                        .filter(|(_, t)| *t >= since)
-                        .collect();
-                    self.resolve_urls(&mut inventory.nodes);
-                    let nodes = inventory.nodes.len();
-                    self.catalog.publish(inventory);
+                Ok(()) => {
+                    let recent = sink.recent;
+                    let build = sink
+                        .build
+                        .unwrap_or_else(|| self.catalog.builder(Vec::new(), Vec::new()));
+                    let nodes = build.len();
+                    self.catalog.publish_built(build);
                     let mut state = self.state.lock().await;
                     state.covered = started;
                     state.recent = recent;
@@ -348,7 +383,7 @@ impl Refresher {
 
     /// The newest rows of `kind` by `key`, down to `since` at least: one page, or after a
     /// burst of changes one of [`BURST_PAGE`] rows; more than that is a resync.
-    async fn probe<T: serde::de::DeserializeOwned>(
+    async fn probe<T: serde::de::DeserializeOwned + Send>(
         &self,
         kind: &str,
         key: &str,

@@ -96,6 +96,25 @@ pub(crate) struct IronicClient {
     requests: std::sync::atomic::AtomicU64,
 }
 
+/// Takes a whole fleet as [`IronicClient::fetch_paged`] reads it.
+pub(crate) trait FleetSink {
+    /// Every port and portgroup; called once, before any node.
+    fn links(&mut self, ports: Vec<Port>, portgroups: Vec<Portgroup>);
+    /// One page of nodes.
+    fn nodes(&mut self, nodes: Vec<Node>);
+}
+
+impl FleetSink for Inventory {
+    fn links(&mut self, ports: Vec<Port>, portgroups: Vec<Portgroup>) {
+        self.ports = ports;
+        self.portgroups = portgroups;
+    }
+
+    fn nodes(&mut self, nodes: Vec<Node>) {
+        self.nodes.extend(nodes);
+    }
+}
+
 impl IronicClient {
     pub(crate) fn new(config: ClientConfig) -> Result<IronicClient, ClientError> {
         let mut b = reqwest::Client::builder()
@@ -218,23 +237,31 @@ impl IronicClient {
 
     /// One full sweep: all nodes, ports and portgroups.
     pub(crate) async fn fetch_inventory(&self) -> Result<Inventory, ClientError> {
-        let minor = match self.negotiated().await {
-            Ok(m) => m,
-            Err(e) => return Err(e),
-        };
+        let mut inventory = Inventory::default();
+        self.fetch_paged(&mut inventory).await?;
+        Ok(inventory)
+    }
+
+    /// Every node, port and portgroup, handed to `sink` as they are read: the links first,
+    /// then the nodes page by page, so that the sink need never hold the whole answer.
+    pub(crate) async fn fetch_paged(
+        &self,
+        sink: &mut (dyn FleetSink + Send),
+    ) -> Result<(), ClientError> {
+        let minor = self.negotiated().await?;
         let result = async {
-            let nodes: Vec<Node> = self.list("nodes", minor).await?;
             let ports: Vec<Port> = self.list("ports", minor).await?;
             let portgroups: Vec<Portgroup> = if minor >= PORTGROUPS_MINOR {
                 self.list("portgroups", minor).await?
             } else {
                 Vec::new()
             };
-            Ok(Inventory {
-                nodes,
-                ports,
-                portgroups,
+            sink.links(ports, portgroups);
+            self.list_each("nodes", minor, &Query::detail(), usize::MAX, &mut |page| {
+                sink.nodes(page);
             })
+            .await?;
+            Ok(())
         }
         .await;
         if result.is_err() {
@@ -247,7 +274,7 @@ impl IronicClient {
     /// One page of the newest changes of `kind`: sorted by `sort_key` (`updated_at` or
     /// `created_at`), newest first, `limit` items; true when Ironic has more (it may clamp
     /// `limit` to its `max_limit`, silently).
-    pub(crate) async fn newest<T: DeserializeOwned>(
+    pub(crate) async fn newest<T: DeserializeOwned + Send>(
         &self,
         kind: &str,
         sort_key: &str,
@@ -379,7 +406,7 @@ impl IronicClient {
         parse_root(&endpoint)
     }
 
-    async fn list<T: DeserializeOwned>(
+    async fn list<T: DeserializeOwned + Send>(
         &self,
         kind: &str,
         minor: u32,
@@ -389,7 +416,7 @@ impl IronicClient {
     }
 
     /// Every item of `kind` answering `query`, following every `next` page.
-    async fn list_with<T: DeserializeOwned>(
+    async fn list_with<T: DeserializeOwned + Send>(
         &self,
         kind: &str,
         minor: u32,
@@ -401,13 +428,29 @@ impl IronicClient {
 
     /// The items of `kind` answering `query`, following `next` pages up to `max_pages`;
     /// true when a `next` page was left.
-    async fn list_pages<T: DeserializeOwned>(
+    async fn list_pages<T: DeserializeOwned + Send>(
         &self,
         kind: &str,
         minor: u32,
         query: &Query<'_>,
         max_pages: usize,
     ) -> Result<(Vec<T>, bool), ClientError> {
+        let mut out: Vec<T> = Vec::new();
+        let more = self
+            .list_each(kind, minor, query, max_pages, &mut |page| out.extend(page))
+            .await?;
+        Ok((out, more))
+    }
+
+    /// [`Client::list_pages`], each page handed to `on_page` as it is read.
+    async fn list_each<T: DeserializeOwned + Send>(
+        &self,
+        kind: &str,
+        minor: u32,
+        query: &Query<'_>,
+        max_pages: usize,
+        on_page: &mut (dyn FnMut(Vec<T>) + Send),
+    ) -> Result<bool, ClientError> {
         let root = self.root().await?;
         let mut url = if query.detail && minor < DETAIL_QUERY_MINOR {
             root.join(&format!("v1/{kind}/detail"))
@@ -428,7 +471,7 @@ impl IronicClient {
                 .append_pair("limit", &limit.to_string());
         }
         let mut pages = 0;
-        let mut out: Vec<T> = Vec::new();
+        let mut read = 0;
         let mut seen_markers = std::collections::HashSet::new();
         let mut next = url.clone();
         loop {
@@ -452,11 +495,14 @@ impl IronicClient {
                 .and_then(|raw| serde_json::from_str(raw.get()).ok())
                 .ok_or_else(|| invalid(format!("no {kind:?} list in the answer")))?;
             let page_len = items.len();
+            let mut page: Vec<T> = Vec::with_capacity(page_len);
             for (i, item) in items.into_iter().enumerate() {
                 let v: T = serde_json::from_str(item.get())
-                    .map_err(|e| invalid(format!("{kind}[{}]: {e}", out.len() + i)))?;
-                out.push(v);
+                    .map_err(|e| invalid(format!("{kind}[{}]: {e}", read + i)))?;
+                page.push(v);
             }
+            read += page_len;
+            on_page(page);
             // Follow the marker of `next`, not its host: Ironic builds `next` from its
             // public endpoint, which may not be the address we reach it at.
             let next_link = doc
@@ -464,10 +510,10 @@ impl IronicClient {
                 .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
             pages += 1;
             let marker = match next_link {
-                Some(_) if pages >= max_pages => return Ok((out, page_len > 0)),
+                Some(_) if pages >= max_pages => return Ok(page_len > 0),
                 Some(n) if page_len > 0 => marker_of(&n)
                     .ok_or_else(|| invalid(format!("next link without marker: {n}")))?,
-                _ => return Ok((out, false)),
+                _ => return Ok(false),
             };
             if !seen_markers.insert(marker.clone()) {
                 return Err(invalid(format!("pagination loops at marker {marker}")));

@@ -30,30 +30,79 @@ pub(crate) fn build(
         ports,
         portgroups,
     } = inventory;
-    let mut used = DriveCache::new();
-    let mut by_node: HashMap<&str, Vec<&Port>> = HashMap::new();
-    for p in &ports {
-        if let Some(n) = p.node_uuid.as_deref() {
-            by_node.entry(n).or_default().push(p);
+    let mut b = Builder::new(ports, portgroups, dns, std::mem::take(cache));
+    b.add(nodes);
+    b.finish()
+}
+
+/// Views built page by page: the links first, then each page of nodes as it arrives, so
+/// that a sweep never holds more of Ironic's answer than one page (at 100,000 nodes the
+/// whole answer is gigabytes of JSON, and what it leaves behind, scattered among the
+/// views, would stay in the process's resident memory).
+pub(crate) struct Builder {
+    ports: HashMap<String, Vec<Port>>,
+    groups: HashMap<String, Vec<Portgroup>>,
+    dns: Vec<IpAddr>,
+    old: DriveCache,
+    used: DriveCache,
+    views: Vec<NodeView>,
+}
+
+impl Builder {
+    /// `old`: the decoded configdrive images of the previous build.
+    pub(crate) fn new(
+        ports: Vec<Port>,
+        portgroups: Vec<Portgroup>,
+        dns: &[IpAddr],
+        old: DriveCache,
+    ) -> Builder {
+        let mut by_node: HashMap<String, Vec<Port>> = HashMap::new();
+        for p in ports {
+            if let Some(n) = p.node_uuid.clone() {
+                by_node.entry(n).or_default().push(p);
+            }
+        }
+        let mut groups: HashMap<String, Vec<Portgroup>> = HashMap::new();
+        for g in portgroups {
+            if let Some(n) = g.node_uuid.clone() {
+                groups.entry(n).or_default().push(g);
+            }
+        }
+        Builder {
+            ports: by_node,
+            groups,
+            dns: dns.to_vec(),
+            old,
+            used: DriveCache::new(),
+            views: Vec::new(),
         }
     }
-    let mut groups: HashMap<&str, Vec<&Portgroup>> = HashMap::new();
-    for g in &portgroups {
-        if let Some(n) = g.node_uuid.as_deref() {
-            groups.entry(n).or_default().push(g);
+
+    /// Views of these nodes; each node is dropped as soon as its view is built.
+    pub(crate) fn add(&mut self, nodes: Vec<Node>) {
+        self.views.reserve(nodes.len());
+        for n in nodes {
+            let p: Vec<&Port> = self
+                .ports
+                .get(&n.uuid)
+                .map_or(Vec::new(), |v| v.iter().collect());
+            let g: Vec<&Portgroup> = self
+                .groups
+                .get(&n.uuid)
+                .map_or(Vec::new(), |v| v.iter().collect());
+            let view = build_one(&n, &p, &g, &self.dns, &mut self.old, &mut self.used);
+            self.views.push(view);
         }
     }
-    // Each node is dropped as soon as its view is built, so the memory of Ironic's answer
-    // is reused for the views instead of adding to it.
-    let views = nodes
-        .into_iter()
-        .map(|n| {
-            let p = by_node.get(n.uuid.as_str()).map_or(&[][..], Vec::as_slice);
-            let g = groups.get(n.uuid.as_str()).map_or(&[][..], Vec::as_slice);
-            build_one(&n, p, g, dns, cache, &mut used)
-        })
-        .collect();
-    (views, used)
+
+    pub(crate) fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// The views, and the decoded images they use (the cache of the next build).
+    pub(crate) fn finish(self) -> (Vec<NodeView>, DriveCache) {
+        (self.views, self.used)
+    }
 }
 
 /// The view of one node with its ports and portgroups; decoded images are taken from
