@@ -13,7 +13,10 @@ Runs the benchmark scenarios and writes DIR/results.md and DIR/results.json (DIR
 bench/). Results of scenarios not run this time are kept from DIR/results.json.
 
 Scenarios (LIST is comma-separated; default: all, always in this order):
-  hotpath    nginx vs ironic-metadata serving the same meta_data.json, wrk -c50, 1 and 2 threads
+  hotpath    ironic-metadata vs nginx serving the same meta_data.json, wrk -c50, 1 and 2
+             threads; nginx with `sendfile off` and with `sendfile on; tcp_nopush on;`, the
+             faster is the reference; a bare hyper server (examples/hyper_ceiling.rs) is the
+             ceiling. A run with any answer that is not 2xx fails (also in l2)
   storm      1,000 nodes of a real Ironic fetch cloud-init's 6 files at once
   coldstart  process start to ready with 1,000 and 10,000 nodes in Ironic, vs curl of the pages
   memory     RSS per indexed node; RSS around 100,000 rate-limited client addresses
@@ -45,6 +48,8 @@ Environment:
                            reuses the release build; "bench" is plain `cargo bench`)
   FAKE_IRONIC_BIN          the fake Ironic for scale, instead of
                            `cargo build --release --locked --example fake_ironic`
+  HYPER_CEILING_BIN        the bare hyper server for hotpath, instead of
+                           `cargo build --release --locked --example hyper_ceiling`
   BENCH_NOTE               same as --note
 
 Installs what it needs first (as root or with sudo): nginx, wrk, curl, util-linux and
@@ -164,6 +169,17 @@ if wants scale; then
   fi
   [ -x "$fake_ironic" ] || { echo "bench: $fake_ironic is not an executable" >&2; exit 1; }
 fi
+hyper_ceiling=""
+if wants hotpath; then
+  if [ -n "${HYPER_CEILING_BIN:-}" ]; then
+    hyper_ceiling=$HYPER_CEILING_BIN
+  else
+    scripts/ensure-deps.sh
+    cargo build --release --locked --example hyper_ceiling
+    hyper_ceiling="${CARGO_TARGET_DIR:-target}/release/examples/hyper_ceiling"
+  fi
+  [ -x "$hyper_ceiling" ] || { echo "bench: $hyper_ceiling is not an executable" >&2; exit 1; }
+fi
 if wants criterion && [ -z "$criterion_from" ]; then
   command -v cargo >/dev/null 2>&1 || { echo "bench: the criterion scenario needs cargo" >&2; exit 1; }
 fi
@@ -174,4 +190,5 @@ args=(--bin "$bin" --out "$out" --binary-origin "$origin" --note "$note")
 [ -n "$criterion_from" ] && args+=(--criterion-from "$criterion_from")
 [ -n "$build_seconds" ] && args+=(--build-seconds "$build_seconds")
 [ -n "$fake_ironic" ] && args+=(--fake-ironic "$fake_ironic")
+[ -n "$hyper_ceiling" ] && args+=(--hyper-ceiling "$hyper_ceiling")
 exec "$python" scripts/bench/run.py "${args[@]}"

@@ -2,10 +2,17 @@
 ironic-metadata through its whole request path (client address, zone, rate limit, hygiene,
 token, identity, render), at the same number of worker threads, under wrk.
 
-For each thread count N, both servers run side by side on free loopback ports and take turns
-(nginx, ours, nginx, ours, ...) for ROUNDS rounds; every measured run follows a short
-warm-up run on the same server. wrk keeps 50 keep-alive connections open; a Lua done() hook
-prints the exact p50/p99/p99.9 from wrk's histogram.
+nginx runs in the two configurations that serve a small file fastest: `sendfile off` (its
+compiled default) and `sendfile on; tcp_nopush on;` (Debian's nginx.conf); the faster of the
+two (median req/s) is the reference. `sendfile on` without `tcp_nopush` sends the header and
+a small body in two segments and is not a fair reference. A bare hyper server answering the
+same bytes (examples/hyper_ceiling.rs) is the ceiling, when its binary is given.
+
+For each thread count N, all servers run side by side on free loopback ports and take turns
+(nginx, nginx, ours, hyper, nginx, ...) for ROUNDS rounds; every measured run follows a
+short warm-up run on the same server. wrk keeps 50 keep-alive connections open; a Lua done()
+hook prints the exact p50/p99/p99.9 from wrk's histogram. A run with any answer that is not
+2xx (wrk's "Non-2xx or 3xx responses" line) fails the scenario.
 
 With N = 1 the server is pinned to CPU 0 and wrk to CPU 1; with N = 2 all share both CPUs.
 """
@@ -54,7 +61,7 @@ http {{
     scgi_temp_path {dir}/tmp/scgi;
     types {{ }}
     default_type application/json;
-    sendfile on;
+    {sendfile}
     keepalive_timeout 15s;
     keepalive_requests 100000000;
     server {{
@@ -65,8 +72,15 @@ http {{
 """
 
 
+# The nginx configurations measured; the faster one is the reference.
+NGINX_VARIANTS = {
+    "nginx-sendfile-off": "sendfile off;",
+    "nginx-nopush": "sendfile on;\n    tcp_nopush on;",
+}
+
+
 class Nginx:
-    def __init__(self, workdir, port, workers, body, cpus=None):
+    def __init__(self, workdir, port, workers, body, cpus=None, sendfile=NGINX_VARIANTS["nginx-sendfile-off"]):
         self.dir, self.port = Path(workdir), port
         (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
         target = self.dir / "www" / PATH.lstrip("/")
@@ -76,7 +90,7 @@ class Nginx:
         for p in [self.dir, *self.dir.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, dir=self.dir, port=port))
+        conf.write_text(NGINX_CONF.format(workers=workers, dir=self.dir, port=port, sendfile=sendfile))
         cmd = [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-e", str(self.dir / "error.log"),
                "-c", str(conf)]
         if cpus is not None:
@@ -112,13 +126,54 @@ def wrk(port, seconds, threads, lua, cpus=None):
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60))
 
 
+class Hyper:
+    """examples/hyper_ceiling.rs: every request answered with `body`, nothing else."""
+
+    def __init__(self, binary, workdir, port, threads, body, cpus=None):
+        self.port = port
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        body_file = workdir / "body"
+        body_file.write_bytes(body)
+        cmd = [str(binary), "--port", str(port), "--body", str(body_file), "--threads", str(threads)]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(workdir / "stderr.log", "wb"))
+
+        def serving():
+            if self.proc.poll() is not None:
+                raise SystemExit("hyper_ceiling exited:\n" + (workdir / "stderr.log").read_text())
+            try:
+                return http_get(self.port, PATH)[0] == 200
+            except OSError:
+                return False
+        try:
+            wait_for(serving, "hyper_ceiling", 30)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
 def parse_wrk(out):
-    """The WRK_JSON line that WRK_LUA prints, from a finished wrk run."""
+    """The WRK_JSON line that WRK_LUA prints, from a finished wrk run. A run with any answer
+    that is not 2xx (wrk's "Non-2xx or 3xx responses" line, its status error count) or with
+    no answer at all fails."""
+    for line in out.stdout.splitlines():
+        if line.strip().startswith("Non-2xx"):
+            raise SystemExit(f"wrk: not every answer was 2xx: {line.strip()}\n{out.stdout}")
     for line in out.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             doc = json.loads(line[len("WRK_JSON "):])
             lat = doc["latency_us"]
             errors = sum(doc["errors"].values())
+            if doc["errors"]["status"] or not doc["requests"]:
+                raise SystemExit(f"wrk: {doc['requests']} answers, {doc['errors']['status']} not 2xx:\n{out.stdout}")
             return {
                 "requests": doc["requests"],
                 "rps": doc["requests"] / (doc["duration_us"] / 1e6),
@@ -156,54 +211,73 @@ def run(ctx):
     results = {
         "path": PATH, "inventory": "examples/inventory.json (node web-0 claims 127.0.0.1)",
         "connections": CONNECTIONS, "duration_s": duration, "warmup_s": warmup, "rounds": rounds,
-        "wrk_threads": 1, "by_threads": {},
+        "wrk_threads": 1, "nginx_variants": NGINX_VARIANTS, "ceiling": bool(getattr(ctx, "hyper", None)),
+        "by_threads": {},
     }
     for n in (1, 2):
-        # N = 1: server on CPU 0, wrk on CPU 1. N = 2: both servers' threads and wrk share
-        # the two CPUs.
-        server_cpus, wrk_cpus = ("0", "1") if n == 1 and (os.cpu_count() or 1) >= 2 else (None, None)
-        # wrk's 50 connections all come from 127.0.0.1: above the default per-client cap
-        # of 32 connections, which a metadata client never reaches.
-        ours = Service(ctx.binary, ["--inventory", str(inventory)], work, policy,
-                       extra=["--threads", str(n), "--max-connections-per-client", "1000"],
-                       cpus=server_cpus)
-        nginx = None
-        try:
-            ours.wait_ready(30)
-            status = http_get(ours.port, PATH)[0]
-            if status != 200:
-                raise SystemExit(f"ironic-metadata answered {status} for {PATH} from 127.0.0.1")
-            # The body as ours serves it, fetched with curl as any client would.
-            body_file = work / f"meta_data-{n}.json"
-            subprocess.run(["curl", "-sf", "-o", str(body_file), f"http://127.0.0.1:{ours.port}{PATH}"], check=True)
-            body = body_file.read_bytes()
-            nginx = Nginx(work / f"nginx-{n}", free_port(), n, body, cpus=server_cpus)
-            same = http_get(nginx.port, PATH)[1] == body
-            if not same:
-                raise SystemExit("nginx does not serve the body byte for byte")
-            results["body_bytes"] = len(body)
-            runs = []
-            for r in range(1, rounds + 1):
-                for name, port in (("nginx", nginx.port), ("ours", ours.port)):
-                    wrk(port, warmup, 1, lua, wrk_cpus)
-                    res = wrk(port, duration, 1, lua, wrk_cpus)
-                    res.update(server=name, round=r)
-                    runs.append(res)
-                    log(f"hotpath N={n} round {r} {name:5}: {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms"
-                        f"  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p999_ms']:.3f} ms  errors {res['errors']}")
-        finally:
-            ours.stop()
-            if nginx:
-                nginx.stop()
-        med = {s: summarize([r for r in runs if r["server"] == s]) for s in ("nginx", "ours")}
-        ratio = {
-            "rps": med["ours"]["rps"] / med["nginx"]["rps"],
-            "p99": med["ours"]["p99_ms"] / med["nginx"]["p99_ms"],
-            "p999": med["ours"]["p999_ms"] / med["nginx"]["p999_ms"],
-        }
-        results["by_threads"][str(n)] = {"pinned": server_cpus is not None, "runs": runs,
-                                         "median": med, "ratio": ratio}
-        log(f"hotpath N={n}: ours/nginx req/s {ratio['rps']:.2f}, p99 {ratio['p99']:.2f}")
+        results["by_threads"][str(n)] = measure(ctx, work, policy, inventory, lua, n, duration, warmup, rounds, results)
     results["pinning"] = ("N=1: server on CPU 0, wrk on CPU 1; N=2: no pinning (servers and wrk share both CPUs)"
                           if results["by_threads"]["1"]["pinned"] else "no pinning")
     return results
+
+
+def measure(ctx, work, policy, inventory, lua, n, duration, warmup, rounds, results):
+    """All servers at N threads, taking turns; medians, the reference and the ratios."""
+    # N = 1: server on CPU 0, wrk on CPU 1. N = 2: the servers' threads and wrk share
+    # the two CPUs.
+    server_cpus, wrk_cpus = ("0", "1") if n == 1 and (os.cpu_count() or 1) >= 2 else (None, None)
+    # wrk's 50 connections all come from 127.0.0.1: above the default per-client cap
+    # of 32 connections, which a metadata client never reaches.
+    ours = Service(ctx.binary, ["--inventory", str(inventory)], work, policy,
+                   extra=["--threads", str(n), "--max-connections-per-client", "1000"],
+                   cpus=server_cpus)
+    others = {}
+    try:
+        ours.wait_ready(30)
+        status = http_get(ours.port, PATH)[0]
+        if status != 200:
+            raise SystemExit(f"ironic-metadata answered {status} for {PATH} from 127.0.0.1")
+        # The body as ours serves it, fetched with curl as any client would.
+        body_file = work / f"meta_data-{n}.json"
+        subprocess.run(["curl", "-sf", "-o", str(body_file), f"http://127.0.0.1:{ours.port}{PATH}"], check=True)
+        body = body_file.read_bytes()
+        for name, sendfile in NGINX_VARIANTS.items():
+            others[name] = Nginx(work / f"{name}-{n}", free_port(), n, body, cpus=server_cpus, sendfile=sendfile)
+        if getattr(ctx, "hyper", None):
+            others["hyper"] = Hyper(ctx.hyper, work / f"hyper-{n}", free_port(), n, body, cpus=server_cpus)
+        for name, server in others.items():
+            if http_get(server.port, PATH)[1] != body:
+                raise SystemExit(f"{name} does not serve the body byte for byte")
+        results["body_bytes"] = len(body)
+        ports = {name: s.port for name, s in others.items() if name != "hyper"}
+        ports["ours"] = ours.port
+        if "hyper" in others:
+            ports["hyper"] = others["hyper"].port
+        runs = []
+        for r in range(1, rounds + 1):
+            for name, port in ports.items():
+                wrk(port, warmup, 1, lua, wrk_cpus)
+                res = wrk(port, duration, 1, lua, wrk_cpus)
+                res.update(server=name, round=r)
+                runs.append(res)
+                log(f"hotpath N={n} round {r} {name:18}: {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.3f} ms"
+                    f"  p99 {res['p99_ms']:.3f} ms  p99.9 {res['p999_ms']:.3f} ms  errors {res['errors']}")
+    finally:
+        ours.stop()
+        for server in others.values():
+            server.stop()
+    med = {s: summarize([r for r in runs if r["server"] == s]) for s in ports}
+    reference = max(NGINX_VARIANTS, key=lambda v: med[v]["rps"])
+    ref = med[reference]
+    ratio = {
+        "rps": med["ours"]["rps"] / ref["rps"],
+        "p99": med["ours"]["p99_ms"] / ref["p99_ms"],
+        "p999": med["ours"]["p999_ms"] / ref["p999_ms"],
+    }
+    if "hyper" in med:
+        ratio["rps_of_ceiling"] = med["ours"]["rps"] / med["hyper"]["rps"]
+        ratio["p99_of_ceiling"] = med["ours"]["p99_ms"] / med["hyper"]["p99_ms"]
+    log(f"hotpath N={n}: reference {reference}; ours/nginx req/s {ratio['rps']:.2f}, p99 {ratio['p99']:.2f}"
+        + (f"; ours/hyper req/s {ratio['rps_of_ceiling']:.2f}" if "hyper" in med else ""))
+    return {"pinned": server_cpus is not None, "runs": runs, "median": med, "reference": reference,
+            "ratio": ratio}

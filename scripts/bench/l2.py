@@ -5,6 +5,8 @@ without MAC checks and one with `verify_mac = true` (each answer then asks the k
 its route to the client and the client's neighbour entry). wrk in the client namespace
 alternates between them, first on kept-alive connections (the MAC is asked on a
 connection's first request), then with `Connection: close` (asked on every request).
+Every wrk run is read by hotpath's parse_wrk: an answer that is not 2xx (wrk's "Non-2xx or
+3xx responses" line) fails the scenario.
 
 Needs root (it creates the two namespaces and always removes them). The server is pinned
 to CPU 0 and wrk to CPU 1.

@@ -48,9 +48,10 @@ NEEDS_IRONIC = {"storm", "coldstart", "memory", "scale"}
 class Context:
     """What the scenarios share: the binary, a scratch directory, one seeded Ironic."""
 
-    def __init__(self, binary, workdir, criterion_from, fake_ironic=None):
+    def __init__(self, binary, workdir, criterion_from, fake_ironic=None, hyper=None):
         self.binary = binary
         self.fake_ironic = fake_ironic  # examples/fake_ironic.rs, built (scale)
+        self.hyper = hyper  # examples/hyper_ceiling.rs, built (hotpath's ceiling)
         self.workdir = workdir
         self.criterion_from = criterion_from
         self.results = {}  # this run's results so far, by scenario
@@ -94,6 +95,7 @@ def main():
     parser.add_argument("--criterion-from", help="read existing criterion results from DIR instead of running cargo")
     parser.add_argument("--build-seconds", type=float, help="time the release build took")
     parser.add_argument("--fake-ironic", help="the fake Ironic binary (examples/fake_ironic.rs) for scale")
+    parser.add_argument("--hyper-ceiling", help="the bare hyper server (examples/hyper_ceiling.rs) for hotpath")
     args = parser.parse_args()
 
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -133,7 +135,8 @@ def main():
     })
     workdir = Path(tempfile.mkdtemp(prefix="ironic-metadata-bench-"))
     fake = Path(args.fake_ironic).resolve() if args.fake_ironic else None
-    ctx = Context(binary, workdir, args.criterion_from, fake)
+    hyper = Path(args.hyper_ceiling).resolve() if args.hyper_ceiling else None
+    ctx = Context(binary, workdir, args.criterion_from, fake, hyper)
     failed = []
     try:
         for name in chosen:
