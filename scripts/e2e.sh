@@ -18,6 +18,10 @@ scripts/ensure-deps.sh
 if ! command -v genisoimage >/dev/null && ! command -v mkisofs >/dev/null && ! command -v xorrisofs >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq genisoimage >/dev/null
 fi
+# The clients scenario makes SSH host keys and compares ssh-keygen's fingerprints.
+if ! command -v ssh-keygen >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null
+fi
 scripts/ironic/setup-venv.sh
 # cloud-init itself is not on PyPI: unpack Debian's package to run its converters.
 cloudinit_dir=.venv-ironic/cloud-init

@@ -140,3 +140,33 @@ fn readyz(
     }
     reply
 }
+
+/// `GET /nodes/<uuid>/checkin`: the check-ins of the node's current deployment, as JSON
+/// (404 when the node is unknown or has none); `None` for any other path.
+pub(crate) fn checkin(
+    method: &str,
+    path: &str,
+    catalog: &Catalog,
+    checkins: &crate::metadata::checkin::CheckinStore,
+) -> Option<Reply> {
+    let route = path.split('?').next().unwrap_or("");
+    let uuid = route.strip_prefix("/nodes/")?.strip_suffix("/checkin")?;
+    if method != "GET" && method != "HEAD" {
+        return Some(Refusal::MethodNotAllowed.reply());
+    }
+    let index = catalog.index();
+    let Some(node) = index.nodes().iter().find(|n| n.uuid == uuid) else {
+        return Some(Refusal::NotFound.reply());
+    };
+    let Some(c) = checkins.get(&node.uuid, &node.deployment) else {
+        return Some(Refusal::NotFound.reply());
+    };
+    let mut doc = json!({"node": node.uuid});
+    if let (Some(d), Ok(serde_json::Value::Object(fields))) =
+        (doc.as_object_mut(), serde_json::to_value(c))
+    {
+        d.extend(fields);
+    }
+    let body = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    Some(Reply::ok(JSON, format!("{body}\n")))
+}

@@ -16,7 +16,8 @@ use crate::identity::neighbour::Neighbours;
 use crate::identity::Sources;
 use crate::identity_token::Issuer;
 use crate::inventory::Catalog;
-use crate::metadata::password::PasswordStore;
+use crate::metadata::checkin::{self, CheckinStore};
+use crate::metadata::password::{self, PasswordStore};
 use crate::metadata::render::{self, TreeOptions};
 use crate::metadata::route::{self, Route, RouteError};
 use crate::policy::token::{self, TokenKey};
@@ -44,7 +45,8 @@ pub(crate) struct Request<'a> {
     pub(crate) token_ttl: Option<&'a str>,
     /// `If-None-Match`.
     pub(crate) if_none_match: Option<&'a str>,
-    /// The request body (read only for a password POST); `None` when it was too large.
+    /// The request body (read only for a password or check-in POST); `None` when it was
+    /// too large.
     pub(crate) body: Option<&'a [u8]>,
     /// The request announces a body (Content-Length above 0 or Transfer-Encoding).
     pub(crate) has_body: bool,
@@ -64,6 +66,8 @@ pub(crate) struct Context<'a> {
     pub(crate) policy: &'a Policy,
     pub(crate) tokens: &'a TokenKey,
     pub(crate) passwords: &'a PasswordStore,
+    /// Check-ins of booted nodes (phone_home, reporting).
+    pub(crate) checkins: &'a CheckinStore,
     /// Settings that shape the trees.
     pub(crate) tree: &'a TreeOptions,
     pub(crate) now: SystemTime,
@@ -120,10 +124,21 @@ impl NodeRequest {
         }
     }
 
-    /// A POST of the password: the one request whose body is read.
+    /// A POST of the password or of a check-in: the requests whose body is read.
     pub(crate) fn is_password_post(&self, req: &Request<'_>) -> bool {
         req.method == "POST"
-            && matches!(&self.route, Route::OpenStack { file: Some(f), .. } if f == "password")
+            && matches!(&self.route, Route::OpenStack { file: Some(f), .. }
+                if f == "password" || checkin::Kind::of_file(f).is_some())
+    }
+
+    /// The largest body read for this request.
+    pub(crate) fn body_limit(&self) -> usize {
+        match &self.route {
+            Route::OpenStack { file: Some(f), .. } if checkin::Kind::of_file(f).is_some() => {
+                checkin::MAX_BODY
+            }
+            _ => password::MAX_SIZE,
+        }
     }
 }
 
@@ -315,8 +330,8 @@ fn hygiene(req: &Request<'_>) -> Result<Vec<String>, Denied> {
     Ok(segments)
 }
 
-/// Reads carry no body; the writes are the token PUT (AWS IMDSv2) and the password POST
-/// (cloudbase-init).
+/// Reads carry no body; the writes are the token PUT (AWS IMDSv2), the password POST
+/// (cloudbase-init) and the check-in POSTs (cloud-init's phone_home and reporting).
 fn method_allowed(req: &Request<'_>, segments: &[String]) -> Result<(), Denied> {
     let read = req.method == "GET" || req.method == "HEAD";
     if req.has_body && read {
@@ -325,7 +340,11 @@ fn method_allowed(req: &Request<'_>, segments: &[String]) -> Result<(), Denied> 
     let allowed = match req.method {
         "GET" | "HEAD" => true,
         "PUT" => segments.len() == 3 && segments[1] == "api" && segments[2] == "token",
-        "POST" => segments.len() == 3 && segments[0] == "openstack" && segments[2] == "password",
+        "POST" => {
+            segments.len() == 3
+                && segments[0] == "openstack"
+                && (segments[2] == "password" || checkin::Kind::of_file(&segments[2]).is_some())
+        }
         _ => false,
     };
     if allowed {

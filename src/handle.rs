@@ -10,6 +10,7 @@ use crate::identity::link::{identify, Client, Rules};
 use crate::identity_token::{self, TokenRequest};
 use crate::inventory::OnDemand;
 use crate::longpoll::{self, Wait};
+use crate::metadata::checkin::{CheckinError, Kind};
 use crate::metadata::password::PasswordError;
 use crate::metadata::render;
 use crate::metadata::route::Route;
@@ -126,6 +127,13 @@ pub(crate) fn again(ctx: &Context<'_>, req: &Request<'_>, parked: &Parked) -> Ou
 pub(crate) struct Pending {
     seen: Seen,
     node: NodeRequest,
+}
+
+impl Pending {
+    /// The largest body read for it (a password's or a check-in's).
+    pub(crate) fn body_limit(&self) -> usize {
+        self.node.body_limit()
+    }
 }
 
 /// The whole path, plus one on-demand refresh when the address is unknown: a node deployed
@@ -278,10 +286,43 @@ fn serve(
         if f == "password" && versions::has(version, versions::GRIZZLY) {
             return password(ctx, req, &node);
         }
+        if let Some(kind) = Kind::of_file(f) {
+            return checkin(ctx, req, &node, kind);
+        }
     }
     let reply = render::render(&node, route, client.ip, ctx.tree).map_err(Denied::new)?;
     let asker = (client.ip, ctx.now);
     identity_token::place(ctx.identity, ctx.policy, route, &node, reply, asker)
+}
+
+/// `/openstack/<version>/phone_home` and `.../reporting`: a POST stores the calling node's
+/// check-in (400 malformed, 413 over 16 KiB, 429 too many, nothing stored); GET is 405.
+fn checkin(
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    node: &NodeView,
+    kind: Kind,
+) -> Result<Reply, Denied> {
+    if req.method != "POST" {
+        return Err(Denied::new(Refusal::MethodNotAllowed).detail("check-ins are POSTed"));
+    }
+    let Some(body) = req.body else {
+        ctx.checkins.count(kind, "too_large");
+        return Err(Refusal::CheckinTooLarge.into());
+    };
+    match ctx
+        .checkins
+        .record(&node.uuid, &node.deployment, kind, body)
+    {
+        Ok(()) => Ok(Reply::text("")),
+        Err(CheckinError::Malformed(why)) => {
+            Err(Denied::new(Refusal::CheckinMalformed).detail(why))
+        }
+        Err(CheckinError::RateLimited) => Err(Refusal::CheckinRateLimited.into()),
+        Err(e @ CheckinError::Io(_)) => {
+            Err(Denied::new(Refusal::CheckinNotStored).detail(e.to_string()))
+        }
+    }
 }
 
 /// `/openstack/<version>/password`: GET returns the stored value (empty when none), POST
@@ -477,12 +518,14 @@ trusted_proxies = ["10.0.3.1"]
         let policy = policy();
         let tokens = TokenKey::random();
         let passwords = PasswordStore::new(None).unwrap();
+        let checkins = crate::metadata::checkin::CheckinStore::new(None).unwrap();
         let ctx = Context {
             catalog: &catalog,
             neighbours,
             policy: &policy,
             tokens: &tokens,
             passwords: &passwords,
+            checkins: &checkins,
             tree: &Default::default(),
             now: SystemTime::now(),
             today: "2026-11-27",

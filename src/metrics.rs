@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) policy: Policy,
     /// The metadata listener's connections and what its clients cost.
     pub(crate) conn: Conn,
+    /// Check-ins of booted nodes by kind (`phone_home`, `reporting`) and result.
+    pub(crate) checkins: IntCounterVec,
     /// Signed identity tokens and their keys.
     pub(crate) identity: Identity,
 }
@@ -304,6 +306,11 @@ impl Metrics {
             source: Source::new(&m),
             policy: Policy::new(&m),
             conn: Conn::new(&m),
+            checkins: m.counters(
+                "metadata_checkins_total",
+                "Check-ins of booted nodes, by kind (phone_home, reporting) and result (stored, malformed, too_large, rate_limited, not_stored)",
+                &["kind", "result"],
+            ),
             identity: Identity::new(&m),
             registry: m.0,
         }

@@ -26,6 +26,7 @@ pub struct RequestPath {
     policy: Arc<Policy>,
     tokens: TokenKey,
     passwords: PasswordStore,
+    checkins: crate::metadata::checkin::CheckinStore,
     identity: Option<Issuer>,
 }
 
@@ -44,6 +45,7 @@ impl RequestPath {
             policy: store.current(),
             tokens: TokenKey::random(),
             passwords: PasswordStore::new(None)?,
+            checkins: crate::metadata::checkin::CheckinStore::new(None)?,
             identity: None,
         })
     }
@@ -74,6 +76,7 @@ impl RequestPath {
             policy: &self.policy,
             tokens: &self.tokens,
             passwords: &self.passwords,
+            checkins: &self.checkins,
             tree: &Default::default(),
             now: SystemTime::now(),
             today: "2026-11-27",

@@ -171,6 +171,14 @@ pub(crate) enum Refusal {
     PasswordTooLong,
     /// The password could not be stored.
     PasswordNotStored,
+    /// A check-in (phone_home, reporting) whose body is not what cloud-init sends.
+    CheckinMalformed,
+    /// A check-in body over 16 KiB.
+    CheckinTooLarge,
+    /// The node sent more check-ins than allowed.
+    CheckinRateLimited,
+    /// The check-in could not be stored.
+    CheckinNotStored,
     /// A body on a request that takes none (anything but the token PUT and password POST).
     BodyNotAccepted,
     /// More header lines or header bytes than any metadata client sends.
@@ -244,6 +252,10 @@ impl Refusal {
             Refusal::PasswordExists => "password_exists",
             Refusal::PasswordTooLong => "password_too_long",
             Refusal::PasswordNotStored => "password_not_stored",
+            Refusal::CheckinMalformed => "checkin_malformed",
+            Refusal::CheckinTooLarge => "checkin_too_large",
+            Refusal::CheckinRateLimited => "checkin_rate_limited",
+            Refusal::CheckinNotStored => "checkin_not_stored",
             Refusal::BodyNotAccepted => "body_not_accepted",
             Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::BodyTimeout => "body_timeout",
@@ -298,6 +310,10 @@ impl Refusal {
             Refusal::PasswordExists => (409, "password already set\n"),
             Refusal::PasswordTooLong => (400, "password too long\n"),
             Refusal::PasswordNotStored => (500, "password not stored\n"),
+            Refusal::CheckinMalformed => (400, "malformed check-in\n"),
+            Refusal::CheckinTooLarge => (413, "check-in over 16384 bytes\n"),
+            Refusal::CheckinRateLimited => (429, "too many check-ins\n"),
+            Refusal::CheckinNotStored => (500, "check-in not stored\n"),
             Refusal::BodyNotAccepted => (413, "request body not accepted\n"),
             Refusal::HeadersTooLarge => (431, "request headers too large\n"),
             Refusal::BodyTimeout => (408, "request body not received in time\n"),
@@ -327,28 +343,33 @@ impl Refusal {
             Refusal::IdentityNotSigned => (503, "identity token not available\n"),
             Refusal::WaitNotServed => (400, "wait_for_change is not served for this path\n"),
         };
-        let mut reply = Reply {
+        Reply {
             status,
             content_type: TEXT,
             body: Bytes::from_static(body.as_bytes()),
-            headers: Vec::new(),
+            headers: self.headers(),
             hop_limit: None,
             etag: None,
-        };
+        }
+    }
+
+    /// The headers a refusal's answer carries.
+    fn headers(self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
         match self {
-            Refusal::MethodNotAllowed => reply.headers.push(("Allow", "GET, HEAD".into())),
+            Refusal::MethodNotAllowed => headers.push(("Allow", "GET, HEAD".into())),
             Refusal::NotReady | Refusal::NeighbourLookupFailed | Refusal::IdentityNotSigned => {
-                reply.headers.push(("Retry-After", "5".into()))
+                headers.push(("Retry-After", "5".into()))
             }
             Refusal::RateLimited(secs) | Refusal::IdentityRateLimited(secs) => {
-                reply.headers.push(("Retry-After", secs.max(1).to_string()))
+                headers.push(("Retry-After", secs.max(1).to_string()))
             }
             Refusal::TotalConnections | Refusal::ClientConnections | Refusal::TooManyRefusals => {
-                reply.headers.push(("Retry-After", "1".into()))
+                headers.push(("Retry-After", "1".into()))
             }
             _ => {}
         }
-        reply
+        headers
     }
 
     /// Refusals that say something about who is asking, worth an audit line.

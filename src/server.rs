@@ -16,6 +16,7 @@ use crate::identity_token::{Issuer, IssuerConfig};
 use crate::inventory::refresh::{RefreshConfig, Refresher};
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient};
+use crate::metadata::checkin::CheckinStore;
 use crate::metadata::password::PasswordStore;
 use crate::metrics::Metrics;
 use crate::policy::file::PolicyError;
@@ -242,6 +243,8 @@ pub(crate) struct Prepared {
     pub(crate) policy: Arc<PolicyStore>,
     pub(crate) tokens: Arc<TokenKey>,
     pub(crate) passwords: Arc<PasswordStore>,
+    /// Check-ins of booted nodes, kept beside the passwords.
+    pub(crate) checkins: Arc<CheckinStore>,
     /// Signed identity tokens, when configured.
     pub(crate) identity: Option<Arc<Issuer>>,
 }
@@ -256,6 +259,11 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     };
     let passwords =
         Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
+    let checkins = Arc::new(
+        CheckinStore::new(settings.state_dir.clone())
+            .map_err(StartError::Setup)?
+            .counting(metrics.checkins.clone()),
+    );
     let identity = identity(&settings, &metrics)?;
     enum Loaded {
         File(String, crate::ironic::model::Inventory),
@@ -307,6 +315,7 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         policy,
         tokens,
         passwords,
+        checkins,
         identity,
     })
 }

@@ -685,9 +685,9 @@ def scenario_measure(binary):
         ironic.close()
 
 
-def cloud_init_client(ip, url, what):
+def cloud_init_client(ip, url, what, *args):
     """What cloud-init's own code read, run from `ip` (scripts/e2e/cloud_init_client.py)."""
-    out = subprocess.run([sys.executable, str(HERE / "cloud_init_client.py"), ip, url, what],
+    out = subprocess.run([sys.executable, str(HERE / "cloud_init_client.py"), ip, url, what, *args],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         return {"error": out.stderr[-2000:]}
@@ -711,7 +711,8 @@ def openstack_netplan(svc, index):
 def scenario_clients(binary):
     """Real clients' own code against nodes deployed in a real Ironic: cloud-init's NoCloud
     datasource (ds=nocloud;s=URL) and its network renderers for a plain, a bond and a VLAN
-    node."""
+    node; its phone_home module and webhook reporting handler, whose check-ins the admin
+    listener then shows."""
     path = os.environ.get("CLOUD_INIT_PATH")
     if not check(bool(path), "CLOUD_INIT_PATH is set (run through scripts/e2e.sh)"):
         return
@@ -724,11 +725,11 @@ def scenario_clients(binary):
         ironic.harness("enroll", spec=nodes)
         svc = Service(binary, ["--ironic-url", ironic.url])
         wait_for(lambda: svc.readyz().get("ready"), "first sweep")
-        url = f"http://127.0.0.1:{svc.port}/nocloud/"
+        root = f"http://127.0.0.1:{svc.port}/"
         for n, spec in enumerate(nodes):
             i, cd = 30 + n, spec["configdrive"]
             kind = spec["network_data"]["links"][-1]["type"]
-            got = cloud_init_client(ip_of(i), url, "nocloud")
+            got = cloud_init_client(ip_of(i), root, "nocloud")
             if not check(got.get("found"), f"cloud-init's NoCloud datasource takes {spec['name']}'s seed ({kind})",
                          json.dumps(got)[:600]):
                 continue
@@ -744,10 +745,45 @@ def scenario_clients(binary):
                   f"NoCloud {kind}: the static address in its network state and ENI rendering", got["eni"])
             eq(got["netplan"], openstack_netplan(svc, i),
                f"NoCloud {kind}: cloud-init renders network-config as it renders the OpenStack tree's network_data")
+        client = harness.Client(ironic.url)
+        for n, spec in enumerate(nodes):
+            checked_in(svc, client, root, spec, 30 + n)
     finally:
         if svc:
             svc.stop()
         ironic.close()
+
+
+def checked_in(svc, client, root, spec, i):
+    """cloud-init's phone_home module and webhook reporting handler, run from node `i`'s
+    address: the admin listener's /nodes/<uuid>/checkin holds the fingerprints ssh-keygen
+    prints for the keys posted, the node's names and the last event of each stage."""
+    name = spec["name"]
+    uuid = client.request("GET", f"/v1/nodes/{name}")["uuid"]
+    keys = Path(tempfile.mkdtemp())
+    want = []
+    for t in ("rsa", "ecdsa", "ed25519"):
+        key = keys / f"ssh_host_{t}_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", t, "-N", "", "-C", f"root@{name}", "-f", str(key)], check=True)
+        want.append(subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True,
+                                   check=True).stdout.split()[1])
+    got = cloud_init_client(ip_of(i), root, "phone_home", str(keys))
+    check(got.get("found"), f"phone_home on {name}: cloud-init's NoCloud datasource found", json.dumps(got)[:400])
+    reported = cloud_init_client(ip_of(i), root, "reporting")
+    check("stages" in reported, f"reporting on {name}: cloud-init's webhook handler ran", json.dumps(reported)[:400])
+    status, body = svc.admin_get(f"/nodes/{uuid}/checkin")
+    if not check(status == 200, f"{name}: /nodes/<uuid>/checkin answers", body[:300]):
+        return
+    view = json.loads(body)
+    ph = view.get("phone_home") or {}
+    eq([k["fingerprint"] for k in ph.get("host_keys", [])], want,
+       f"phone_home on {name}: the stored fingerprints are ssh-keygen -lf's of the keys posted")
+    eq([ph.get("instance_id"), ph.get("hostname")], [spec["configdrive"]["meta_data"]["uuid"], name],
+       f"phone_home on {name}: the instance id and hostname cloud-init posted")
+    results = {stage: (e["event_type"], e.get("result")) for stage, e in view.get("events", {}).items()}
+    eq(results, {"init-local": ("finish", "SUCCESS"), "init-network": ("finish", "SUCCESS"),
+                 "modules-config": ("finish", "SUCCESS"), "modules-final": ("finish", "FAIL")},
+       f"reporting on {name}: the last event of each stage, modules-final failed")
 
 
 def main():

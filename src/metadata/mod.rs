@@ -1,6 +1,7 @@
 //! The metadata trees: path → [`route::Route`] (pure), then node view + route → bytes
 //! (pure). Nothing here knows about HTTP servers, policies or Ironic's API.
 
+pub(crate) mod checkin;
 mod ec2;
 mod facts;
 mod netconfig;

@@ -11,6 +11,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::identity_token::Issuer;
 use crate::inventory::Catalog;
+use crate::metadata::checkin::CheckinStore;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
 use crate::segment::Guard;
@@ -23,6 +24,8 @@ pub(crate) struct AdminApp {
     /// The metadata listeners' addresses, checked until each has accepted a connection.
     pub(crate) listen: Vec<SocketAddr>,
     pub(crate) listening: AtomicBool,
+    /// Check-ins of booted nodes, shown at `/nodes/<uuid>/checkin`.
+    pub(crate) checkins: Arc<CheckinStore>,
     /// Signed identity tokens, when configured: their keys are published here.
     pub(crate) identity: Option<Arc<Issuer>>,
 }
@@ -63,6 +66,11 @@ impl ServeHttp for AdminApp {
         let listening = self.metadata_listening().await;
         let header = session.req_header();
         let path = header.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Some(reply) =
+            crate::admin::checkin(header.method.as_str(), path, &self.catalog, &self.checkins)
+        {
+            return to_response(reply);
+        }
         let mut warnings = self.segment.warnings();
         let identity = self.identity.as_deref();
         warnings.extend(identity.map(Issuer::warnings).unwrap_or_default());
@@ -89,4 +97,16 @@ impl ServeHttp for AdminApp {
             .body(reply.body.to_vec())
             .unwrap_or_else(|_| http::Response::new(Vec::new()))
     }
+}
+
+/// A reply as the HTTP response the admin listener sends.
+fn to_response(reply: crate::reply::Reply) -> http::Response<Vec<u8>> {
+    let mut builder = http::Response::builder().status(reply.status);
+    let _ = reply.fields(|k, v| {
+        builder = std::mem::take(&mut builder).header(k, v);
+        Ok::<(), ()>(())
+    });
+    builder
+        .body(reply.body.to_vec())
+        .unwrap_or_else(|_| http::Response::new(Vec::new()))
 }

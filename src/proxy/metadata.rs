@@ -19,7 +19,8 @@ use crate::identity::neighbour::{ConnectionMemo, Netlink, Remembered};
 use crate::identity_token::Issuer;
 use crate::inventory::{Catalog, OnDemand};
 use crate::longpoll::{ParkedUntil, Parking};
-use crate::metadata::password::{self, PasswordStore};
+use crate::metadata::checkin::CheckinStore;
+use crate::metadata::password::PasswordStore;
 use crate::metadata::render::TreeOptions;
 use crate::metrics::Metrics;
 use crate::policy::store::PolicyStore;
@@ -34,6 +35,7 @@ pub(crate) struct MetadataApp {
     pub(crate) policy: Arc<PolicyStore>,
     pub(crate) tokens: Arc<TokenKey>,
     pub(crate) passwords: Arc<PasswordStore>,
+    pub(crate) checkins: Arc<CheckinStore>,
     pub(crate) tree: TreeOptions,
     pub(crate) keepalive_seconds: u64,
     pub(crate) max_header_count: usize,
@@ -73,23 +75,23 @@ pub(crate) struct RequestState {
     parked: Option<Arc<ParkedUntil>>,
 }
 
-/// The request body if it is at most [`password::MAX_SIZE`] bytes; `None` when larger
-/// (judged by Content-Length first, then by what arrives) or unreadable.
-async fn read_small_body(session: &mut Session) -> Option<Vec<u8>> {
+/// The request body if it is at most `limit` bytes; `None` when larger (judged by
+/// Content-Length first, then by what arrives) or unreadable.
+async fn read_small_body(session: &mut Session, limit: usize) -> Option<Vec<u8>> {
     let declared = session
         .req_header()
         .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > password::MAX_SIZE) {
+    if declared.is_some_and(|n| n > limit) {
         return None;
     }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > password::MAX_SIZE {
+                if body.len() + chunk.len() > limit {
                     return None;
                 }
                 body.extend_from_slice(&chunk);
@@ -98,6 +100,16 @@ async fn read_small_body(session: &mut Session) -> Option<Vec<u8>> {
             Err(_) => return None,
         }
     }
+}
+
+/// The body of `pending` (at most its limit), within `timeout`: `Err` when it did not
+/// arrive in time.
+async fn body_of(
+    session: &mut Session,
+    pending: &handle::Pending,
+    timeout: std::time::Duration,
+) -> Result<Option<Vec<u8>>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(timeout, read_small_body(session, pending.body_limit())).await
 }
 
 /// Stands for a header value that is not text: present, and never valid.
@@ -274,6 +286,7 @@ impl ProxyHttp for MetadataApp {
             policy: &policy,
             tokens: &self.tokens,
             passwords: &self.passwords,
+            checkins: &self.checkins,
             tree: &self.tree,
             now: std::time::SystemTime::now(),
             today: &today,
@@ -294,8 +307,7 @@ impl ProxyHttp for MetadataApp {
             Step::Done(outcome) => outcome,
             // Admitted: only now is its (small) body read, within the header timeout.
             Step::NeedsBody(pending) => {
-                let body =
-                    tokio::time::timeout(self.header_timeout, read_small_body(session)).await;
+                let body = body_of(session, &pending, self.header_timeout).await;
                 let header = session.req_header();
                 let (xff, fwd) = (
                     header_values(header, "x-forwarded-for"),

@@ -217,6 +217,7 @@ pub(crate) fn run(p: Prepared, stop: Arc<Notify>) {
             segment: shared.segment.clone(),
             listen: s.listen.clone(),
             listening: Default::default(),
+            checkins: p.checkins.clone(),
             identity: p.identity.clone(),
         },
     );
@@ -260,6 +261,7 @@ fn metadata_service(server: &Server, p: &Prepared, shared: &Shared) -> Service<L
         policy: p.policy.clone(),
         tokens: p.tokens.clone(),
         passwords: p.passwords.clone(),
+        checkins: p.checkins.clone(),
         tree: TreeOptions {
             ec2_region: s.ec2_region.clone(),
         },
