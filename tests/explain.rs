@@ -323,7 +323,8 @@ async fn text_for_a_person() {
     );
     assert_eq!(
         line("answer"),
-        "answer    404 contested_address: \"no metadata for this address\""
+        "answer    404 contested_address for /openstack/latest/meta_data.json: \
+         \"no metadata for this address\""
     );
     for node in [CHARLIE, DELTA] {
         assert!(
@@ -340,7 +341,7 @@ async fn text_for_a_person() {
         &["127.0.0.12"],
     );
     assert!(
-        out.contains("answer    200 (the node's documents)"),
+        out.contains("answer    200 for /openstack/latest/meta_data.json (the node's document)"),
         "{out}"
     );
     assert!(
