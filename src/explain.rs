@@ -511,9 +511,9 @@ fn node_state(index: &Index, node: &NodeView) -> NodeState {
     NodeState {
         uuid: node.uuid.clone(),
         name: node.name.clone(),
-        provision_state: node.provision_state.clone(),
+        provision_state: node.provision_state.as_deref().map(str::to_string),
         served,
-        project: node.project.clone(),
+        project: node.project.as_deref().map(str::to_string),
         ports: node.macs.iter().map(mac_text).collect(),
         configdrive: match &node.configdrive {
             ConfigDrive::Absent => "none".into(),
@@ -661,7 +661,7 @@ fn claim(node: &NodeView, source: Source, standing: Standing, why: String) -> Cl
             Source::Configdrive => "deployer",
             Source::Node | Source::Mac => "operator",
         },
-        project: node.project.clone(),
+        project: node.project.as_deref().map(str::to_string),
         standing,
         why,
     }

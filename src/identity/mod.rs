@@ -233,8 +233,9 @@ impl Index {
             uuid: node.uuid.clone(),
             state: node
                 .provision_state
-                .clone()
-                .unwrap_or_else(|| "unknown".into()),
+                .as_deref()
+                .unwrap_or("unknown")
+                .to_string(),
         }
     }
 

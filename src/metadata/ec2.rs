@@ -317,7 +317,7 @@ fn identity_document(
         other => other,
     });
     let doc = serde_json::json!({
-        "accountId": node.project_id,
+        "accountId": node.project_id.as_deref(),
         "architecture": architecture,
         "availabilityZone": text(&["placement", "availability-zone"]),
         "billingProducts": null,
@@ -384,7 +384,7 @@ fn ec2_from_node(node: &NodeView, client: IpAddr) -> Result<Vec<(String, Entry)>
         out.push(("public-keys".into(), Entry::Dir(children)));
     }
     if let Some(t) = &node.instance_type {
-        out.push(("instance-type".into(), leaf(t.clone())));
+        out.push(("instance-type".into(), leaf(t.to_string())));
     }
     if let Some(az) = &f.availability_zone {
         out.push((

@@ -160,7 +160,7 @@ fn meta_data(node: &NodeView, version: &str, seed: &str) -> Result<Map<String, V
     if versions::has(version, LIBERTY) {
         let project = str_of(&md, "project_id")
             .map(str::to_string)
-            .or_else(|| node.project_id.clone());
+            .or_else(|| node.project_id.as_deref().map(str::to_string));
         out.insert("project_id".into(), json!(project));
     }
     if versions::has(version, NEWTON_ONE) {

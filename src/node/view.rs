@@ -32,7 +32,7 @@ pub(crate) enum ConfigDrive {
 pub(crate) struct NodeView {
     pub(crate) uuid: String,
     pub(crate) name: Option<String>,
-    pub(crate) provision_state: Option<String>,
+    pub(crate) provision_state: Option<Arc<str>>,
     pub(crate) configdrive: ConfigDrive,
     /// `node.network_data` when it is an object with content.
     pub(crate) static_network_data: Option<Doc>,
@@ -46,15 +46,15 @@ pub(crate) struct NodeView {
     /// does not already claim; sorted, deduplicated.
     pub(crate) drive_addresses: Vec<IpAddr>,
     /// The Ironic project the node's deployments belong to: its lessee, else its owner.
-    pub(crate) project: Option<String>,
+    pub(crate) project: Option<Arc<str>>,
     /// The MACs of the node's Ironic ports and portgroups, sorted, deduplicated.
     pub(crate) macs: Vec<macaddr::MacAddr6>,
     /// `instance_info.project_id`, else the node's lessee, else its owner.
-    pub(crate) project_id: Option<String>,
+    pub(crate) project_id: Option<Arc<str>>,
     /// `instance_info.flavor_name`, else the node's resource class.
-    pub(crate) instance_type: Option<String>,
+    pub(crate) instance_type: Option<Arc<str>>,
     /// `instance_info.image_source`.
-    pub(crate) image_source: Option<String>,
+    pub(crate) image_source: Option<Arc<str>>,
     /// What a signed identity token states about the node besides its UUID and name.
     pub(crate) facts: IdentityFacts,
     /// Identifies this deployment of the node (instance and provision time): state kept
@@ -63,7 +63,7 @@ pub(crate) struct NodeView {
     /// Ironic's `updated_at` of the node, in microseconds: tells a change from a repeat.
     pub(crate) updated_at: Option<i64>,
     /// `properties.cpu_arch`.
-    pub(crate) cpu_arch: Option<String>,
+    pub(crate) cpu_arch: Option<Arc<str>>,
     /// `provision_updated_at`: for an active node, when its deployment finished.
     pub(crate) provisioned_at: Option<String>,
     /// What replicas of the service wrote back to the node's `extra` (used only when
@@ -77,10 +77,10 @@ pub(crate) struct NodeView {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct IdentityFacts {
     pub(crate) instance_uuid: Option<String>,
-    pub(crate) owner: Option<String>,
-    pub(crate) lessee: Option<String>,
-    pub(crate) conductor_group: Option<String>,
-    pub(crate) resource_class: Option<String>,
+    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) lessee: Option<Arc<str>>,
+    pub(crate) conductor_group: Option<Arc<str>>,
+    pub(crate) resource_class: Option<Arc<str>>,
 }
 
 /// A rendered `meta_data.json` and where its `random_seed` value sits.
@@ -210,28 +210,32 @@ impl NodeView {
                 .filter(|s| !s.is_empty() && *s != MASKED)
         };
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let common = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(shared);
         NodeView {
             uuid: node.uuid.clone(),
             name: node.name.clone().filter(|n| !n.is_empty()),
-            provision_state: node.provision_state.clone(),
+            provision_state: node.provision_state.as_deref().map(shared),
             configdrive,
             static_network_data,
             generated_network_data: None,
             node_addresses,
             drive_addresses,
-            project: nonempty(&node.lessee).or_else(|| nonempty(&node.owner)),
+            project: common(&node.lessee).or_else(|| common(&node.owner)),
             macs: Vec::new(),
             project_id: info("project_id")
-                .or_else(|| nonempty(&node.lessee))
-                .or_else(|| nonempty(&node.owner)),
-            instance_type: info("flavor_name").or_else(|| nonempty(&node.resource_class)),
-            image_source: info("image_source"),
+                .map(|s| shared(&s))
+                .or_else(|| common(&node.lessee))
+                .or_else(|| common(&node.owner)),
+            instance_type: info("flavor_name")
+                .map(|s| shared(&s))
+                .or_else(|| common(&node.resource_class)),
+            image_source: info("image_source").map(|s| shared(&s)),
             facts: IdentityFacts {
                 instance_uuid: nonempty(&node.instance_uuid),
-                owner: nonempty(&node.owner),
-                lessee: nonempty(&node.lessee),
-                conductor_group: nonempty(&node.conductor_group),
-                resource_class: nonempty(&node.resource_class),
+                owner: common(&node.owner),
+                lessee: common(&node.lessee),
+                conductor_group: common(&node.conductor_group),
+                resource_class: common(&node.resource_class),
             },
             deployment: format!(
                 "{}|{}",
@@ -245,7 +249,7 @@ impl NodeView {
                 .as_ref()
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .map(str::to_string),
+                .map(shared),
             provisioned_at: nonempty(&node.provision_updated_at),
             written_back: (!node.extra.is_empty()).then(|| Arc::new(node.extra.clone())),
             render_cache: RenderCache::default(),
@@ -391,6 +395,27 @@ fn collect_addresses(network_data: &Value, out: &mut Vec<IpAddr>) {
             out.push(ip.to_canonical());
         }
     }
+}
+
+/// Most entries kept by [`shared`]; past it the table starts again (sharing is lost for a
+/// while, never correctness).
+const MAX_SHARED: usize = 4096;
+
+/// One copy of a string many nodes hold (states, projects, architectures, image URLs,
+/// resource classes): at 100,000 nodes each copy saved is a heap block per node.
+fn shared(s: &str) -> Arc<str> {
+    static TABLE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = table.get(s) {
+        return hit.clone();
+    }
+    if table.len() >= MAX_SHARED {
+        table.clear();
+    }
+    let new: Arc<str> = Arc::from(s);
+    table.insert(new.clone());
+    new
 }
 
 #[cfg(test)]
