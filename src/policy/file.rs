@@ -166,11 +166,15 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError
     Ok(texts)
 }
 
-/// A digest of a file set, to tell a real change from a touch.
+/// A digest of a file set, to tell a real change from a touch: the files' names and texts,
+/// not their paths, which differ as the directory is named (relative at start, absolute
+/// when watched).
 pub(crate) fn fingerprint(files: &[(PathBuf, String)]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    files.hash(&mut h);
+    for (path, text) in files {
+        (path.file_name(), text).hash(&mut h);
+    }
     h.finish()
 }
 

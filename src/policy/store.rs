@@ -281,6 +281,28 @@ mod tests {
             Some(Change::Dir)
         );
     }
+
+    #[test]
+    fn a_relative_directory_is_not_reloaded_at_start() {
+        // The first load reads the directory as given; the watcher re-reads it by its
+        // absolute path: the same files, not a change to apply and count.
+        let dir = tempfile::Builder::new()
+            .prefix("relative-policy")
+            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+            .unwrap();
+        std::fs::write(dir.path().join("a.toml"), a_valid(1)).unwrap();
+        let relative = Path::new(dir.path().file_name().unwrap());
+        assert!(
+            relative.is_relative() && relative.is_dir(),
+            "tests run in the crate"
+        );
+        let metrics = Arc::new(Metrics::new());
+        let store = PolicyStore::load(relative, metrics.clone()).unwrap();
+        assert!(store.reload().is_ok());
+        let applied = metrics.policy.reloads.with_label_values(&["applied"]).get();
+        assert_eq!(applied, 0, "an unchanged policy counted as reloaded");
+    }
+
     use crate::policy::Action;
     use std::net::IpAddr;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
