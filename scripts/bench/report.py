@@ -455,6 +455,22 @@ database (with its periodic power-state sync turned off, which would otherwise w
 node each minute on the same two cores) and `GET /v1/nodes?detail=True` must list every
 node as `active`. Node *i* claims 127.1.x.y (its `network_data` and its configdrive's), so
 the benchmark can speak as any node.
+
+### The fake Ironic (scale)
+
+`examples/fake_ironic.rs` (built by `scripts/bench.sh` with `cargo build --release --example
+fake_ironic`, or taken from `FAKE_IRONIC_BIN`) makes N deployed nodes in seconds: node *i*
+has one port, a `node.network_data` and a configdrive in the form Ironic stores one (base64
+of a gzipped ISO 9660 image with Joliet and Rock Ridge, label `config-2`, the files of
+openstacksdk's `configdrive.build`), both network_data documents claiming 127.1.x.y as the
+seeded Ironic's node *i* does. `genisoimage` (openstacksdk's flags) builds one template image
+per node kind whose files hold fixed-width placeholders (JSON allows spaces after a value);
+only the stretch of the image holding them is deflated per node, the rest once, and the
+members are joined at sync-flush boundaries. It answers what the service asks (pagination
+with `marker`/`limit` and `next`, Ironic's default `max_limit` of 1,000, `sort_key`/`sort_dir`,
+`fields`, the `node` filter, `/v1/nodes/{uuid}`, microversion headers), counts every request
+by kind, and has control endpoints (`/_fake/stats`, `/_fake/requests`, `/_fake/node`,
+`/_fake/deploy`, `/_fake/edit`, `/_fake/delete`).
 """
 
 
