@@ -11,7 +11,7 @@ use std::sync::Mutex;
 #[cfg(test)]
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
@@ -73,16 +73,16 @@ impl AuditGate {
 
 /// Refusals per client, with a budget like a rate limit; a client over it is blocked until
 /// its budget allows one more.
-pub(crate) struct RefusalBudget<C: Clock = DefaultClock> {
+pub(crate) struct RefusalBudget<C: Clock = MonotonicClock> {
     limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
     blocked: Mutex<HashMap<IpAddr, C::Instant>>,
 }
 
-impl RefusalBudget<DefaultClock> {
+impl RefusalBudget<MonotonicClock> {
     /// `per_minute` refusals a minute, all of them at once at most.
     pub(crate) fn new(per_minute: u32) -> RefusalBudget {
-        RefusalBudget::with_clock(per_minute, DefaultClock::default())
+        RefusalBudget::with_clock(per_minute, MonotonicClock::default())
     }
 }
 

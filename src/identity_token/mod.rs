@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
@@ -465,14 +465,14 @@ fn truncate(s: &str) -> &str {
 
 /// Tokens per node: governor's keyed GCRA over node UUIDs (only identified nodes reach it),
 /// generic over its clock so tests move time by hand.
-pub(crate) struct NodeLimiter<C: Clock = DefaultClock> {
+pub(crate) struct NodeLimiter<C: Clock = MonotonicClock> {
     limiter: RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
 }
 
-impl NodeLimiter<DefaultClock> {
+impl NodeLimiter<MonotonicClock> {
     pub(crate) fn new(per_second: u32, burst: u32) -> NodeLimiter {
-        NodeLimiter::with_clock(per_second, burst, DefaultClock::default())
+        NodeLimiter::with_clock(per_second, burst, MonotonicClock::default())
     }
 }
 

@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use base64::Engine;
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use percent_encoding::percent_decode;
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
@@ -134,7 +137,13 @@ struct Entry {
 pub(crate) struct CheckinStore {
     dir: Option<PathBuf>,
     entries: Mutex<HashMap<String, Checkin>>,
-    limiter: DefaultKeyedRateLimiter<String>,
+    /// Timed by the OS monotonic clock (see `policy::limiter`).
+    limiter: RateLimiter<
+        String,
+        DefaultKeyedStateStore<String>,
+        MonotonicClock,
+        NoOpMiddleware<std::time::Instant>,
+    >,
     /// `metadata_checkins_total{kind,result}`, when counted.
     counter: Option<IntCounterVec>,
 }
@@ -151,7 +160,7 @@ impl CheckinStore {
         Ok(CheckinStore {
             dir,
             entries: Mutex::new(HashMap::new()),
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            limiter: RateLimiter::dashmap_with_clock(quota, MonotonicClock),
             counter: None,
         })
     }

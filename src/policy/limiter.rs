@@ -1,12 +1,16 @@
 //! Per-client rate limiting: governor's keyed GCRA, generic over its clock so tests move
 //! time by hand. IPv6 clients are keyed by prefix (a /64 is one client by default), so one
 //! host cannot escape its limit by rotating addresses inside its subnet.
+//!
+//! Every limiter of the service is timed by the OS monotonic clock, never by governor's
+//! default TSC clock (`quanta`): that one is calibrated once at start and, on a virtual
+//! machine under load, can run fast (a flood passes) or jump back (a quiet client is refused).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
@@ -14,7 +18,7 @@ use ipnet::IpNet;
 
 use super::Quota;
 
-pub(crate) struct ZoneLimiter<C: Clock = DefaultClock> {
+pub(crate) struct ZoneLimiter<C: Clock = MonotonicClock> {
     limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
     ipv6_prefix: u8,
@@ -56,9 +60,9 @@ pub(crate) fn scoped(ip: IpAddr, scope: u32) -> IpAddr {
     }
 }
 
-impl ZoneLimiter<DefaultClock> {
+impl ZoneLimiter<MonotonicClock> {
     pub(crate) fn new(quota: Quota, ipv6_prefix: u8) -> Self {
-        ZoneLimiter::with_clock(quota, ipv6_prefix, DefaultClock::default())
+        ZoneLimiter::with_clock(quota, ipv6_prefix, MonotonicClock::default())
     }
 }
 
