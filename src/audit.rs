@@ -82,7 +82,7 @@ pub(crate) struct RefusalBudget<C: Clock = MonotonicClock> {
 impl RefusalBudget<MonotonicClock> {
     /// `per_minute` refusals a minute, all of them at once at most.
     pub(crate) fn new(per_minute: u32) -> RefusalBudget {
-        RefusalBudget::with_clock(per_minute, MonotonicClock::default())
+        RefusalBudget::with_clock(per_minute, MonotonicClock)
     }
 }
 

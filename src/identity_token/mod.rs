@@ -472,7 +472,7 @@ pub(crate) struct NodeLimiter<C: Clock = MonotonicClock> {
 
 impl NodeLimiter<MonotonicClock> {
     pub(crate) fn new(per_second: u32, burst: u32) -> NodeLimiter {
-        NodeLimiter::with_clock(per_second, burst, MonotonicClock::default())
+        NodeLimiter::with_clock(per_second, burst, MonotonicClock)
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn scoped(ip: IpAddr, scope: u32) -> IpAddr {
 
 impl ZoneLimiter<MonotonicClock> {
     pub(crate) fn new(quota: Quota, ipv6_prefix: u8) -> Self {
-        ZoneLimiter::with_clock(quota, ipv6_prefix, MonotonicClock::default())
+        ZoneLimiter::with_clock(quota, ipv6_prefix, MonotonicClock)
     }
 }
 
