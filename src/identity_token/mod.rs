@@ -399,6 +399,8 @@ pub(crate) fn place(
     body.extend_from_slice(&extra[1..]);
     Ok(Reply {
         body: Bytes::from(body),
+        // A new body per answer: its tag is its own.
+        etag: None,
         ..reply
     })
 }

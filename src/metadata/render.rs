@@ -42,10 +42,26 @@ pub(crate) fn render(
     match route {
         Route::Ec2Versions => Ok(ec2_versions()),
         Route::OpenStackVersions => Err(Refusal::NotFound),
-        Route::OpenStack { version, file } => openstack(node, version, file.as_deref()),
+        Route::OpenStack { version, file } => {
+            openstack(node, version, file.as_deref()).map(|r| tagged(node, route, r))
+        }
         Route::Ec2 { version, path } => ec2(node, version, path, client, options),
-        Route::NoCloud { file } => nocloud(node, file.as_deref()),
+        Route::NoCloud { file } => nocloud(node, file.as_deref()).map(|r| tagged(node, route, r)),
     }
+}
+
+/// `reply` with its entity tag, computed once per node view and path: the OpenStack and
+/// NoCloud documents depend on the node alone (the EC2 tree may name the asking address).
+fn tagged(node: &NodeView, route: &Route, mut reply: Reply) -> Reply {
+    if reply.status == 200 && reply.etag.is_none() {
+        let path = super::route::canonical(route).join("/");
+        let body = &reply.body;
+        reply.etag = Some(
+            node.render_cache
+                .entity_tag(&path, || crate::reply::entity_tag(body, false).into()),
+        );
+    }
+    reply
 }
 
 /// What `node` (a UUID or name in `inventory`) is served for `path`, whatever its

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -92,14 +92,36 @@ pub(crate) struct MetaTemplate {
     pub(crate) etag: std::sync::Arc<str>,
 }
 
-type MetaSlots = Box<[OnceLock<Result<MetaTemplate, Refusal>>]>;
+/// Entity tags kept per node at most: one per document path asked (versions times files).
+const MAX_TAGS: usize = 160;
 
-/// Per-node cache of rendered documents, one slot per OpenStack version, allocated when
-/// the node is first asked. It never takes part in comparisons and is not cloned.
+/// What a node's cache holds once it is first asked.
+struct Slots {
+    /// `meta_data.json` templates, one per OpenStack version.
+    meta: Box<[OnceLock<Result<MetaTemplate, Refusal>>]>,
+    /// Entity tags of documents that depend on the node alone, by path.
+    tags: Mutex<Vec<(Box<str>, Arc<str>)>>,
+}
+
+/// Per-node cache of rendered documents and entity tags, allocated when the node is first
+/// asked (a node never asked costs one pointer). A node's documents change only with a
+/// new view, which starts with an empty cache. It never takes part in comparisons and is
+/// not cloned.
 #[derive(Default)]
-pub(crate) struct RenderCache(OnceLock<MetaSlots>);
+pub(crate) struct RenderCache(OnceLock<Box<Slots>>);
 
 impl RenderCache {
+    fn slots(&self) -> &Slots {
+        self.0.get_or_init(|| {
+            Box::new(Slots {
+                meta: (0..versions::OPENSTACK.len())
+                    .map(|_| OnceLock::new())
+                    .collect(),
+                tags: Mutex::new(Vec::new()),
+            })
+        })
+    }
+
     /// The `meta_data.json` template of `version`, rendered by `render` the first time.
     pub(crate) fn meta_data(
         &self,
@@ -109,12 +131,28 @@ impl RenderCache {
         let Some(i) = versions::OPENSTACK.iter().position(|v| *v == version) else {
             return Err(Refusal::NotFound);
         };
-        let slots = self.0.get_or_init(|| {
-            (0..versions::OPENSTACK.len())
-                .map(|_| OnceLock::new())
-                .collect()
-        });
-        slots[i].get_or_init(render).as_ref().map_err(|r| *r)
+        self.slots().meta[i]
+            .get_or_init(render)
+            .as_ref()
+            .map_err(|r| *r)
+    }
+
+    /// The entity tag of the document at `path`, computed by `tag` the first time it is
+    /// asked of this view (the document must depend on the node alone).
+    pub(crate) fn entity_tag(&self, path: &str, tag: impl FnOnce() -> Arc<str>) -> Arc<str> {
+        let mut tags = self
+            .slots()
+            .tags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, t)) = tags.iter().find(|(p, _)| **p == *path) {
+            return t.clone();
+        }
+        let t = tag();
+        if tags.len() < MAX_TAGS {
+            tags.push((path.into(), t.clone()));
+        }
+        t
     }
 }
 
@@ -425,6 +463,34 @@ mod tests {
 
     fn node(v: Value) -> Node {
         serde_json::from_str(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn entity_tags_are_computed_once_per_view_and_path() {
+        let cache = RenderCache::default();
+        let computed = std::cell::Cell::new(0);
+        let tag = |t: &str| {
+            computed.set(computed.get() + 1);
+            Arc::<str>::from(t)
+        };
+        let a = "openstack/latest/network_data.json";
+        assert_eq!(&*cache.entity_tag(a, || tag("\"1\"")), "\"1\"");
+        assert_eq!(&*cache.entity_tag(a, || tag("\"2\"")), "\"1\"");
+        assert_eq!(
+            &*cache.entity_tag("nocloud/meta-data", || tag("\"3\"")),
+            "\"3\""
+        );
+        assert_eq!(computed.get(), 2);
+        // A new view (its cache starts empty, also when cloned) computes its own.
+        assert_eq!(&*cache.clone().entity_tag(a, || tag("\"4\"")), "\"4\"");
+        // Past the bound, tags are computed on every ask and nothing more is kept.
+        for i in 0..MAX_TAGS {
+            cache.entity_tag(&format!("p{i}"), || tag("\"x\""));
+        }
+        let before = computed.get();
+        cache.entity_tag("past/the/bound", || tag("\"5\""));
+        cache.entity_tag("past/the/bound", || tag("\"5\""));
+        assert_eq!(computed.get(), before + 2);
     }
 
     #[test]
