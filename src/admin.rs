@@ -158,7 +158,11 @@ pub(crate) fn checkin(
     let Some(node) = index.nodes().iter().find(|n| n.uuid == uuid) else {
         return Some(Refusal::NotFound.reply());
     };
-    let Some(c) = checkins.get(&node.uuid, &node.deployment) else {
+    let shared = node
+        .written_back
+        .as_ref()
+        .and_then(|w| w.ironic_metadata_checkin.as_ref());
+    let Some(c) = checkins.get(&node.uuid, &node.deployment, shared) else {
         return Some(Refusal::NotFound.reply());
     };
     let mut doc = json!({"node": node.uuid});

@@ -195,6 +195,12 @@ pub(crate) struct ServeArgs {
     /// that state is kept in memory only.
     #[arg(long = "state-dir", env = "STATE_DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Write each node's check-in (when it arrived, host-key fingerprints, each boot
+    /// stage's last result) to the node's `extra` in Ironic, and show what any replica
+    /// wrote there: replicas sharing one Ironic then agree. Needs Ironic as the source and
+    /// permission to update nodes' `extra`.
+    #[arg(long = "checkin-write-back", env = "CHECKIN_WRITE_BACK")]
+    pub(crate) checkin_write_back: bool,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]

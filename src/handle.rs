@@ -310,9 +310,13 @@ fn checkin(
         ctx.checkins.count(kind, "too_large");
         return Err(Refusal::CheckinTooLarge.into());
     };
+    let shared = node
+        .written_back
+        .as_ref()
+        .and_then(|w| w.ironic_metadata_checkin.as_ref());
     match ctx
         .checkins
-        .record(&node.uuid, &node.deployment, kind, body)
+        .record(&node.uuid, &node.deployment, kind, body, shared)
     {
         Ok(()) => Ok(Reply::text("")),
         Err(CheckinError::Malformed(why)) => {

@@ -16,7 +16,7 @@ use crate::identity_token::{Issuer, IssuerConfig};
 use crate::inventory::refresh::{RefreshConfig, Refresher};
 use crate::inventory::{file, Catalog};
 use crate::ironic::{self, auth, ClientConfig, IronicClient};
-use crate::metadata::checkin::CheckinStore;
+use crate::metadata::checkin::{CheckinStore, WriteBack};
 use crate::metadata::password::PasswordStore;
 use crate::metrics::Metrics;
 use crate::policy::file::PolicyError;
@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) policy_dir: PathBuf,
     pub(crate) token_key_file: Option<PathBuf>,
     pub(crate) state_dir: Option<PathBuf>,
+    /// Check-ins written to (and read from) nodes' `extra` in Ironic.
+    pub(crate) checkin_write_back: bool,
     pub(crate) dns_servers: Vec<std::net::IpAddr>,
     /// The EC2 region served; `None`: the availability zone's.
     pub(crate) ec2_region: Option<String>,
@@ -139,6 +141,11 @@ impl Settings {
         if served_states.is_empty() {
             return Err(StartError::NoServedStates);
         }
+        if a.checkin_write_back && matches!(source, Source::File(_)) {
+            return Err(StartError::Setup(
+                "--checkin-write-back needs Ironic as the source (IRONIC_URL), not an inventory file".into(),
+            ));
+        }
         let on_demand_wait = match &source {
             Source::Ironic(_, r) => r.on_demand_wait,
             Source::File(_) => Duration::ZERO,
@@ -150,6 +157,7 @@ impl Settings {
             policy_dir: a.policy_dir.clone(),
             token_key_file: a.token_key_file.clone(),
             state_dir: a.state_dir.clone(),
+            checkin_write_back: a.checkin_write_back,
             dns_servers: a.dns_servers.clone(),
             ec2_region: a.ec2_region.clone().filter(|r| !r.trim().is_empty()),
             served_states,
@@ -259,11 +267,17 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
     };
     let passwords =
         Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
-    let checkins = Arc::new(
-        CheckinStore::new(settings.state_dir.clone())
-            .map_err(StartError::Setup)?
-            .counting(metrics.checkins.clone()),
-    );
+    let checkins = CheckinStore::new(settings.state_dir.clone())
+        .map_err(StartError::Setup)?
+        .counting(metrics.checkins.clone());
+    let checkins = Arc::new(match &settings.source {
+        Source::Ironic(config, _) if settings.checkin_write_back => {
+            // A client of its own: writes never wait behind a sweep.
+            let client = IronicClient::new((**config).clone())?;
+            checkins.writing_back(WriteBack::new(client, metrics.checkin_write_backs.clone()))
+        }
+        _ => checkins,
+    });
     let identity = identity(&settings, &metrics)?;
     enum Loaded {
         File(String, crate::ironic::model::Inventory),

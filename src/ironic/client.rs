@@ -314,6 +314,33 @@ impl IronicClient {
             })
     }
 
+    /// Sets one key of node `uuid`'s `extra` to `value` with a JSON patch (`add`, which
+    /// replaces the key when it exists) and leaves the node's other keys as they are.
+    /// Needs Ironic's `baremetal:node:update_extra` permission.
+    pub(crate) async fn set_node_extra(
+        &self,
+        uuid: &str,
+        key: &str,
+        value: &Value,
+    ) -> Result<(), ClientError> {
+        let minor = self.negotiated().await?;
+        let root = self.root().await?;
+        let url = root
+            .join(&format!("v1/nodes/{uuid}"))
+            .map_err(|e| ClientError::Config(format!("node {uuid}: {e}")))?;
+        let patch =
+            serde_json::json!([{"op": "add", "path": format!("/extra/{key}"), "value": value}]);
+        let version = HeaderValue::from_str(&format!("1.{minor}")).expect("ascii");
+        let body = serde_json::to_vec(&patch).unwrap_or_default();
+        let (status, _, answer) = self
+            .send_with(Method::PATCH, url.clone(), Some(version), Some(body))
+            .await?;
+        if !status.is_success() {
+            return Err(status_error(url.as_str(), status, &answer));
+        }
+        Ok(())
+    }
+
     /// The ports and portgroups of one node.
     pub(crate) async fn node_links(
         &self,
@@ -531,6 +558,29 @@ impl IronicClient {
         version: Option<HeaderValue>,
         authenticated: bool,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
+        if authenticated {
+            return self.send_with(method, url, version, None).await;
+        }
+        let req = self
+            .http
+            .request(method, url.clone())
+            .header("Accept", "application/json");
+        let req = match version {
+            Some(v) => req.header("X-OpenStack-Ironic-API-Version", v),
+            None => req,
+        };
+        self.execute(req, url.as_str()).await
+    }
+
+    /// Send one authenticated request, with a JSON body when given; with Keystone, renew
+    /// the token once on 401.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: Url,
+        version: Option<HeaderValue>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
         let mut retried = false;
         loop {
             let mut req = self
@@ -540,19 +590,22 @@ impl IronicClient {
             if let Some(v) = &version {
                 req = req.header("X-OpenStack-Ironic-API-Version", v.clone());
             }
-            if authenticated {
-                match &self.config.auth {
-                    AuthConfig::None => {}
-                    AuthConfig::Basic { username, password } => {
-                        req = req.basic_auth(username, Some(password.expose()));
-                    }
-                    AuthConfig::Keystone(_) => {
-                        req = req.header("X-Auth-Token", self.ensure_token().await?);
-                    }
+            if let Some(b) = &body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.clone());
+            }
+            match &self.config.auth {
+                AuthConfig::None => {}
+                AuthConfig::Basic { username, password } => {
+                    req = req.basic_auth(username, Some(password.expose()));
+                }
+                AuthConfig::Keystone(_) => {
+                    req = req.header("X-Auth-Token", self.ensure_token().await?);
                 }
             }
             let (status, headers, body) = self.execute(req, url.as_str()).await?;
-            if status == StatusCode::UNAUTHORIZED && authenticated {
+            if status == StatusCode::UNAUTHORIZED {
                 if matches!(self.config.auth, AuthConfig::Keystone(_)) && !retried {
                     tracing::info!(target: "ironic", "Ironic refused the token; authenticating again");
                     *self.token.lock().await = None;

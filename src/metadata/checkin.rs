@@ -6,11 +6,18 @@
 //! replaced by rename), so it survives restarts. The admin listener shows them at
 //! `/nodes/<uuid>/checkin`: host-key fingerprints as `ssh-keygen -l` prints them, the last
 //! event of each stage, and when each arrived.
+//!
+//! With write-back on, each node's check-in is also written to its `extra` in Ironic
+//! (one key, [`EXTRA_KEY`], in a bounded form: fingerprints, times, each stage's last
+//! event without its text) by a worker of its own, after the POST is answered, at most
+//! once a second per node and retried with back-off; every replica reads it back from its
+//! index, so replicas sharing one Ironic show the same check-in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use governor::clock::MonotonicClock;
@@ -35,6 +42,20 @@ const MAX_TEXT: usize = 1024;
 /// hundred or two per boot, at once.
 const PER_SECOND: u32 = 5;
 const BURST: u32 = 400;
+
+/// The key of a node's `extra` that holds its check-in when replicas write it back.
+pub(crate) const EXTRA_KEY: &str = "ironic_metadata_checkin";
+/// Largest check-in written to Ironic, in bytes of JSON.
+pub(crate) const MAX_WRITTEN: usize = 4096;
+/// Host keys written to Ironic (cloud-init posts at most four).
+const MAX_WRITTEN_KEYS: usize = 8;
+/// A node's check-ins are written to Ironic at most this often: cloud-init reports a
+/// hundred or two events within seconds.
+const WRITE_EVERY: Duration = Duration::from_secs(1);
+/// A refused write is tried again after 1, 2, 4 ... seconds, at most a minute apart, and
+/// given up after this many attempts (a later check-in of the node is tried afresh).
+const WRITE_ATTEMPTS: u32 = 10;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The host keys phone_home posts, by form field.
 const KEY_FIELDS: &[&str] = &[
@@ -146,6 +167,8 @@ pub(crate) struct CheckinStore {
     >,
     /// `metadata_checkins_total{kind,result}`, when counted.
     counter: Option<IntCounterVec>,
+    /// Writes check-ins to Ironic, when told to.
+    write_back: Option<WriteBack>,
 }
 
 impl CheckinStore {
@@ -162,7 +185,16 @@ impl CheckinStore {
             entries: Mutex::new(HashMap::new()),
             limiter: RateLimiter::dashmap_with_clock(quota, MonotonicClock),
             counter: None,
+            write_back: None,
         })
+    }
+
+    /// Writes every stored check-in to the node's `extra` in Ironic through `write_back`.
+    pub(crate) fn writing_back(self, write_back: WriteBack) -> CheckinStore {
+        CheckinStore {
+            write_back: Some(write_back),
+            ..self
+        }
     }
 
     /// Counts every check-in in `counter` (labels `kind`, `result`).
@@ -196,17 +228,29 @@ impl CheckinStore {
         (entry.node == node).then_some(entry.checkin)
     }
 
-    /// The check-ins of this deployment of the node, if any.
-    pub(crate) fn get(&self, node: &str, deployment: &str) -> Option<Checkin> {
+    /// The check-ins of this deployment of the node, if any: those stored here joined
+    /// with `shared`, what replicas wrote to the node's `extra` (newest of each part).
+    pub(crate) fn get(
+        &self,
+        node: &str,
+        deployment: &str,
+        shared: Option<&Value>,
+    ) -> Option<Checkin> {
         let cached = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .cloned();
-        cached
+        let local = cached
             .or_else(|| self.load(node))
-            .filter(|c| c.deployment == deployment)
+            .filter(|c| c.deployment == deployment);
+        joined(local, self.shared(shared), deployment)
+    }
+
+    /// What replicas wrote to the node's `extra`, read only when writing back.
+    fn shared<'a>(&self, shared: Option<&'a Value>) -> Option<&'a Value> {
+        shared.filter(|_| self.write_back.is_some())
     }
 
     /// Stores one check-in of `kind` with `body` for this deployment of the node: nothing
@@ -217,8 +261,9 @@ impl CheckinStore {
         deployment: &str,
         kind: Kind,
         body: &[u8],
+        shared: Option<&Value>,
     ) -> Result<(), CheckinError> {
-        let result = self.store(node, deployment, kind, body);
+        let result = self.store(node, deployment, kind, body, shared);
         self.count(
             kind,
             match &result {
@@ -237,6 +282,7 @@ impl CheckinStore {
         deployment: &str,
         kind: Kind,
         body: &[u8],
+        shared: Option<&Value>,
     ) -> Result<(), CheckinError> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         // Parsed before the rate limit counts it: a malformed body costs nothing stored.
@@ -252,12 +298,11 @@ impl CheckinStore {
             Some(c) => Some(c.clone()),
             None => self.load(node),
         };
-        let mut c = current
-            .filter(|c| c.deployment == deployment)
-            .unwrap_or_else(|| Checkin {
-                deployment: deployment.into(),
-                ..Checkin::default()
-            });
+        let current = current.filter(|c| c.deployment == deployment);
+        let mut c = joined(current, self.shared(shared), deployment).unwrap_or_else(|| Checkin {
+            deployment: deployment.into(),
+            ..Checkin::default()
+        });
         match update {
             Update::PhoneHome(p) => c.phone_home = Some(p),
             Update::Event(e) => {
@@ -283,9 +328,232 @@ impl CheckinStore {
             };
             write().map_err(|e| CheckinError::Io(e.to_string()))?;
         }
+        if let Some(w) = &self.write_back {
+            w.queue(node, c.shared_form());
+        }
         entries.insert(node.into(), c);
         Ok(())
     }
+}
+
+/// `local` joined with the check-in of this deployment in `shared` (a node's `extra`).
+fn joined(local: Option<Checkin>, shared: Option<&Value>, deployment: &str) -> Option<Checkin> {
+    let remote = shared
+        .and_then(Checkin::from_shared)
+        .filter(|c| c.deployment == deployment);
+    match (local, remote) {
+        (Some(l), Some(r)) => Some(l.join(r)),
+        (l, r) => l.or(r),
+    }
+}
+
+impl Checkin {
+    /// The newest of each part of two check-ins of one deployment: the phone_home, each
+    /// stage's event; `self`'s on a tie (it keeps the texts the shared form leaves out).
+    fn join(mut self, other: Checkin) -> Checkin {
+        match (&self.phone_home, other.phone_home) {
+            (Some(mine), Some(theirs)) if theirs.at > mine.at => self.phone_home = Some(theirs),
+            (None, theirs) => self.phone_home = theirs,
+            _ => {}
+        }
+        for (stage, e) in other.events {
+            match self.events.get(&stage) {
+                Some(mine) if mine.at >= e.at => {}
+                _ => {
+                    self.events.insert(stage, e);
+                }
+            }
+        }
+        while self.events.len() > MAX_STAGES {
+            drop_oldest_event(&mut self.events);
+        }
+        if other.last_at > self.last_at {
+            self.last_at = other.last_at;
+        }
+        self
+    }
+
+    /// The check-in as written to Ironic: fingerprints and times, each stage's last event
+    /// without its description or the node's timestamp, at most [`MAX_WRITTEN`] bytes of
+    /// JSON (the oldest stages, then the names, then host keys left out to fit).
+    pub(crate) fn shared_form(&self) -> Value {
+        let mut c = self.clone();
+        for e in c.events.values_mut() {
+            e.description = None;
+            e.timestamp = None;
+        }
+        if let Some(p) = &mut c.phone_home {
+            p.host_keys.truncate(MAX_WRITTEN_KEYS);
+        }
+        loop {
+            let v = serde_json::to_value(&c).unwrap_or(Value::Null);
+            if v.to_string().len() <= MAX_WRITTEN {
+                return v;
+            }
+            if !c.events.is_empty() {
+                drop_oldest_event(&mut c.events);
+            } else if let Some(p) = c
+                .phone_home
+                .as_mut()
+                .filter(|p| p.instance_id.is_some() || p.hostname.is_some() || p.fqdn.is_some())
+            {
+                (p.instance_id, p.hostname, p.fqdn) = (None, None, None);
+            } else if let Some(p) = c.phone_home.as_mut().filter(|p| !p.host_keys.is_empty()) {
+                p.host_keys.pop();
+            } else {
+                return Value::Null;
+            }
+        }
+    }
+
+    /// A check-in as read from a node's `extra`: whoever may update the node wrote it, so
+    /// it is read in the bounded shared form, and anything else reads as none.
+    fn from_shared(v: &Value) -> Option<Checkin> {
+        let c: Checkin = serde_json::from_value(v.clone()).ok()?;
+        serde_json::from_value(c.shared_form()).ok()
+    }
+}
+
+fn drop_oldest_event(events: &mut BTreeMap<String, Event>) {
+    let oldest = events
+        .iter()
+        .min_by(|a, b| a.1.at.cmp(&b.1.at))
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        events.remove(&k);
+    }
+}
+
+/// Writes nodes' check-ins to their `extra` in Ironic, on a thread of its own started with
+/// the first check-in: the POST that stored one never waits for Ironic. One value per node
+/// waits at a time (a newer check-in replaces it), so what waits is bounded by the fleet.
+pub(crate) struct WriteBack {
+    queue: Arc<Queue>,
+    client: Mutex<Option<crate::ironic::IronicClient>>,
+}
+
+struct Queue {
+    pending: Mutex<HashMap<String, Pending>>,
+    wake: tokio::sync::Notify,
+    /// `metadata_checkin_write_backs_total{result}`.
+    counter: IntCounterVec,
+}
+
+struct Pending {
+    value: Value,
+    attempt: u32,
+    due: Instant,
+}
+
+impl WriteBack {
+    pub(crate) fn new(client: crate::ironic::IronicClient, counter: IntCounterVec) -> WriteBack {
+        WriteBack {
+            queue: Arc::new(Queue {
+                pending: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                counter,
+            }),
+            client: Mutex::new(Some(client)),
+        }
+    }
+
+    /// Writes `value` as node's check-in, soon; replaces what waits for the node.
+    fn queue(&self, node: &str, value: Value) {
+        if let Some(client) = self.client.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let queue = self.queue.clone();
+            let started = std::thread::Builder::new()
+                .name("checkin-write-back".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(write_back(client, queue)),
+                        Err(e) => {
+                            tracing::error!(target: "checkin", error = %e, "cannot start writing check-ins to Ironic")
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(target: "checkin", error = %e, "cannot start writing check-ins to Ironic");
+            }
+        }
+        let mut pending = self.queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // A write already waiting keeps its time; a new one waits a moment for more.
+        let due = pending.get(node).map_or_else(
+            || Instant::now() + WRITE_EVERY,
+            |p| p.due.min(Instant::now() + WRITE_EVERY),
+        );
+        pending.insert(
+            node.into(),
+            Pending {
+                value,
+                attempt: 0,
+                due,
+            },
+        );
+        drop(pending);
+        self.queue.wake.notify_one();
+    }
+}
+
+/// The writer's loop: writes what is due, one node at a time; waits for the next due
+/// write or a new check-in.
+async fn write_back(client: crate::ironic::IronicClient, queue: Arc<Queue>) {
+    loop {
+        let (due, next) = {
+            let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|(_, p)| p.due <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let due: Vec<(String, Pending)> = ready
+                .into_iter()
+                .filter_map(|k| pending.remove(&k).map(|p| (k, p)))
+                .collect();
+            (due, pending.values().map(|p| p.due).min())
+        };
+        if due.is_empty() {
+            let wait = next.map_or(MAX_BACKOFF, |d| d.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                () = queue.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        for (node, p) in due {
+            write_one(&client, &queue, node, p).await;
+        }
+    }
+}
+
+async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: String, p: Pending) {
+    let count = |result: &str| queue.counter.with_label_values(&[result]).inc();
+    let Err(e) = client.set_node_extra(&node, EXTRA_KEY, &p.value).await else {
+        count("written");
+        tracing::debug!(target: "checkin", node = %node, "check-in written to Ironic");
+        return;
+    };
+    count(e.reason());
+    let attempt = p.attempt + 1;
+    if attempt >= WRITE_ATTEMPTS {
+        count("given_up");
+        tracing::warn!(target: "checkin", node = %node, attempts = attempt, error = %e,
+            "cannot write the check-in to Ironic; given up until the node checks in again");
+        return;
+    }
+    let pause = Duration::from_secs(1 << p.attempt.min(6)).min(MAX_BACKOFF);
+    tracing::warn!(target: "checkin", node = %node, attempt, error = %e, retry_in_s = pause.as_secs(),
+        "cannot write the check-in to Ironic; trying again");
+    let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+    // A newer check-in waiting for the node is written instead.
+    pending.entry(node).or_insert(Pending {
+        value: p.value,
+        attempt,
+        due: Instant::now() + pause,
+    });
 }
 
 enum Update {
@@ -495,10 +763,10 @@ mod tests {
             ("init-local/search", "finish"),
             ("init-network", "start"),
         ] {
-            s.record("n1", "d1", Kind::Reporting, ev(n, t).as_bytes())
+            s.record("n1", "d1", Kind::Reporting, ev(n, t).as_bytes(), None)
                 .unwrap();
         }
-        let c = s.get("n1", "d1").unwrap();
+        let c = s.get("n1", "d1", None).unwrap();
         assert_eq!(
             c.events.keys().collect::<Vec<_>>(),
             ["init-local", "init-network"]
@@ -507,17 +775,18 @@ mod tests {
         assert_eq!(c.events["init-local"].event_type, "finish");
         // Another process reads it back; a redeployment starts clean.
         let s2 = CheckinStore::new(Some(dir.path().to_owned())).unwrap();
-        assert_eq!(s2.get("n1", "d1"), Some(c));
-        assert_eq!(s2.get("n1", "d2"), None);
+        assert_eq!(s2.get("n1", "d1", None), Some(c));
+        assert_eq!(s2.get("n1", "d2", None), None);
         s2.record(
             "n1",
             "d2",
             Kind::Reporting,
             ev("modules-final", "start").as_bytes(),
+            None,
         )
         .unwrap();
-        assert_eq!(s2.get("n1", "d1"), None);
-        assert_eq!(s2.get("n1", "d2").unwrap().events.len(), 1);
+        assert_eq!(s2.get("n1", "d1", None), None);
+        assert_eq!(s2.get("n1", "d2", None).unwrap().events.len(), 1);
         // Stages are bounded.
         for i in 1..MAX_STAGES {
             s2.record(
@@ -525,6 +794,7 @@ mod tests {
                 "d2",
                 Kind::Reporting,
                 ev(&format!("s{i}"), "start").as_bytes(),
+                None,
             )
             .unwrap();
         }
@@ -533,10 +803,97 @@ mod tests {
                 "n1",
                 "d2",
                 Kind::Reporting,
-                ev("one-more", "start").as_bytes()
+                ev("one-more", "start").as_bytes(),
+                None
             ),
             Err(CheckinError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_shared_form_is_bounded_and_joins_keep_the_newest() {
+        let long = "x".repeat(MAX_NAME);
+        let event = |at: &str, result: &str| Event {
+            at: at.into(),
+            name: long.clone(),
+            event_type: "finish".into(),
+            result: Some(result.into()),
+            description: Some("d".repeat(MAX_TEXT)),
+            timestamp: Some(1.5),
+        };
+        let mut big = Checkin {
+            deployment: "d".into(),
+            last_at: "2026-01-01T00:00:16.000Z".into(),
+            ..Checkin::default()
+        };
+        for i in 0..MAX_STAGES {
+            big.events.insert(
+                format!("{i:02}{long}"),
+                event(&format!("2026-01-01T00:00:{i:02}.000Z"), &long),
+            );
+        }
+        let shared = big.shared_form();
+        assert!(shared.to_string().len() <= MAX_WRITTEN, "{}", shared);
+        let back = Checkin::from_shared(&shared).unwrap();
+        assert!(!back.events.is_empty() && back.events.len() < MAX_STAGES);
+        assert!(back.events.values().all(|e| e.description.is_none()));
+        // The oldest stages are the ones left out.
+        assert!(!back.events.keys().any(|k| k.starts_with("00")));
+        assert!(back.events.keys().any(|k| k.starts_with("15")));
+        // Whatever a node's extra holds is read in the same bounded form, or not at all.
+        let mut hostile = serde_json::to_value(&big).unwrap();
+        hostile["phone_home"] = serde_json::json!({"at": "t", "host_keys":
+            vec![serde_json::json!({"type": long, "fingerprint": long}); 100]});
+        let read = Checkin::from_shared(&hostile).unwrap();
+        assert!(serde_json::to_string(&read).unwrap().len() <= MAX_WRITTEN);
+        assert_eq!(Checkin::from_shared(&serde_json::json!([1, 2])), None);
+
+        // Joined: the newer phone_home and the newer event of each stage, the latest time.
+        let at = |t: &str| format!("2026-01-01T00:00:{t}.000Z");
+        let mut a = Checkin {
+            deployment: "d".into(),
+            last_at: at("05"),
+            phone_home: Some(PhoneHome {
+                at: at("01"),
+                hostname: Some("old".into()),
+                ..PhoneHome::default()
+            }),
+            ..Checkin::default()
+        };
+        a.events.insert("init".into(), event(&at("05"), "SUCCESS"));
+        a.events
+            .insert("modules-final".into(), event(&at("02"), "FAIL"));
+        let mut b = Checkin {
+            deployment: "d".into(),
+            last_at: at("04"),
+            phone_home: Some(PhoneHome {
+                at: at("04"),
+                hostname: Some("new".into()),
+                ..PhoneHome::default()
+            }),
+            ..Checkin::default()
+        };
+        b.events.insert("init".into(), event(&at("03"), "FAIL"));
+        b.events
+            .insert("modules-final".into(), event(&at("04"), "SUCCESS"));
+        b.events
+            .insert("init-local".into(), event(&at("00"), "SUCCESS"));
+        let j = a.join(b);
+        assert_eq!(j.phone_home.unwrap().hostname.as_deref(), Some("new"));
+        let results: Vec<_> = j
+            .events
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.result.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            results,
+            [
+                ("init", "SUCCESS"),
+                ("init-local", "SUCCESS"),
+                ("modules-final", "SUCCESS")
+            ]
+        );
+        assert_eq!(j.last_at, at("05"));
     }
 
     #[test]
@@ -544,16 +901,16 @@ mod tests {
         let s = CheckinStore::new(None).unwrap();
         let body = b"{\"name\": \"init\", \"event_type\": \"start\"}";
         let mut stored = 0;
-        while s.record("n1", "d", Kind::Reporting, body).is_ok() {
+        while s.record("n1", "d", Kind::Reporting, body, None).is_ok() {
             stored += 1;
             assert!(stored <= BURST + PER_SECOND * 10, "never limited");
         }
         assert!(stored >= BURST, "{stored}");
         assert_eq!(
-            s.record("n1", "d", Kind::Reporting, body),
+            s.record("n1", "d", Kind::Reporting, body, None),
             Err(CheckinError::RateLimited)
         );
         // Another node has its own allowance.
-        s.record("n2", "d", Kind::Reporting, body).unwrap();
+        s.record("n2", "d", Kind::Reporting, body, None).unwrap();
     }
 }

@@ -67,6 +67,10 @@ pub struct FakeState {
     pub ignore_sort: bool,
     /// Sort missing timestamps first when descending, as PostgreSQL does.
     pub nulls_first: bool,
+    /// Every `PATCH /v1/nodes/{uuid}`: the node and the JSON patch, as received.
+    pub patches: Vec<(String, Value)>,
+    /// Answer node PATCHes with this status (Ironic's error shape) instead of applying them.
+    pub patch_status: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -93,6 +97,8 @@ impl FakeIronic {
             configdrives: Default::default(),
             ignore_sort: false,
             nulls_first: false,
+            patches: vec![],
+            patch_status: None,
         }));
         let app = router(state.clone());
         let addr = serve_on_own_thread(move |listener| async move {
@@ -264,7 +270,7 @@ fn router(state: Arc<Mutex<FakeState>>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/{kind}", get(list))
-        .route("/v1/nodes/{uuid}", get(one_node))
+        .route("/v1/nodes/{uuid}", get(one_node).patch(patch_node))
         .route("/v3/auth/tokens", post(issue_token))
         .route("/configdrive/{name}", get(configdrive))
         .with_state(state)
@@ -465,6 +471,76 @@ async fn one_node(
             &format!("Node {uuid} could not be found."),
         ),
     }
+}
+
+/// `PATCH /v1/nodes/{uuid}`: a JSON patch (RFC 6902 `add`, `replace`, `remove` of a field
+/// or of one key of an object field such as `/extra/<key>`), as Ironic applies it; the
+/// node's `updated_at` moves.
+async fn patch_node(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    record(&state, "PATCH", format!("/v1/nodes/{uuid}"), &headers);
+    let mode = state.lock().unwrap().mode;
+    if let Some(r) = faults(mode).await {
+        return r;
+    }
+    let mut s = state.lock().unwrap();
+    if !authorized(&s, &headers) {
+        return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return ironic_error(StatusCode::BAD_REQUEST, "Invalid JSON patch");
+    };
+    s.patches.push((uuid.clone(), patch.clone()));
+    if let Some(status) = s.patch_status {
+        return ironic_error(
+            StatusCode::from_u16(status).unwrap(),
+            "Access was denied to the following resource: baremetal:node:update_extra",
+        );
+    }
+    let Some(node) = s.nodes.iter_mut().find(|n| n["uuid"] == uuid.as_str()) else {
+        return ironic_error(
+            StatusCode::NOT_FOUND,
+            &format!("Node {uuid} could not be found."),
+        );
+    };
+    let mut patched = node.clone();
+    for op in patch.as_array().into_iter().flatten() {
+        let path: Vec<&str> = op["path"]
+            .as_str()
+            .unwrap_or("")
+            .split('/')
+            .skip(1)
+            .collect();
+        let (field, key) = match path.as_slice() {
+            [f] => (*f, None),
+            [f, k] => (*f, Some(*k)),
+            _ => return ironic_error(StatusCode::BAD_REQUEST, "unsupported patch path"),
+        };
+        let parent = match key {
+            None => patched.as_object_mut().unwrap(),
+            Some(_) => match patched[field].as_object_mut() {
+                Some(o) => o,
+                None => return ironic_error(StatusCode::BAD_REQUEST, "no such object"),
+            },
+        };
+        let name = key.unwrap_or(field).to_string();
+        match op["op"].as_str() {
+            Some("add" | "replace") => {
+                parent.insert(name, op["value"].clone());
+            }
+            Some("remove") => {
+                parent.remove(&name);
+            }
+            _ => return ironic_error(StatusCode::BAD_REQUEST, "unsupported patch op"),
+        }
+    }
+    patched["updated_at"] = json!(stamp());
+    *node = patched.clone();
+    Json(patched).into_response()
 }
 
 /// Now, as Ironic writes timestamps.
