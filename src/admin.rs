@@ -131,6 +131,8 @@ fn readyz(
         "nodes": index.nodes().len(),
         "served_nodes": index.served_count(),
         "index_age_seconds": age_seconds(status.last_success),
+        "index": index_origin(&status),
+        "snapshot_age_seconds": age_seconds(status.snapshot),
         "last_error": status.last_error,
         "warnings": warnings,
     });
@@ -139,6 +141,19 @@ fn readyz(
         reply.status = 503;
     }
     reply
+}
+
+/// Where the index served comes from: a snapshot loaded at start (with its age) until
+/// the source has been caught up with, else the source itself.
+fn index_origin(status: &crate::inventory::SourceStatus) -> String {
+    match (status.ready, status.snapshot) {
+        (false, _) => "none".into(),
+        (true, Some(_)) => format!(
+            "snapshot (age {} s)",
+            age_seconds(status.snapshot).unwrap_or(0)
+        ),
+        (true, None) => "live".into(),
+    }
 }
 
 /// `GET /nodes/<uuid>/checkin`: the check-ins of the node's current deployment, as JSON

@@ -64,6 +64,13 @@ pub(crate) struct Source {
     /// Full sweeps a poll asked for, by reason (`unsorted`, `more_than_a_page`,
     /// `time_went_back`, `missed_nodes`, `null_timestamps`).
     pub(crate) resyncs: IntCounterVec,
+    /// Index snapshots written to `STATE_DIR`, by result (`ok`, `failed`).
+    pub(crate) snapshot_writes: IntCounterVec,
+    /// Snapshots looked for at start, by result (`loaded`, `absent`, `unreadable`,
+    /// `corrupt`, `format`, `other_source`, `stale`).
+    pub(crate) snapshot_loads: IntCounterVec,
+    /// When the last snapshot was written (seconds since the epoch).
+    pub(crate) snapshot_written: IntGauge,
 }
 
 pub(crate) struct Policy {
@@ -200,6 +207,20 @@ impl Source {
                 "metadata_inventory_resyncs_total",
                 "Full sweeps asked for because a poll could not tell what changed, by reason",
                 &["reason"],
+            ),
+            snapshot_writes: m.counters(
+                "metadata_inventory_snapshot_writes_total",
+                "Index snapshots written to the state directory, by result",
+                &["result"],
+            ),
+            snapshot_loads: m.counters(
+                "metadata_inventory_snapshot_loads_total",
+                "Index snapshots looked for at start, by result",
+                &["result"],
+            ),
+            snapshot_written: m.gauge(
+                "metadata_inventory_snapshot_last_write_timestamp_seconds",
+                "When the last index snapshot was written, in seconds since the epoch",
             ),
         }
     }

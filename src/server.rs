@@ -318,6 +318,8 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
                     .with_dns(settings.dns_servers.clone()),
             );
             let refresher = Refresher::new(*client, catalog.clone(), metrics.clone(), refresh);
+            // A snapshot in STATE_DIR serves before the listeners start.
+            refresher.warm_start();
             (catalog, Some(Arc::new(refresher)))
         }
     };
@@ -399,6 +401,10 @@ fn source_of(
                 full_interval: Duration::from_secs(a.refresh_interval),
                 reconcile_interval: Duration::from_secs(a.reconcile_interval),
                 on_demand_wait: Duration::from_secs(a.source.ironic_timeout.min(10)),
+                snapshot: a
+                    .state_dir
+                    .as_ref()
+                    .map(|d| d.join(crate::inventory::snapshot::FILE_NAME)),
                 ..RefreshConfig::default()
             };
             Source::Ironic(config, refresh)

@@ -4,6 +4,7 @@
 
 pub(crate) mod file;
 pub(crate) mod refresh;
+pub(crate) mod snapshot;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -38,6 +39,9 @@ pub(crate) struct SourceStatus {
     pub(crate) last_error: Option<String>,
     /// Problems found in the data that do not stop serving (masked configdrives, ...).
     pub(crate) warnings: Vec<String>,
+    /// When the snapshot the index was loaded from at start was written, until the source
+    /// has been caught up with.
+    pub(crate) snapshot: Option<SystemTime>,
 }
 
 /// The published index plus the status of its source.
@@ -188,6 +192,7 @@ impl Catalog {
             last_success: Some(SystemTime::now()),
             last_error: None,
             warnings: warnings.clone(),
+            snapshot: prev.snapshot,
         }));
         self.generation.send_modify(|g| *g += 1);
         tracing::debug!(target: "inventory", generation = *self.generation.borrow(), "index published");
@@ -201,6 +206,28 @@ impl Catalog {
             self.status.store(Arc::new(SourceStatus {
                 last_success: Some(SystemTime::now()),
                 last_error: None,
+                ..(*prev).clone()
+            }));
+        }
+    }
+
+    /// Says the index just published was loaded from a snapshot written at `written`: its
+    /// age is the snapshot's until [`Catalog::caught_up`].
+    pub(crate) fn warmed(&self, written: SystemTime) {
+        let prev = self.status.load_full();
+        self.status.store(Arc::new(SourceStatus {
+            last_success: Some(written),
+            snapshot: Some(written),
+            ..(*prev).clone()
+        }));
+    }
+
+    /// Says the source has been read since the index was loaded from a snapshot.
+    pub(crate) fn caught_up(&self) {
+        let prev = self.status.load_full();
+        if prev.snapshot.is_some() {
+            self.status.store(Arc::new(SourceStatus {
+                snapshot: None,
                 ..(*prev).clone()
             }));
         }

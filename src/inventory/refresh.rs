@@ -11,12 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::{watch, Notify, Semaphore};
 
+use super::snapshot::{self, MergeError, NodeRecords};
 use super::{Catalog, OnDemand, Update};
 use crate::ironic::client::FleetSink;
 use crate::ironic::model::{micros, Node, Port, Portgroup, Raw};
@@ -46,6 +48,11 @@ pub(crate) struct RefreshConfig {
     pub(crate) skew: Duration,
     /// Configdrive URLs downloaded at once.
     pub(crate) downloads: usize,
+    /// Where the last good index is kept for a warm restart (`STATE_DIR/index.snapshot`).
+    pub(crate) snapshot: Option<PathBuf>,
+    /// Least time between two snapshots written for polls' changes (a full sweep always
+    /// writes one).
+    pub(crate) snapshot_every: Duration,
 }
 
 impl Default for RefreshConfig {
@@ -60,6 +67,8 @@ impl Default for RefreshConfig {
             page: 100,
             skew: Duration::from_secs(10),
             downloads: 4,
+            snapshot: None,
+            snapshot_every: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +106,10 @@ struct PollState {
     /// database sorts never-updated nodes first): full sweeps every [`SWEEPS_ONLY_EVERY`]
     /// instead, and polling is tried again after the full interval.
     sweeps_only: Option<Instant>,
+    /// Nodes changed since the snapshot was written: their new records, none when gone.
+    dirty: HashMap<String, Option<NodeRecords>>,
+    /// When the snapshot was last written (or a write failed).
+    snapshot_tried: Option<Instant>,
 }
 
 /// A full sweep as it arrives: views built from each page of nodes.
@@ -107,6 +120,22 @@ struct Sweep<'a> {
     since: i64,
     /// Ports and portgroups the next polls' margin still shows, with their creation time.
     recent: HashMap<String, i64>,
+    /// The snapshot written as the sweep arrives.
+    snapshot: Option<snapshot::Writer>,
+    /// Why the snapshot could not be written.
+    snapshot_error: Option<String>,
+}
+
+impl Sweep<'_> {
+    /// Runs one step of the snapshot; on failure it is given up for this sweep.
+    fn write(&mut self, step: impl FnOnce(&mut snapshot::Writer) -> std::io::Result<()>) {
+        if let Some(w) = self.snapshot.as_mut() {
+            if let Err(e) = step(w) {
+                self.snapshot_error = Some(e.to_string());
+                self.snapshot = None;
+            }
+        }
+    }
 }
 
 impl FleetSink for Sweep<'_> {
@@ -119,11 +148,13 @@ impl FleetSink for Sweep<'_> {
             .filter(|(_, t)| *t >= self.since)
             .map(|(u, t)| (u.clone(), t))
             .collect();
+        self.write(|w| w.links(&ports, &portgroups));
         self.build = Some(self.refresher.catalog.builder(ports, portgroups));
     }
 
     fn nodes(&mut self, mut nodes: Vec<Node>) {
         self.refresher.resolve_urls(&mut nodes);
+        self.write(|w| w.nodes(&nodes));
         if let Some(b) = self.build.as_mut() {
             b.add(nodes);
         }
@@ -145,6 +176,8 @@ impl From<ClientError> for PollError {
 
 pub(crate) struct Refresher {
     client: Arc<IronicClient>,
+    /// The Ironic a snapshot must come from to be used.
+    origin: String,
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
     config: RefreshConfig,
@@ -155,6 +188,8 @@ pub(crate) struct Refresher {
     asked: Mutex<bool>,
     state: tokio::sync::Mutex<PollState>,
     downloads: Arc<Downloads>,
+    /// The index was loaded from the snapshot.
+    warm: std::sync::atomic::AtomicBool,
 }
 
 impl Refresher {
@@ -166,6 +201,7 @@ impl Refresher {
     ) -> Refresher {
         let downloads = Arc::new(Downloads::new(config.downloads));
         Refresher {
+            origin: client.origin(),
             client: Arc::new(client),
             catalog,
             metrics,
@@ -179,15 +215,29 @@ impl Refresher {
                 ..PollState::default()
             }),
             downloads,
+            warm: Default::default(),
         }
     }
 
-    /// Sweep, then poll, until `shutdown` turns true. A failed job is retried sooner than
-    /// the full interval (1 s, doubling) so a restart of Ironic is noticed quickly.
-    pub(crate) async fn run(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Sweep (unless [`Refresher::warm_start`] loaded the snapshot), then poll, until `shutdown` turns true; the
+    /// changes the snapshot lacks are written on the way out.
+    pub(crate) async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let warm = self.warm.load(std::sync::atomic::Ordering::Relaxed);
+        self.follow(shutdown, warm).await;
+        self.write_snapshot(true).await;
+    }
+
+    /// Sweep (unless `warm`), then poll, until `shutdown` turns true. A failed job is
+    /// retried sooner than the full interval (1 s, doubling) so a restart of Ironic is
+    /// noticed quickly. A warm start reconciles first: nodes deleted while the service was
+    /// down go at once.
+    async fn follow(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>, warm: bool) {
         let mut next_full = Instant::now() + self.config.full_interval;
         let mut last_full = Instant::now();
-        let mut next_reconcile = Instant::now() + self.config.reconcile_interval;
+        let mut next_reconcile = Instant::now();
+        if !warm {
+            next_reconcile += self.config.reconcile_interval;
+        }
         let mut backoff = Duration::from_secs(1);
         loop {
             if *shutdown.borrow() {
@@ -219,17 +269,9 @@ impl Refresher {
                 }
                 ok
             } else {
-                // A reconciliation's findings (nodes to read) are read by the poll after it.
-                let reconciled = if now >= next_reconcile {
-                    next_reconcile = now + self.config.reconcile_interval;
-                    self.reconcile().await
-                } else {
-                    true
-                };
-                // Asked for by an unknown client only: the newest updates are where a node
-                // just deployed shows.
-                reconciled && self.poll(asked).await
+                self.reconcile_and_poll(&mut next_reconcile, asked).await
             };
+            self.write_snapshot(false).await;
             let wait = if ok {
                 backoff = Duration::from_secs(1);
                 self.config.poll_interval
@@ -264,6 +306,25 @@ impl Refresher {
         }
     }
 
+    /// A reconciliation when it is due, then a poll (quick when only an unknown client
+    /// asked for it: the newest updates are where a node just deployed shows).
+    async fn reconcile_and_poll(self: &Arc<Self>, next: &mut Instant, asked: bool) -> bool {
+        let now = Instant::now();
+        // A reconciliation's findings (nodes to read) are read by the poll after it. One
+        // that failed is tried again with the next job (a warm start's first one must not
+        // wait a whole interval to drop nodes deleted meanwhile).
+        let reconciled = if now >= *next {
+            let ok = self.reconcile().await;
+            if ok {
+                *next = now + self.config.reconcile_interval;
+            }
+            ok
+        } else {
+            true
+        };
+        reconciled && self.poll(asked).await
+    }
+
     /// Runs one job between the progress counters on-demand waiters watch.
     async fn job<F: std::future::Future<Output = bool>>(&self, f: F) -> bool {
         self.progress.send_modify(|p| p.started += 1);
@@ -282,9 +343,18 @@ impl Refresher {
         self.job(async {
             let t0 = Instant::now();
             let started = now_micros();
+            let (snapshot, snapshot_error) = match &self.config.snapshot {
+                Some(path) => match snapshot::Writer::create(path, &self.origin) {
+                    Ok(w) => (Some(w), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                None => (None, None),
+            };
             // Views are built page by page as the nodes arrive (ports and portgroups
             // first): a sweep holds one page of Ironic's answer at a time.
             let mut sink = Sweep {
+                snapshot,
+                snapshot_error,
                 refresher: self,
                 build: None,
                 // Links this sweep reads that the next polls' margin still shows are
@@ -298,16 +368,23 @@ impl Refresher {
             self.metrics.source.sweep_seconds.observe(elapsed.as_secs_f64());
             match result {
                 Ok(()) => {
-                    let recent = sink.recent;
-                    let build = sink
-                        .build
-                        .unwrap_or_else(|| self.catalog.builder(Vec::new(), Vec::new()));
+                    let Sweep {
+                        recent,
+                        build,
+                        snapshot,
+                        snapshot_error,
+                        ..
+                    } = sink;
+                    let build =
+                        build.unwrap_or_else(|| self.catalog.builder(Vec::new(), Vec::new()));
                     let nodes = build.len();
                     self.catalog.publish_built(build);
+                    self.catalog.caught_up();
                     let mut state = self.state.lock().await;
                     state.covered = started;
                     state.recent = recent;
                     state.resync = None;
+                    self.sweep_snapshot(&mut state, snapshot, snapshot_error, started);
                     tracing::debug!(target: "ironic", kind, nodes, seconds = elapsed.as_secs_f64(), "sweep done");
                     true
                 }
@@ -318,6 +395,169 @@ impl Refresher {
             }
         })
         .await
+    }
+
+    /// Loads the snapshot when there is a usable one, before anything listens: the index
+    /// serves from it at once and [`Refresher::run`] polls from its watermark instead of
+    /// sweeping. False for a cold start (no snapshot, or one that cannot be trusted, which
+    /// is said in one log line).
+    pub(crate) fn warm_start(&self) -> bool {
+        let Some(path) = self.config.snapshot.clone() else {
+            return false;
+        };
+        let t0 = Instant::now();
+        let catalog = self.catalog.clone();
+        // Older than a full refresh interval, a sweep would be due anyway.
+        let loaded = snapshot::load(
+            &path,
+            &self.origin,
+            self.config.full_interval,
+            SystemTime::now(),
+            |ports, groups| catalog.builder(ports, groups),
+        );
+        let file = path.display();
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(why) => {
+                let reason = why.reason;
+                self.metrics
+                    .source
+                    .snapshot_loads
+                    .with_label_values(&[reason])
+                    .inc();
+                if reason == "absent" {
+                    tracing::info!(target: "inventory", file = %file, "no index snapshot at {file}: cold start");
+                } else {
+                    tracing::warn!(target: "inventory", file = %file, reason, "index snapshot {file} ignored ({reason}): {why}; cold start");
+                }
+                return false;
+            }
+        };
+        self.metrics
+            .source
+            .snapshot_loads
+            .with_label_values(&["loaded"])
+            .inc();
+        self.catalog.publish_built(loaded.builder);
+        self.catalog.warmed(loaded.written);
+        let Ok(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        state.covered = loaded.covered;
+        state.resync = None;
+        // Configdrive URLs not downloaded yet: read again (and downloaded) by the first poll.
+        state.pending.extend(loaded.url_nodes);
+        let age = SystemTime::now()
+            .duration_since(loaded.written)
+            .unwrap_or_default();
+        tracing::info!(
+            target: "inventory",
+            file = %file,
+            nodes = loaded.nodes,
+            age_seconds = age.as_secs(),
+            seconds = t0.elapsed().as_secs_f64(),
+            "index loaded from the snapshot {file}; catching up with Ironic from its watermark"
+        );
+        self.warm.store(true, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// Keeps what a poll or reconciliation changed for the next snapshot.
+    fn remember(&self, state: &mut PollState, updates: &[Update], deleted: &[String]) {
+        if self.config.snapshot.is_none() {
+            return;
+        }
+        for u in updates {
+            let r = snapshot::records(&u.node, &u.ports, &u.portgroups);
+            state.dirty.insert(u.node.uuid.clone(), Some(r));
+        }
+        for d in deleted {
+            state.dirty.insert(d.clone(), None);
+        }
+    }
+
+    /// Finishes the snapshot a sweep wrote as it arrived. One that failed takes the old
+    /// one with it: that one lacks this sweep's changes, and later ones would be merged
+    /// into it.
+    fn sweep_snapshot(
+        &self,
+        state: &mut PollState,
+        writer: Option<snapshot::Writer>,
+        error: Option<String>,
+        covered: i64,
+    ) {
+        let Some(path) = &self.config.snapshot else {
+            return;
+        };
+        state.dirty.clear();
+        state.snapshot_tried = Some(Instant::now());
+        let result = match (writer, error) {
+            (Some(w), None) => w.finish(covered).map_err(|e| e.to_string()),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err("no snapshot was started".into()),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        self.snapshot_written(result);
+    }
+
+    /// Writes the changes the snapshot lacks, at most once per `snapshot_every` unless
+    /// `now`.
+    async fn write_snapshot(&self, now: bool) {
+        let Some(path) = &self.config.snapshot else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        let recent = state
+            .snapshot_tried
+            .is_some_and(|t| t.elapsed() < self.config.snapshot_every);
+        if state.dirty.is_empty() || (recent && !now) {
+            return;
+        }
+        state.snapshot_tried = Some(Instant::now());
+        let result = snapshot::merge(path, &self.origin, &state.dirty, state.covered);
+        let result = match result {
+            Ok(n) => {
+                state.dirty.clear();
+                Ok(n)
+            }
+            // Without a whole snapshot to update none is better than a wrong one; the
+            // next full sweep writes one.
+            Err(e @ MergeError::Base(_)) => {
+                state.dirty.clear();
+                let _ = std::fs::remove_file(path);
+                Err(e.to_string())
+            }
+            // Kept for the next try; the old snapshot is as it was.
+            Err(e @ MergeError::Io(_)) => Err(e.to_string()),
+        };
+        self.snapshot_written(result);
+    }
+
+    fn snapshot_written(&self, result: Result<u64, String>) {
+        let file = self
+            .config
+            .snapshot
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .source
+            .snapshot_writes
+            .with_label_values(&[label])
+            .inc();
+        match result {
+            Ok(nodes) => {
+                let now = chrono::Utc::now().timestamp();
+                self.metrics.source.snapshot_written.set(now);
+                tracing::debug!(target: "inventory", file = %file, nodes, "index snapshot written");
+            }
+            Err(e) => {
+                tracing::warn!(target: "inventory", file = %file, error = %e, "index snapshot {file} not written: {e}");
+            }
+        }
     }
 
     fn failed(&self, e: &ClientError, kind: &str) {
@@ -357,9 +597,13 @@ impl Refresher {
                         .inc();
                     if changed > 0 {
                         self.metrics.source.changes.inc_by(changed as u64);
+                        self.remember(&mut state, &updates, &deleted);
                         self.catalog.apply(updates, &deleted);
                     } else {
                         self.catalog.confirm();
+                    }
+                    if !quick {
+                        self.catalog.caught_up();
                     }
                     true
                 }
@@ -591,6 +835,7 @@ impl Refresher {
                 .collect();
             if !gone.is_empty() {
                 self.metrics.source.changes.inc_by(gone.len() as u64);
+                self.remember(&mut state, &[], &gone);
                 self.catalog.apply(Vec::new(), &gone);
             }
             true

@@ -187,6 +187,22 @@ impl IronicClient {
         }
     }
 
+    /// The Ironic this client reads, as a snapshot of its nodes records it: the URL, or
+    /// the Keystone endpoint, region and interface its catalog is read from.
+    pub(crate) fn origin(&self) -> String {
+        match (&self.config.url, &self.config.auth) {
+            // `http://h:6385` and `http://h:6385/v1/` are the same Ironic.
+            (Some(u), _) => parse_root(u).map_or_else(|_| redact(u), |r| redact(r.as_str())),
+            (None, AuthConfig::Keystone(ks)) => format!(
+                "keystone-catalog:{} region={} interface={}",
+                redact(&ks.auth_url),
+                ks.region.as_deref().unwrap_or(""),
+                ks.interface
+            ),
+            (None, _) => "keystone-catalog".into(),
+        }
+    }
+
     /// Download a configdrive Ironic stores as a URL (a Swift temp URL, say), without any
     /// Ironic credentials, within the client's timeouts and [`MAX_CONFIGDRIVE`] bytes.
     /// Returns the text form (base64), encoding a binary answer.
