@@ -131,13 +131,25 @@ async fn a_restart_serves_from_the_snapshot_then_catches_up_by_polling() {
         "a warm start catches up without a full sweep"
     );
 
-    // The changes reach the snapshot (at the latest at shutdown): the next start has them.
+    // A second edit, within the 30 s in which no snapshot is written for polls: it reaches
+    // the snapshot at shutdown, and the next start has both.
+    fake.update_node(&uuid(1), |n| {
+        n["instance_info"]["configdrive"]["user_data"] = json!("#cloud-config\nagain\n");
+    });
+    eventually(WAIT, "the second edit is served", || async {
+        user_data(&s, &ip(1)).await == (200, "#cloud-config\nagain\n".to_string())
+    })
+    .await;
     s.terminate();
     fake.set_mode(Mode::Hang);
     let s = start(&fake, state.path());
     assert_eq!(
         user_data(&s, &ip(2)).await,
         (200, "#cloud-config\nedited\n".to_string())
+    );
+    assert_eq!(
+        user_data(&s, &ip(1)).await,
+        (200, "#cloud-config\nagain\n".to_string())
     );
     assert_eq!(s.readyz().await["nodes"], 2);
 }
