@@ -336,7 +336,7 @@ impl Metrics {
             ),
             checkin_write_backs: m.counters(
                 "metadata_checkin_write_backs_total",
-                "Check-ins written to nodes' extra in Ironic, by result (written; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
+                "Check-ins written to nodes' extra in Ironic, by result (written; unchanged when Ironic held it already; no_node; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
                 &["result"],
             ),
             identity: Identity::new(&m),

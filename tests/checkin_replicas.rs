@@ -208,6 +208,47 @@ async fn a_check_in_posted_to_one_replica_is_shown_by_the_other() {
     );
 }
 
+/// What a node behind a load balancer does: its check-ins reach both replicas at once,
+/// before either has read the other's write. Both end up showing every part, and Ironic
+/// holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_reaching_both_replicas_at_once_end_up_in_both() {
+    let fake = FakeIronic::start().await;
+    let (id, ip) = deploy(&fake, 3);
+    let (a, b) = (replica(&fake), replica(&fake));
+    ready(&a).await;
+    ready(&b).await;
+    assert_eq!(report(&a, &ip, "init-local", "SUCCESS").await, 200);
+    assert_eq!(report(&b, &ip, "init", "SUCCESS").await, 200);
+    assert_eq!(phone_home(&a, &ip).await, 200);
+    assert_eq!(report(&b, &ip, "modules-final", "FAIL").await, 200);
+    let complete = |v: &Value| {
+        let stages: Vec<(&String, &Value)> = v["events"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, e)| (k, &e["result"])).collect())
+            .unwrap_or_default();
+        fingerprints(v) == expected_fingerprints()
+            && stages
+                == [
+                    (&"init".to_string(), &json!("SUCCESS")),
+                    (&"init-local".to_string(), &json!("SUCCESS")),
+                    (&"modules-final".to_string(), &json!("FAIL")),
+                ]
+    };
+    eventually(WAIT, "Ironic holds every part", || async {
+        complete(&written(&fake, &id))
+    })
+    .await;
+    for (s, which) in [(&a, "A"), (&b, "B")] {
+        eventually(
+            WAIT,
+            &format!("replica {which} shows every part"),
+            || async { complete(&checkin(s, &id).await.1) },
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ironic_refusing_the_write_leaves_the_check_in_stored_and_counts_it() {
     let fake = FakeIronic::start().await;

@@ -10,8 +10,10 @@
 //! With write-back on, each node's check-in is also written to its `extra` in Ironic
 //! (one key, [`EXTRA_KEY`], in a bounded form: fingerprints, times, each stage's last
 //! event without its text) by a worker of its own, after the POST is answered, at most
-//! once a second per node and retried with back-off; every replica reads it back from its
-//! index, so replicas sharing one Ironic show the same check-in.
+//! once a second per node and retried with back-off. The worker reads the node first and
+//! writes the join of both (another replica may have received other parts), and checks
+//! again a little later; every replica reads the key back from its index, so replicas
+//! sharing one Ironic show the same check-in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -56,6 +58,9 @@ const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// given up after this many attempts (a later check-in of the node is tried afresh).
 const WRITE_ATTEMPTS: u32 = 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A write is checked this long after it was made (another replica's write, read before
+/// this one landed, may have replaced it).
+const CHECK_AFTER: Duration = Duration::from_secs(3);
 
 /// The host keys phone_home posts, by form field.
 const KEY_FIELDS: &[&str] = &[
@@ -329,7 +334,7 @@ impl CheckinStore {
             write().map_err(|e| CheckinError::Io(e.to_string()))?;
         }
         if let Some(w) = &self.write_back {
-            w.queue(node, c.shared_form());
+            w.queue(node, deployment, c.shared_form());
         }
         entries.insert(node.into(), c);
         Ok(())
@@ -440,8 +445,12 @@ struct Queue {
 }
 
 struct Pending {
+    /// The check-in in its shared form, and its deployment.
     value: Value,
+    deployment: String,
     attempt: u32,
+    /// Passes left to check that Ironic still holds what was written.
+    checks: u32,
     due: Instant,
 }
 
@@ -458,7 +467,7 @@ impl WriteBack {
     }
 
     /// Writes `value` as node's check-in, soon; replaces what waits for the node.
-    fn queue(&self, node: &str, value: Value) {
+    fn queue(&self, node: &str, deployment: &str, value: Value) {
         if let Some(client) = self.client.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let queue = self.queue.clone();
             let started = std::thread::Builder::new()
@@ -488,7 +497,9 @@ impl WriteBack {
             node.into(),
             Pending {
                 value,
+                deployment: deployment.into(),
                 attempt: 0,
+                checks: 1,
                 due,
             },
         );
@@ -529,12 +540,54 @@ async fn write_back(client: crate::ironic::IronicClient, queue: Arc<Queue>) {
     }
 }
 
+/// One pass over a node: reads what Ironic holds, joins it with `p`'s check-in (another
+/// replica may have written parts this one has not seen) and writes the join when it
+/// differs. A write is checked by one more pass a little later, which writes again when
+/// another replica's write crossed it.
 async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: String, p: Pending) {
     let count = |result: &str| queue.counter.with_label_values(&[result]).inc();
-    let Err(e) = client.set_node_extra(&node, EXTRA_KEY, &p.value).await else {
-        count("written");
-        tracing::debug!(target: "checkin", node = %node, "check-in written to Ironic");
-        return;
+    let written = async {
+        let Some(current) = client.node(&node).await? else {
+            return Ok(None);
+        };
+        let held = current.extra.ironic_metadata_checkin;
+        let value = match Checkin::from_shared(&p.value) {
+            Some(ours) => joined(Some(ours), held.as_ref(), &p.deployment)
+                .map_or(Value::Null, |c| c.shared_form()),
+            None => p.value.clone(),
+        };
+        if held
+            .as_ref()
+            .and_then(Checkin::from_shared)
+            .map(|c| c.shared_form())
+            == Some(value.clone())
+        {
+            return Ok(Some(false));
+        }
+        client.set_node_extra(&node, EXTRA_KEY, &value).await?;
+        Ok::<_, crate::ironic::ClientError>(Some(true))
+    };
+    let e = match written.await {
+        Ok(Some(true)) => {
+            count("written");
+            tracing::debug!(target: "checkin", node = %node, "check-in written to Ironic");
+            if p.checks > 0 {
+                requeue(
+                    queue,
+                    node,
+                    Pending {
+                        checks: p.checks - 1,
+                        attempt: 0,
+                        due: Instant::now() + CHECK_AFTER,
+                        ..p
+                    },
+                );
+            }
+            return;
+        }
+        Ok(Some(false)) => return count("unchanged"),
+        Ok(None) => return count("no_node"),
+        Err(e) => e,
     };
     count(e.reason());
     let attempt = p.attempt + 1;
@@ -547,13 +600,21 @@ async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: St
     let pause = Duration::from_secs(1 << p.attempt.min(6)).min(MAX_BACKOFF);
     tracing::warn!(target: "checkin", node = %node, attempt, error = %e, retry_in_s = pause.as_secs(),
         "cannot write the check-in to Ironic; trying again");
+    requeue(
+        queue,
+        node,
+        Pending {
+            attempt,
+            due: Instant::now() + pause,
+            ..p
+        },
+    );
+}
+
+/// Waits `p` for its node again, unless a newer check-in of the node already waits.
+fn requeue(queue: &Queue, node: String, p: Pending) {
     let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
-    // A newer check-in waiting for the node is written instead.
-    pending.entry(node).or_insert(Pending {
-        value: p.value,
-        attempt,
-        due: Instant::now() + pause,
-    });
+    pending.entry(node).or_insert(p);
 }
 
 enum Update {
