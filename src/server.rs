@@ -318,8 +318,6 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
                     .with_dns(settings.dns_servers.clone()),
             );
             let refresher = Refresher::new(*client, catalog.clone(), metrics.clone(), refresh);
-            // A snapshot in STATE_DIR serves before the listeners start.
-            refresher.warm_start();
             (catalog, Some(Arc::new(refresher)))
         }
     };

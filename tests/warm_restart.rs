@@ -92,6 +92,7 @@ async fn a_restart_serves_from_the_snapshot_then_catches_up_by_polling() {
     fake.delete_node(&uuid(3));
     let sweeps = fake.full_node_listings();
     let s = start(&fake, state.path());
+    ready(&s).await;
     assert_eq!(
         user_data(&s, &ip(1)).await,
         (200, "#cloud-config\nhostname: n1\n".to_string())
@@ -143,6 +144,7 @@ async fn a_restart_serves_from_the_snapshot_then_catches_up_by_polling() {
     s.terminate();
     fake.set_mode(Mode::Hang);
     let s = start(&fake, state.path());
+    ready(&s).await;
     assert_eq!(
         user_data(&s, &ip(2)).await,
         (200, "#cloud-config\nedited\n".to_string())
@@ -208,6 +210,12 @@ async fn a_snapshot_of_another_ironic_is_never_served() {
     fleet(&other, 2, "other");
     other.set_mode(Mode::Hang);
     let s = start(&other, state.path());
+    // The snapshot is looked at first: once its line is logged, nothing else can make
+    // the index ready while the other Ironic hangs.
+    eventually(WAIT, "the snapshot's line", || async {
+        s.log().contains("index snapshot")
+    })
+    .await;
     let r = s.readyz().await;
     assert_eq!(
         (r["ready"].clone(), r["nodes"].clone()),

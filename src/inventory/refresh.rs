@@ -188,8 +188,6 @@ pub(crate) struct Refresher {
     asked: Mutex<bool>,
     state: tokio::sync::Mutex<PollState>,
     downloads: Arc<Downloads>,
-    /// The index was loaded from the snapshot.
-    warm: std::sync::atomic::AtomicBool,
 }
 
 impl Refresher {
@@ -215,14 +213,13 @@ impl Refresher {
                 ..PollState::default()
             }),
             downloads,
-            warm: Default::default(),
         }
     }
 
-    /// Sweep (unless [`Refresher::warm_start`] loaded the snapshot), then poll, until `shutdown` turns true; the
+    /// Load the snapshot (if any), then sweep, then poll, until `shutdown` turns true; the
     /// changes the snapshot lacks are written on the way out.
     pub(crate) async fn run(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let warm = self.warm.load(std::sync::atomic::Ordering::Relaxed);
+        let warm = self.warm_start().await;
         self.follow(shutdown, warm).await;
         self.write_snapshot(true).await;
     }
@@ -397,11 +394,13 @@ impl Refresher {
         .await
     }
 
-    /// Loads the snapshot when there is a usable one, before anything listens: the index
-    /// serves from it at once and [`Refresher::run`] polls from its watermark instead of
-    /// sweeping. False for a cold start (no snapshot, or one that cannot be trusted, which
-    /// is said in one log line).
-    pub(crate) fn warm_start(&self) -> bool {
+    /// Loads the snapshot when there is a usable one, before any request to Ironic: the
+    /// index serves from it as soon as it is read, and polls go on from its watermark
+    /// instead of a sweep. False for a cold start (no snapshot, or one that cannot be
+    /// trusted, which is said in one log line). The listeners answer meanwhile (503 until
+    /// the index is ready, as on a cold start), so `/healthz` never waits for a large
+    /// snapshot.
+    async fn warm_start(&self) -> bool {
         let Some(path) = self.config.snapshot.clone() else {
             return false;
         };
@@ -440,9 +439,7 @@ impl Refresher {
             .inc();
         self.catalog.publish_built(loaded.builder);
         self.catalog.warmed(loaded.written);
-        let Ok(mut state) = self.state.try_lock() else {
-            return false;
-        };
+        let mut state = self.state.lock().await;
         state.covered = loaded.covered;
         state.resync = None;
         // Configdrive URLs not downloaded yet: read again (and downloaded) by the first poll.
@@ -458,7 +455,6 @@ impl Refresher {
             seconds = t0.elapsed().as_secs_f64(),
             "index loaded from the snapshot {file}; catching up with Ironic from its watermark"
         );
-        self.warm.store(true, std::sync::atomic::Ordering::Relaxed);
         true
     }
 
