@@ -16,7 +16,8 @@ Scenarios (LIST is comma-separated; default: all, always in this order):
   hotpath    ironic-metadata vs nginx serving the same meta_data.json, wrk -c50, 1 and 2
              threads; nginx with `sendfile off` and with `sendfile on; tcp_nopush on;`, the
              faster is the reference; a bare hyper server (examples/hyper_ceiling.rs) is the
-             ceiling. A run with any answer that is not 2xx fails (also in l2)
+             ceiling, pingora's own lightest HTTP app (examples/pingora_floor.rs) the
+             pingora floor. A run with any answer that is not 2xx fails (also in l2)
   storm      1,000 nodes of a real Ironic fetch cloud-init's 6 files at once
   coldstart  process start to ready with 1,000 and 10,000 nodes in Ironic, vs curl of the pages
   memory     RSS per indexed node; RSS around 100,000 rate-limited client addresses
@@ -50,6 +51,8 @@ Environment:
                            `cargo build --release --locked --example fake_ironic`
   HYPER_CEILING_BIN        the bare hyper server for hotpath, instead of
                            `cargo build --release --locked --example hyper_ceiling`
+  PINGORA_FLOOR_BIN        the minimal pingora server for hotpath, instead of
+                           `cargo build --release --locked --example pingora_floor`
   BENCH_NOTE               same as --note
 
 Installs what it needs first (as root or with sudo): nginx, wrk, curl, util-linux and
@@ -158,27 +161,25 @@ else
   fi
 fi
 [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 1; }
-fake_ironic=""
+# example_bin VAR NAME: the example NAME, from the environment variable VAR when it is set,
+# else built in release mode.
+example_bin() {
+  local path=${!1:-}
+  if [ -z "$path" ]; then
+    scripts/ensure-deps.sh
+    cargo build --release --locked --example "$2" >&2
+    path="${CARGO_TARGET_DIR:-target}/release/examples/$2"
+  fi
+  [ -x "$path" ] || { echo "bench: $path is not an executable" >&2; exit 1; }
+  printf '%s\n' "$path"
+}
+fake_ironic="" hyper_ceiling="" pingora_floor=""
 if wants scale; then
-  if [ -n "${FAKE_IRONIC_BIN:-}" ]; then
-    fake_ironic=$FAKE_IRONIC_BIN
-  else
-    scripts/ensure-deps.sh
-    cargo build --release --locked --example fake_ironic
-    fake_ironic="${CARGO_TARGET_DIR:-target}/release/examples/fake_ironic"
-  fi
-  [ -x "$fake_ironic" ] || { echo "bench: $fake_ironic is not an executable" >&2; exit 1; }
+  fake_ironic=$(example_bin FAKE_IRONIC_BIN fake_ironic) || exit 1
 fi
-hyper_ceiling=""
 if wants hotpath; then
-  if [ -n "${HYPER_CEILING_BIN:-}" ]; then
-    hyper_ceiling=$HYPER_CEILING_BIN
-  else
-    scripts/ensure-deps.sh
-    cargo build --release --locked --example hyper_ceiling
-    hyper_ceiling="${CARGO_TARGET_DIR:-target}/release/examples/hyper_ceiling"
-  fi
-  [ -x "$hyper_ceiling" ] || { echo "bench: $hyper_ceiling is not an executable" >&2; exit 1; }
+  hyper_ceiling=$(example_bin HYPER_CEILING_BIN hyper_ceiling) || exit 1
+  pingora_floor=$(example_bin PINGORA_FLOOR_BIN pingora_floor) || exit 1
 fi
 if wants criterion && [ -z "$criterion_from" ]; then
   command -v cargo >/dev/null 2>&1 || { echo "bench: the criterion scenario needs cargo" >&2; exit 1; }
@@ -191,4 +192,5 @@ args=(--bin "$bin" --out "$out" --binary-origin "$origin" --note "$note")
 [ -n "$build_seconds" ] && args+=(--build-seconds "$build_seconds")
 [ -n "$fake_ironic" ] && args+=(--fake-ironic "$fake_ironic")
 [ -n "$hyper_ceiling" ] && args+=(--hyper-ceiling "$hyper_ceiling")
+[ -n "$pingora_floor" ] && args+=(--pingora-floor "$pingora_floor")
 exec "$python" scripts/bench/run.py "${args[@]}"

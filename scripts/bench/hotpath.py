@@ -6,7 +6,10 @@ nginx runs in the two configurations that serve a small file fastest: `sendfile 
 compiled default) and `sendfile on; tcp_nopush on;` (Debian's nginx.conf); the faster of the
 two (median req/s) is the reference. `sendfile on` without `tcp_nopush` sends the header and
 a small body in two segments and is not a fair reference. A bare hyper server answering the
-same bytes (examples/hyper_ceiling.rs) is the ceiling, when its binary is given.
+same bytes (examples/hyper_ceiling.rs) is the ceiling, when its binary is given; the least a
+pingora 0.9 HTTP service does per request (examples/pingora_floor.rs: pingora's own `ServeHttp`
+app answering the same bytes) is the pingora floor, when its binary is given: what separates
+it from nginx is pingora's, what separates ironic-metadata from it is the service's.
 
 For each thread count N, all servers run side by side on free loopback ports and take turns
 (nginx, nginx, ours, hyper, nginx, ...) for ROUNDS rounds; every measured run follows a
@@ -126,11 +129,13 @@ def wrk(port, seconds, threads, lua, cpus=None):
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60))
 
 
-class Hyper:
-    """examples/hyper_ceiling.rs: every request answered with `body`, nothing else."""
+class Fixed:
+    """examples/hyper_ceiling.rs or examples/pingora_floor.rs: every request answered with
+    `body`, nothing else."""
 
     def __init__(self, binary, workdir, port, threads, body, cpus=None):
         self.port = port
+        name = Path(binary).name
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         body_file = workdir / "body"
@@ -143,13 +148,13 @@ class Hyper:
 
         def serving():
             if self.proc.poll() is not None:
-                raise SystemExit("hyper_ceiling exited:\n" + (workdir / "stderr.log").read_text())
+                raise SystemExit(f"{name} exited:\n" + (workdir / "stderr.log").read_text())
             try:
                 return http_get(self.port, PATH)[0] == 200
             except OSError:
                 return False
         try:
-            wait_for(serving, "hyper_ceiling", 30)
+            wait_for(serving, name, 30)
         except BaseException:
             self.stop()
             raise
@@ -212,6 +217,7 @@ def run(ctx):
         "path": PATH, "inventory": "examples/inventory.json (node web-0 claims 127.0.0.1)",
         "connections": CONNECTIONS, "duration_s": duration, "warmup_s": warmup, "rounds": rounds,
         "wrk_threads": 1, "nginx_variants": NGINX_VARIANTS, "ceiling": bool(getattr(ctx, "hyper", None)),
+        "floor": bool(getattr(ctx, "pingora_floor", None)),
         "by_threads": {},
     }
     for n in (1, 2):
@@ -244,15 +250,20 @@ def measure(ctx, work, policy, inventory, lua, n, duration, warmup, rounds, resu
         for name, sendfile in NGINX_VARIANTS.items():
             others[name] = Nginx(work / f"{name}-{n}", free_port(), n, body, cpus=server_cpus, sendfile=sendfile)
         if getattr(ctx, "hyper", None):
-            others["hyper"] = Hyper(ctx.hyper, work / f"hyper-{n}", free_port(), n, body, cpus=server_cpus)
+            others["hyper"] = Fixed(ctx.hyper, work / f"hyper-{n}", free_port(), n, body, cpus=server_cpus)
+        if getattr(ctx, "pingora_floor", None):
+            others["pingora-floor"] = Fixed(ctx.pingora_floor, work / f"pingora-floor-{n}", free_port(), n, body,
+                                            cpus=server_cpus)
         for name, server in others.items():
             if http_get(server.port, PATH)[1] != body:
                 raise SystemExit(f"{name} does not serve the body byte for byte")
         results["body_bytes"] = len(body)
-        ports = {name: s.port for name, s in others.items() if name != "hyper"}
+        fixed = ("pingora-floor", "hyper")
+        ports = {name: s.port for name, s in others.items() if name not in fixed}
         ports["ours"] = ours.port
-        if "hyper" in others:
-            ports["hyper"] = others["hyper"].port
+        for name in fixed:
+            if name in others:
+                ports[name] = others[name].port
         runs = []
         for r in range(1, rounds + 1):
             for name, port in ports.items():
@@ -277,7 +288,15 @@ def measure(ctx, work, policy, inventory, lua, n, duration, warmup, rounds, resu
     if "hyper" in med:
         ratio["rps_of_ceiling"] = med["ours"]["rps"] / med["hyper"]["rps"]
         ratio["p99_of_ceiling"] = med["ours"]["p99_ms"] / med["hyper"]["p99_ms"]
+    if "pingora-floor" in med:
+        floor = med["pingora-floor"]
+        ratio["rps_of_floor"] = med["ours"]["rps"] / floor["rps"]
+        ratio["p99_of_floor"] = med["ours"]["p99_ms"] / floor["p99_ms"]
+        ratio["floor_rps"] = floor["rps"] / ref["rps"]
+        ratio["floor_p99"] = floor["p99_ms"] / ref["p99_ms"]
     log(f"hotpath N={n}: reference {reference}; ours/nginx req/s {ratio['rps']:.2f}, p99 {ratio['p99']:.2f}"
-        + (f"; ours/hyper req/s {ratio['rps_of_ceiling']:.2f}" if "hyper" in med else ""))
+        + (f"; ours/hyper req/s {ratio['rps_of_ceiling']:.2f}" if "hyper" in med else "")
+        + (f"; pingora floor/nginx req/s {ratio['floor_rps']:.2f}, ours/floor {ratio['rps_of_floor']:.2f}"
+           if "pingora-floor" in med else ""))
     return {"pinned": server_cpus is not None, "runs": runs, "median": med, "reference": reference,
             "ratio": ratio}

@@ -61,6 +61,9 @@ def targets(sc):
         if "rps_of_ceiling" in r:
             rows.append((f"hot path, {n} thread(s): req/s of the hyper ceiling (reported)",
                          f"{r['rps_of_ceiling']:.2f}×", "—"))
+        if "rps_of_floor" in r:
+            rows.append((f"hot path, {n} thread(s): req/s of the pingora floor (reported); the floor itself",
+                         f"{r['rps_of_floor']:.2f}×; floor {r['floor_rps']:.2f}× {ref}", "—"))
     st = sc.get("storm", {})
     if "errors" in st:
         rows.append(("boot storm: 0 errors", f"{st['errors']} of {fmt(st['requests'])}", verdict(st["errors"] == 0)))
@@ -138,7 +141,10 @@ def hotpath_section(hp):
         "(`nginx-sendfile-off`, nginx's compiled default) and once with `sendfile on; tcp_nopush on;` "
         "(`nginx-nopush`, Debian's nginx.conf); the faster of the two (median req/s) is the reference. "
         "`hyper` is a bare hyper 1.x server answering the same bytes (`examples/hyper_ceiling.rs`: no "
-        "address check, zone, limit or rendering), the ceiling. ironic-metadata serves it through its whole "
+        "address check, zone, limit or rendering), the ceiling. `pingora-floor` is the least a pingora 0.9 "
+        "HTTP service does per request (`examples/pingora_floor.rs`: pingora's own `ServeHttp` app answering the "
+        "same bytes through the same 16 KiB write buffer, nothing else): what separates it from nginx is "
+        "pingora's, what separates ironic-metadata from it is the service's. ironic-metadata serves it through its whole "
         "request path (zone 127.0.0.0/8 with a rate limit that never triggers, identity of node `web-0` of "
         "`examples/inventory.json`, render) with `--threads N`. The nginx file is what ironic-metadata "
         "answered (fetched with curl), byte for byte; ironic-metadata puts 512 fresh random bytes in "
@@ -160,6 +166,9 @@ def hotpath_section(hp):
         line = f"ours/{ref}: req/s **{r['rps']:.2f}×**, p99 **{r['p99']:.2f}×**, p99.9 {r['p999']:.2f}×."
         if "rps_of_ceiling" in r:
             line += f" ours/hyper: req/s **{r['rps_of_ceiling']:.2f}×**, p99 {r['p99_of_ceiling']:.2f}×."
+        if "rps_of_floor" in r:
+            line += (f" pingora floor/{ref}: req/s **{r['floor_rps']:.2f}×**, p99 {r['floor_p99']:.2f}×;"
+                     f" ours/pingora floor: req/s **{r['rps_of_floor']:.2f}×**, p99 {r['p99_of_floor']:.2f}×.")
         out += [line, ""]
     return out
 

@@ -48,10 +48,11 @@ NEEDS_IRONIC = {"storm", "coldstart", "memory", "scale"}
 class Context:
     """What the scenarios share: the binary, a scratch directory, one seeded Ironic."""
 
-    def __init__(self, binary, workdir, criterion_from, fake_ironic=None, hyper=None):
+    def __init__(self, binary, workdir, criterion_from, fake_ironic=None, hyper=None, pingora_floor=None):
         self.binary = binary
         self.fake_ironic = fake_ironic  # examples/fake_ironic.rs, built (scale)
         self.hyper = hyper  # examples/hyper_ceiling.rs, built (hotpath's ceiling)
+        self.pingora_floor = pingora_floor  # examples/pingora_floor.rs, built (hotpath)
         self.workdir = workdir
         self.criterion_from = criterion_from
         self.results = {}  # this run's results so far, by scenario
@@ -96,6 +97,7 @@ def main():
     parser.add_argument("--build-seconds", type=float, help="time the release build took")
     parser.add_argument("--fake-ironic", help="the fake Ironic binary (examples/fake_ironic.rs) for scale")
     parser.add_argument("--hyper-ceiling", help="the bare hyper server (examples/hyper_ceiling.rs) for hotpath")
+    parser.add_argument("--pingora-floor", help="the minimal pingora server (examples/pingora_floor.rs) for hotpath")
     args = parser.parse_args()
 
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -136,7 +138,8 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="ironic-metadata-bench-"))
     fake = Path(args.fake_ironic).resolve() if args.fake_ironic else None
     hyper = Path(args.hyper_ceiling).resolve() if args.hyper_ceiling else None
-    ctx = Context(binary, workdir, args.criterion_from, fake, hyper)
+    floor = Path(args.pingora_floor).resolve() if args.pingora_floor else None
+    ctx = Context(binary, workdir, args.criterion_from, fake, hyper, floor)
     failed = []
     try:
         for name in chosen:
