@@ -237,3 +237,64 @@ async fn a_snapshot_of_another_ironic_is_never_served() {
         (200, "#cloud-config\nhostname: other1\n".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloaded_configdrives_are_kept_and_missing_ones_fetched_at_start() {
+    let fake = FakeIronic::start().await;
+    let iso = std::fs::read_to_string(common::fixture("configdrive-iso.b64")).unwrap();
+    let with_url = |n: u32, name: &str| {
+        let mut v = node(&uuid(n), name, &ip(n));
+        v["instance_info"]["configdrive"] =
+            json!(format!("{}/configdrive/{name}?temp_url_sig=x", fake.url()));
+        v["network_data"] = json!({"links": [], "services": [], "networks": [
+            {"id": "n", "type": "ipv4", "link": "l", "network_id": "x", "ip_address": ip(n)}]});
+        v["updated_at"] = json!("2026-01-01T00:00:00.000000+00:00");
+        v
+    };
+    fake.with(|s| {
+        s.configdrives
+            .insert("here".into(), iso.clone().into_bytes());
+        s.nodes = vec![with_url(1, "here"), with_url(2, "later")];
+    });
+    let fetches = |name: &str| {
+        fake.with(|st| {
+            st.requests
+                .iter()
+                .filter(|r| r.path == format!("/configdrive/{name}"))
+                .count()
+        })
+    };
+    let state = tempfile::tempdir().unwrap();
+    let s = start(&fake, state.path());
+    let iso_user_data = (200, "#cloud-config\nhostname: iso-node\n".to_string());
+    eventually(WAIT, "the downloaded configdrive is served", || async {
+        user_data(&s, &ip(1)).await == iso_user_data
+    })
+    .await;
+    assert_eq!(user_data(&s, &ip(2)).await.0, 404);
+    s.terminate();
+
+    // The second URL answers now; Ironic hangs.
+    fake.with(|st| st.configdrives.insert("later".into(), iso.into_bytes()));
+    fake.set_mode(Mode::Hang);
+    let s = start(&fake, state.path());
+    ready(&s).await;
+    assert_eq!(user_data(&s, &ip(1)).await, iso_user_data);
+    assert_eq!(
+        fetches("here"),
+        1,
+        "a configdrive in the snapshot is not downloaded again"
+    );
+    eventually(
+        WAIT,
+        "the missing configdrive is downloaded at start",
+        || async { fetches("later") >= 2 },
+    )
+    .await;
+    // Its node is read again once Ironic answers.
+    fake.set_mode(Mode::Normal);
+    eventually(WAIT, "the second configdrive is served", || async {
+        user_data(&s, &ip(2)).await == iso_user_data
+    })
+    .await;
+}

@@ -400,7 +400,7 @@ impl Refresher {
     /// trusted, which is said in one log line). The listeners answer meanwhile (503 until
     /// the index is ready, as on a cold start), so `/healthz` never waits for a large
     /// snapshot.
-    async fn warm_start(&self) -> bool {
+    async fn warm_start(self: &Arc<Self>) -> bool {
         let Some(path) = self.config.snapshot.clone() else {
             return false;
         };
@@ -439,11 +439,16 @@ impl Refresher {
             .inc();
         self.catalog.publish_built(loaded.builder);
         self.catalog.warmed(loaded.written);
-        let mut state = self.state.lock().await;
-        state.covered = loaded.covered;
-        state.resync = None;
-        // Configdrive URLs not downloaded yet: read again (and downloaded) by the first poll.
-        state.pending.extend(loaded.url_nodes);
+        {
+            let mut state = self.state.lock().await;
+            state.covered = loaded.covered;
+            state.resync = None;
+        }
+        // Configdrive URLs not downloaded yet: downloaded now, their nodes read again once
+        // they are in, as after a sweep.
+        for (node, url) in loaded.url_nodes {
+            self.download(node, url);
+        }
         let age = SystemTime::now()
             .duration_since(loaded.written)
             .unwrap_or_default();

@@ -225,8 +225,8 @@ pub(crate) struct Loaded {
     pub(crate) covered: i64,
     pub(crate) written: SystemTime,
     pub(crate) nodes: u64,
-    /// Nodes whose configdrive is still a URL (its download had not finished).
-    pub(crate) url_nodes: Vec<String>,
+    /// Nodes whose configdrive is still a URL (its download had not finished), with it.
+    pub(crate) url_nodes: Vec<(String, String)>,
 }
 
 /// The lines of a snapshot, checked for its header (`source`, format) as they are read.
@@ -344,8 +344,8 @@ pub(crate) fn load(
                     return Err(lines.bad(format!("node {} under key {key}", n.uuid)));
                 }
                 let url = n.instance_info.get("configdrive").and_then(Raw::string);
-                if url.is_some_and(|u| u.contains("://")) {
-                    url_nodes.push(n.uuid.clone());
+                if let Some(u) = url.filter(|u| u.contains("://")) {
+                    url_nodes.push((n.uuid.clone(), u));
                 }
                 batch.push(n);
                 count += 1;
