@@ -201,6 +201,12 @@ pub(crate) struct ServeArgs {
     /// permission to update nodes' `extra`.
     #[arg(long = "checkin-write-back", env = "CHECKIN_WRITE_BACK")]
     pub(crate) checkin_write_back: bool,
+    /// Write each instance password (as cloudbase-init POSTs it, encrypted with the
+    /// instance's key) to the node's `extra` in Ironic, and answer password GETs from what
+    /// any replica wrote there. Anyone who can read the node in Ironic can read it. Needs
+    /// Ironic as the source and permission to update nodes' `extra`.
+    #[arg(long = "password-write-back", env = "PASSWORD_WRITE_BACK")]
+    pub(crate) password_write_back: bool,
     /// Provision states whose nodes are answered for (comma-separated).
     #[arg(long = "served-states", env = "SERVED_STATES", value_delimiter = ',',
           default_values_t = DEFAULT_SERVED_STATES.iter().map(|s| s.to_string()).collect::<Vec<_>>())]

@@ -335,14 +335,17 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
     if req.method != "POST" {
         let value = ctx
             .passwords
-            .get(&node.uuid, &node.deployment)
+            .get(&node.uuid, &node.deployment, shared_password(node))
             .unwrap_or_default();
         return Ok(Reply::text(value));
     }
     let body = req.body.ok_or(Refusal::PasswordTooLong)?;
     let text = std::str::from_utf8(body)
         .map_err(|_| Denied::new(Refusal::BadPath).detail("password is not UTF-8"))?;
-    match ctx.passwords.set(&node.uuid, &node.deployment, text) {
+    match ctx
+        .passwords
+        .set(&node.uuid, &node.deployment, text, shared_password(node))
+    {
         Ok(()) => Ok(Reply::text("")),
         Err(PasswordError::Exists) => Err(Refusal::PasswordExists.into()),
         Err(PasswordError::TooLong) => Err(Refusal::PasswordTooLong.into()),
@@ -350,6 +353,13 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
             Err(Denied::new(Refusal::PasswordNotStored).detail(e.to_string()))
         }
     }
+}
+
+/// The password replicas wrote to the node's `extra` in Ironic.
+fn shared_password(node: &NodeView) -> Option<&serde_json::Value> {
+    node.written_back
+        .as_ref()
+        .and_then(|w| w.ironic_metadata_password.as_ref())
 }
 
 /// Every document served carries an ETag; a matching `If-None-Match` (weak comparison,

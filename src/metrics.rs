@@ -34,8 +34,8 @@ pub(crate) struct Metrics {
     pub(crate) conn: Conn,
     /// Check-ins of booted nodes by kind (`phone_home`, `reporting`) and result.
     pub(crate) checkins: IntCounterVec,
-    /// Check-ins written to nodes' `extra` in Ironic, by result (`written` or why not).
-    pub(crate) checkin_write_backs: IntCounterVec,
+    /// Check-ins and passwords written to nodes' `extra` in Ironic, by kind and result.
+    pub(crate) write_backs: IntCounterVec,
     /// Signed identity tokens and their keys.
     pub(crate) identity: Identity,
 }
@@ -334,10 +334,10 @@ impl Metrics {
                 "Check-ins of booted nodes, by kind (phone_home, reporting) and result (stored, malformed, too_large, rate_limited, not_stored)",
                 &["kind", "result"],
             ),
-            checkin_write_backs: m.counters(
-                "metadata_checkin_write_backs_total",
-                "Check-ins written to nodes' extra in Ironic, by result (written; unchanged when Ironic held it already; no_node; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
-                &["result"],
+            write_backs: m.counters(
+                "metadata_ironic_write_backs_total",
+                "Check-ins and passwords written to nodes' extra in Ironic, by kind (checkin, password) and result (written; unchanged when Ironic held it already; no_node; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
+                &["kind", "result"],
             ),
             identity: Identity::new(&m),
             registry: m.0,

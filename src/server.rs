@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) state_dir: Option<PathBuf>,
     /// Check-ins written to (and read from) nodes' `extra` in Ironic.
     pub(crate) checkin_write_back: bool,
+    /// Instance passwords written to (and read from) nodes' `extra` in Ironic.
+    pub(crate) password_write_back: bool,
     pub(crate) dns_servers: Vec<std::net::IpAddr>,
     /// The EC2 region served; `None`: the availability zone's.
     pub(crate) ec2_region: Option<String>,
@@ -141,10 +143,15 @@ impl Settings {
         if served_states.is_empty() {
             return Err(StartError::NoServedStates);
         }
-        if a.checkin_write_back && matches!(source, Source::File(_)) {
-            return Err(StartError::Setup(
-                "--checkin-write-back needs Ironic as the source (IRONIC_URL), not an inventory file".into(),
-            ));
+        for (on, flag) in [
+            (a.checkin_write_back, "--checkin-write-back"),
+            (a.password_write_back, "--password-write-back"),
+        ] {
+            if on && matches!(source, Source::File(_)) {
+                return Err(StartError::Setup(format!(
+                    "{flag} needs Ironic as the source (IRONIC_URL), not an inventory file"
+                )));
+            }
         }
         let on_demand_wait = match &source {
             Source::Ironic(_, r) => r.on_demand_wait,
@@ -158,6 +165,7 @@ impl Settings {
             token_key_file: a.token_key_file.clone(),
             state_dir: a.state_dir.clone(),
             checkin_write_back: a.checkin_write_back,
+            password_write_back: a.password_write_back,
             dns_servers: a.dns_servers.clone(),
             ec2_region: a.ec2_region.clone().filter(|r| !r.trim().is_empty()),
             served_states,
@@ -265,19 +273,7 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         Some(path) => Some(TokenKey::from_file(path).map_err(StartError::Setup)?),
         None => None,
     };
-    let passwords =
-        Arc::new(PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?);
-    let checkins = CheckinStore::new(settings.state_dir.clone())
-        .map_err(StartError::Setup)?
-        .counting(metrics.checkins.clone());
-    let checkins = Arc::new(match &settings.source {
-        Source::Ironic(config, _) if settings.checkin_write_back => {
-            // A client of its own: writes never wait behind a sweep.
-            let client = IronicClient::new((**config).clone())?;
-            checkins.writing_back(WriteBack::new(client, metrics.checkin_write_backs.clone()))
-        }
-        _ => checkins,
-    });
+    let (checkins, passwords) = stores(&settings, &metrics)?;
     let identity = identity(&settings, &metrics)?;
     enum Loaded {
         File(String, crate::ironic::model::Inventory),
@@ -332,6 +328,47 @@ pub(crate) fn prepare(settings: Settings) -> Result<Prepared, StartError> {
         checkins,
         identity,
     })
+}
+
+/// The check-in and password stores, writing back to Ironic when told to (both through
+/// one writer).
+fn stores(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<(Arc<CheckinStore>, Arc<PasswordStore>), StartError> {
+    let passwords = PasswordStore::new(settings.state_dir.clone()).map_err(StartError::Setup)?;
+    let checkins = CheckinStore::new(settings.state_dir.clone())
+        .map_err(StartError::Setup)?
+        .counting(metrics.checkins.clone());
+    let write_back = match &settings.source {
+        Source::Ironic(config, _)
+            if settings.checkin_write_back || settings.password_write_back =>
+        {
+            // A client of its own: writes never wait behind a sweep.
+            let client = IronicClient::new((**config).clone())?;
+            Some(Arc::new(WriteBack::new(
+                client,
+                metrics.write_backs.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let (checkins, passwords) = match write_back {
+        Some(w) => (
+            if settings.checkin_write_back {
+                checkins.writing_back(w.clone())
+            } else {
+                checkins
+            },
+            if settings.password_write_back {
+                passwords.writing_back(w)
+            } else {
+                passwords
+            },
+        ),
+        None => (checkins, passwords),
+    };
+    Ok((Arc::new(checkins), Arc::new(passwords)))
 }
 
 /// Worker threads: as asked, or one per CPU.

@@ -37,10 +37,14 @@ fn deploy(fake: &FakeIronic, n: u32) -> (String, String) {
 }
 
 fn replica(fake: &FakeIronic) -> Server {
+    replica_with(fake, "--checkin-write-back")
+}
+
+fn replica_with(fake: &FakeIronic, write_back: &str) -> Server {
     Server::start_ironic(
         &fake.url(),
         &[
-            "--checkin-write-back",
+            write_back,
             "--poll-interval",
             "1",
             "--reconcile-interval",
@@ -143,7 +147,7 @@ async fn a_check_in_posted_to_one_replica_is_shown_by_the_other() {
 
     assert_eq!(phone_home(&a, &ip).await, 200);
     a.metric_reaches(
-        "metadata_checkin_write_backs_total{result=\"written\"}",
+        "metadata_ironic_write_backs_total{kind=\"checkin\",result=\"written\"}",
         1.0,
     )
     .await;
@@ -264,13 +268,14 @@ async fn an_ironic_refusing_the_write_leaves_the_check_in_stored_and_counts_it()
     );
     // Refused, counted, and tried again after a pause.
     a.metric_reaches(
-        "metadata_checkin_write_backs_total{result=\"http_4xx\"}",
+        "metadata_ironic_write_backs_total{kind=\"checkin\",result=\"http_4xx\"}",
         2.0,
     )
     .await;
     assert!(fake.with(|s| s.patches.len()) >= 2);
     assert!(
-        a.log().contains("cannot write the check-in to Ironic"),
+        a.log()
+            .contains("cannot write to the node's extra in Ironic"),
         "{}",
         a.log()
     );
@@ -280,11 +285,64 @@ async fn an_ironic_refusing_the_write_leaves_the_check_in_stored_and_counts_it()
     // Once Ironic accepts, the retry writes it.
     fake.with(|s| s.patch_status = None);
     a.metric_reaches(
-        "metadata_checkin_write_backs_total{result=\"written\"}",
+        "metadata_ironic_write_backs_total{kind=\"checkin\",result=\"written\"}",
         1.0,
     )
     .await;
     assert_eq!(fingerprints(&written(&fake, &id)), expected_fingerprints());
+}
+
+/// cloudbase-init's password, with `--password-write-back`: set once per deployment
+/// whichever replica it reaches, answered by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_posted_to_one_replica_is_answered_by_the_other() {
+    let fake = FakeIronic::start().await;
+    let (id, ip) = deploy(&fake, 4);
+    let (a, b) = (
+        replica_with(&fake, "--password-write-back"),
+        replica_with(&fake, "--password-write-back"),
+    );
+    ready(&a).await;
+    ready(&b).await;
+    let url = "/openstack/latest/password";
+    let password = |s: &Server| {
+        let url = s.url(url);
+        let ip = ip.clone();
+        async move { get(&client_from(&ip), &url).await.2 }
+    };
+    assert_eq!(password(&b).await, "");
+    assert_eq!(
+        post(&a, &ip, "password", "c2VjcmV0".into(), "text/plain").await,
+        200
+    );
+    eventually(WAIT, "replica B answers the password set at A", || async {
+        password(&b).await == "c2VjcmV0"
+    })
+    .await;
+    assert_eq!(
+        post(&b, &ip, "password", "other".into(), "text/plain").await,
+        409
+    );
+    assert_eq!(password(&a).await, "c2VjcmV0");
+    let held = fake.with(|s| {
+        s.nodes.iter().find(|n| n["uuid"] == id.as_str()).unwrap()["extra"]
+            ["ironic_metadata_password"]
+            .clone()
+    });
+    assert_eq!(held["password"], "c2VjcmV0");
+    assert_eq!(
+        held["deployment"],
+        json!("11111111-0000-4000-8000-000000000004|2026-11-30T10:00:00.000000+00:00")
+    );
+    a.metric_reaches(
+        "metadata_ironic_write_backs_total{kind=\"password\",result=\"written\"}",
+        1.0,
+    )
+    .await;
+    // Check-ins are not written without their own flag.
+    assert_eq!(phone_home(&a, &ip).await, 200);
+    assert_eq!(checkin(&a, &id).await.0, 200);
+    assert_eq!(written(&fake, &id), Value::Null);
 }
 
 #[test]

@@ -852,8 +852,8 @@ def scenario_replicas(binary):
         eq(extra.get("rack"), "r12", "replicas: the node's other extra keys are left as they were")
         check(held and len(json.dumps(held)) <= 4096 and "AAAA" not in json.dumps(held),
               "replicas: the written value is at most 4 KiB and holds no key", json.dumps(held)[:300])
-        check(a.metric('metadata_checkin_write_backs_total{result="written"}') >= 1
-              and b.metric('metadata_checkin_write_backs_total{result="written"}') >= 1,
+        check(a.metric('metadata_ironic_write_backs_total{kind="checkin",result="written"}') >= 1
+              and b.metric('metadata_ironic_write_backs_total{kind="checkin",result="written"}') >= 1,
               "replicas: both replicas wrote to Ironic")
     finally:
         for svc in svcs:

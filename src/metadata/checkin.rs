@@ -173,7 +173,7 @@ pub(crate) struct CheckinStore {
     /// `metadata_checkins_total{kind,result}`, when counted.
     counter: Option<IntCounterVec>,
     /// Writes check-ins to Ironic, when told to.
-    write_back: Option<WriteBack>,
+    write_back: Option<Arc<WriteBack>>,
 }
 
 impl CheckinStore {
@@ -195,7 +195,7 @@ impl CheckinStore {
     }
 
     /// Writes every stored check-in to the node's `extra` in Ironic through `write_back`.
-    pub(crate) fn writing_back(self, write_back: WriteBack) -> CheckinStore {
+    pub(crate) fn writing_back(self, write_back: Arc<WriteBack>) -> CheckinStore {
         CheckinStore {
             write_back: Some(write_back),
             ..self
@@ -334,7 +334,7 @@ impl CheckinStore {
             write().map_err(|e| CheckinError::Io(e.to_string()))?;
         }
         if let Some(w) = &self.write_back {
-            w.queue(node, deployment, c.shared_form());
+            w.queue(Shared::Checkin, node, deployment, c.shared_form());
         }
         entries.insert(node.into(), c);
         Ok(())
@@ -429,23 +429,59 @@ fn drop_oldest_event(events: &mut BTreeMap<String, Event>) {
     }
 }
 
-/// Writes nodes' check-ins to their `extra` in Ironic, on a thread of its own started with
-/// the first check-in: the POST that stored one never waits for Ironic. One value per node
-/// waits at a time (a newer check-in replaces it), so what waits is bounded by the fleet.
+/// What replicas share through a node's `extra`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Shared {
+    /// The check-in, under [`EXTRA_KEY`].
+    Checkin,
+    /// The instance password (`{deployment, password}`), under [`PASSWORD_KEY`].
+    Password,
+}
+
+/// The key of a node's `extra` that holds its instance password when written back.
+pub(crate) const PASSWORD_KEY: &str = "ironic_metadata_password";
+
+impl Shared {
+    fn key(self) -> &'static str {
+        match self {
+            Shared::Checkin => EXTRA_KEY,
+            Shared::Password => PASSWORD_KEY,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Shared::Checkin => "checkin",
+            Shared::Password => "password",
+        }
+    }
+
+    fn held(self, extra: &crate::ironic::model::NodeExtra) -> Option<&Value> {
+        match self {
+            Shared::Checkin => extra.ironic_metadata_checkin.as_ref(),
+            Shared::Password => extra.ironic_metadata_password.as_ref(),
+        }
+    }
+}
+
+/// Writes nodes' check-ins and passwords to their `extra` in Ironic, on a thread of its
+/// own started with the first write: the POST that stored one never waits for Ironic. One
+/// value per node and kind waits at a time (a newer one replaces it), so what waits is
+/// bounded by the fleet.
 pub(crate) struct WriteBack {
     queue: Arc<Queue>,
     client: Mutex<Option<crate::ironic::IronicClient>>,
 }
 
 struct Queue {
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<HashMap<(String, Shared), Pending>>,
     wake: tokio::sync::Notify,
-    /// `metadata_checkin_write_backs_total{result}`.
+    /// `metadata_ironic_write_backs_total{kind,result}`.
     counter: IntCounterVec,
 }
 
 struct Pending {
-    /// The check-in in its shared form, and its deployment.
+    /// The check-in in its shared form or the password entry, and its deployment.
     value: Value,
     deployment: String,
     attempt: u32,
@@ -466,8 +502,8 @@ impl WriteBack {
         }
     }
 
-    /// Writes `value` as node's check-in, soon; replaces what waits for the node.
-    fn queue(&self, node: &str, deployment: &str, value: Value) {
+    /// Writes `value` as node's `what`, soon; replaces what waits for the node.
+    pub(crate) fn queue(&self, what: Shared, node: &str, deployment: &str, value: Value) {
         if let Some(client) = self.client.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let queue = self.queue.clone();
             let started = std::thread::Builder::new()
@@ -489,12 +525,13 @@ impl WriteBack {
         }
         let mut pending = self.queue.pending.lock().unwrap_or_else(|e| e.into_inner());
         // A write already waiting keeps its time; a new one waits a moment for more.
-        let due = pending.get(node).map_or_else(
+        let at = (node.to_string(), what);
+        let due = pending.get(&at).map_or_else(
             || Instant::now() + WRITE_EVERY,
             |p| p.due.min(Instant::now() + WRITE_EVERY),
         );
         pending.insert(
-            node.into(),
+            at,
             Pending {
                 value,
                 deployment: deployment.into(),
@@ -515,12 +552,12 @@ async fn write_back(client: crate::ironic::IronicClient, queue: Arc<Queue>) {
         let (due, next) = {
             let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            let ready: Vec<String> = pending
+            let ready: Vec<(String, Shared)> = pending
                 .iter()
                 .filter(|(_, p)| p.due <= now)
                 .map(|(k, _)| k.clone())
                 .collect();
-            let due: Vec<(String, Pending)> = ready
+            let due: Vec<((String, Shared), Pending)> = ready
                 .into_iter()
                 .filter_map(|k| pending.remove(&k).map(|p| (k, p)))
                 .collect();
@@ -540,41 +577,62 @@ async fn write_back(client: crate::ironic::IronicClient, queue: Arc<Queue>) {
     }
 }
 
-/// One pass over a node: reads what Ironic holds, joins it with `p`'s check-in (another
-/// replica may have written parts this one has not seen) and writes the join when it
-/// differs. A write is checked by one more pass a little later, which writes again when
-/// another replica's write crossed it.
-async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: String, p: Pending) {
-    let count = |result: &str| queue.counter.with_label_values(&[result]).inc();
+/// What to write for `p` when Ironic holds `held`; `None` when Ironic holds it already.
+/// A check-in is joined with what Ironic holds (another replica may have written parts
+/// this one has not seen); a password is written once per deployment, the first wins.
+fn to_write(what: Shared, p: &Pending, held: Option<&Value>) -> Option<Value> {
+    match what {
+        Shared::Checkin => {
+            let value = match Checkin::from_shared(&p.value) {
+                Some(ours) => {
+                    joined(Some(ours), held, &p.deployment).map_or(Value::Null, |c| c.shared_form())
+                }
+                None => p.value.clone(),
+            };
+            let now = held.and_then(Checkin::from_shared).map(|c| c.shared_form());
+            (now != Some(value.clone())).then_some(value)
+        }
+        Shared::Password => {
+            let same =
+                held.and_then(|h| h.get("deployment")) == Some(&Value::from(p.deployment.as_str()));
+            (!same).then(|| p.value.clone())
+        }
+    }
+}
+
+/// One pass over a node: reads what Ironic holds and writes what [`to_write`] says. A
+/// write is checked by one more pass a little later, which writes again when another
+/// replica's write crossed it.
+async fn write_one(
+    client: &crate::ironic::IronicClient,
+    queue: &Queue,
+    (node, what): (String, Shared),
+    p: Pending,
+) {
+    let count = |result: &str| {
+        queue
+            .counter
+            .with_label_values(&[what.label(), result])
+            .inc()
+    };
     let written = async {
         let Some(current) = client.node(&node).await? else {
             return Ok(None);
         };
-        let held = current.extra.ironic_metadata_checkin;
-        let value = match Checkin::from_shared(&p.value) {
-            Some(ours) => joined(Some(ours), held.as_ref(), &p.deployment)
-                .map_or(Value::Null, |c| c.shared_form()),
-            None => p.value.clone(),
-        };
-        if held
-            .as_ref()
-            .and_then(Checkin::from_shared)
-            .map(|c| c.shared_form())
-            == Some(value.clone())
-        {
+        let Some(value) = to_write(what, &p, what.held(&current.extra)) else {
             return Ok(Some(false));
-        }
-        client.set_node_extra(&node, EXTRA_KEY, &value).await?;
+        };
+        client.set_node_extra(&node, what.key(), &value).await?;
         Ok::<_, crate::ironic::ClientError>(Some(true))
     };
     let e = match written.await {
         Ok(Some(true)) => {
             count("written");
-            tracing::debug!(target: "checkin", node = %node, "check-in written to Ironic");
+            tracing::debug!(target: "checkin", node = %node, key = what.key(), "written to Ironic");
             if p.checks > 0 {
                 requeue(
                     queue,
-                    node,
+                    (node, what),
                     Pending {
                         checks: p.checks - 1,
                         attempt: 0,
@@ -593,16 +651,16 @@ async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: St
     let attempt = p.attempt + 1;
     if attempt >= WRITE_ATTEMPTS {
         count("given_up");
-        tracing::warn!(target: "checkin", node = %node, attempts = attempt, error = %e,
-            "cannot write the check-in to Ironic; given up until the node checks in again");
+        tracing::warn!(target: "checkin", node = %node, key = what.key(), attempts = attempt, error = %e,
+            "cannot write to the node's extra in Ironic; given up until the node sends another");
         return;
     }
     let pause = Duration::from_secs(1 << p.attempt.min(6)).min(MAX_BACKOFF);
-    tracing::warn!(target: "checkin", node = %node, attempt, error = %e, retry_in_s = pause.as_secs(),
-        "cannot write the check-in to Ironic; trying again");
+    tracing::warn!(target: "checkin", node = %node, key = what.key(), attempt, error = %e, retry_in_s = pause.as_secs(),
+        "cannot write to the node's extra in Ironic; trying again");
     requeue(
         queue,
-        node,
+        (node, what),
         Pending {
             attempt,
             due: Instant::now() + pause,
@@ -611,10 +669,10 @@ async fn write_one(client: &crate::ironic::IronicClient, queue: &Queue, node: St
     );
 }
 
-/// Waits `p` for its node again, unless a newer check-in of the node already waits.
-fn requeue(queue: &Queue, node: String, p: Pending) {
+/// Waits `p` for its node again, unless a newer value of the node already waits.
+fn requeue(queue: &Queue, at: (String, Shared), p: Pending) {
     let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
-    pending.entry(node).or_insert(p);
+    pending.entry(at).or_insert(p);
 }
 
 enum Update {

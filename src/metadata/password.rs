@@ -2,13 +2,20 @@
 //! administrator password once; GET returns it. Stored per node and deployment, so a
 //! redeployed node starts without one; in a state directory when one is configured, each
 //! entry written atomically (temporary file, fsync, rename), so it survives restarts.
+//! With write-back on, the password is also written to the node's `extra` in Ironic
+//! (`ironic_metadata_password`: the deployment and the password as the instance sent it,
+//! encrypted by cloudbase-init with the instance's key), and read back from there, so
+//! every replica sharing one Ironic answers the same.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::checkin::{Shared, WriteBack};
 use sha2::{Digest, Sha256};
 
 /// Nova keeps four 255-character chunks.
@@ -34,6 +41,8 @@ pub(crate) struct PasswordStore {
     dir: Option<PathBuf>,
     /// Entries by node; the only copy without a state directory, a cache with one.
     entries: Mutex<HashMap<String, (String, String)>>,
+    /// Writes passwords to Ironic, when told to.
+    write_back: Option<Arc<WriteBack>>,
 }
 
 impl PasswordStore {
@@ -46,7 +55,26 @@ impl PasswordStore {
         Ok(PasswordStore {
             dir,
             entries: Mutex::new(HashMap::new()),
+            write_back: None,
         })
+    }
+
+    /// Writes every password set to the node's `extra` in Ironic through `write_back`,
+    /// and reads what replicas wrote there.
+    pub(crate) fn writing_back(self, write_back: Arc<WriteBack>) -> PasswordStore {
+        PasswordStore {
+            write_back: Some(write_back),
+            ..self
+        }
+    }
+
+    /// The password of this deployment in `shared` (the node's `extra`), read only when
+    /// writing back, and only in the shape this service writes.
+    fn shared(&self, shared: Option<&Value>, deployment: &str) -> Option<String> {
+        self.write_back.as_ref()?;
+        let entry: Entry = serde_json::from_value(shared?.clone()).ok()?;
+        (entry.deployment == deployment && entry.password.len() <= MAX_SIZE)
+            .then_some(entry.password)
     }
 
     fn file(&self, node: &str) -> Option<PathBuf> {
@@ -74,11 +102,20 @@ impl PasswordStore {
         Some((entry.deployment, entry.password))
     }
 
-    /// The password of this deployment of the node, if one was set.
-    pub(crate) fn get(&self, node: &str, deployment: &str) -> Option<String> {
-        self.load(node)
-            .filter(|(d, _)| d == deployment)
-            .map(|(_, p)| p)
+    /// The password of this deployment of the node, if one was set: with write-back, the
+    /// one `shared` (the node's `extra`) holds, which replicas agree on (the first written
+    /// wins); else, or until one is there, the one set here.
+    pub(crate) fn get(
+        &self,
+        node: &str,
+        deployment: &str,
+        shared: Option<&Value>,
+    ) -> Option<String> {
+        self.shared(shared, deployment).or_else(|| {
+            self.load(node)
+                .filter(|(d, _)| d == deployment)
+                .map(|(_, p)| p)
+        })
     }
 
     /// Set the password once per deployment.
@@ -87,6 +124,7 @@ impl PasswordStore {
         node: &str,
         deployment: &str,
         password: &str,
+        shared: Option<&Value>,
     ) -> Result<(), PasswordError> {
         if password.len() > MAX_SIZE {
             return Err(PasswordError::TooLong);
@@ -101,7 +139,9 @@ impl PasswordStore {
                 loaded
             }
         };
-        if current.is_some_and(|(d, _)| d == deployment) {
+        if current.is_some_and(|(d, _)| d == deployment)
+            || self.shared(shared, deployment).is_some()
+        {
             return Err(PasswordError::Exists);
         }
         if let Some(path) = self.file(node) {
@@ -118,6 +158,10 @@ impl PasswordStore {
             };
             write().map_err(|e| PasswordError::Io(e.to_string()))?;
         }
+        if let Some(w) = &self.write_back {
+            let entry = serde_json::json!({"deployment": deployment, "password": password});
+            w.queue(Shared::Password, node, deployment, entry);
+        }
         entries.insert(node.into(), (deployment.into(), password.into()));
         Ok(())
     }
@@ -131,18 +175,18 @@ mod tests {
     fn once_per_deployment_and_persistent() {
         let dir = tempfile::tempdir().unwrap();
         let s = PasswordStore::new(Some(dir.path().to_owned())).unwrap();
-        assert_eq!(s.get("n1", "d1"), None);
-        s.set("n1", "d1", "secret").unwrap();
-        assert_eq!(s.set("n1", "d1", "other"), Err(PasswordError::Exists));
-        assert_eq!(s.get("n1", "d1").as_deref(), Some("secret"));
+        assert_eq!(s.get("n1", "d1", None), None);
+        s.set("n1", "d1", "secret", None).unwrap();
+        assert_eq!(s.set("n1", "d1", "other", None), Err(PasswordError::Exists));
+        assert_eq!(s.get("n1", "d1", None).as_deref(), Some("secret"));
         // A new process reads it back; a redeployment does not see it.
         let s2 = PasswordStore::new(Some(dir.path().to_owned())).unwrap();
-        assert_eq!(s2.get("n1", "d1").as_deref(), Some("secret"));
-        assert_eq!(s2.get("n1", "d2"), None);
-        s2.set("n1", "d2", "new").unwrap();
-        assert_eq!(s2.get("n1", "d2").as_deref(), Some("new"));
+        assert_eq!(s2.get("n1", "d1", None).as_deref(), Some("secret"));
+        assert_eq!(s2.get("n1", "d2", None), None);
+        s2.set("n1", "d2", "new", None).unwrap();
+        assert_eq!(s2.get("n1", "d2", None).as_deref(), Some("new"));
         assert_eq!(
-            s2.set("n2", "d", &"x".repeat(1021)),
+            s2.set("n2", "d", &"x".repeat(1021), None),
             Err(PasswordError::TooLong)
         );
     }
