@@ -788,11 +788,12 @@ def checked_in(svc, client, root, spec, i):
 
 
 def scenario_replicas(binary):
-    """Two replicas with --checkin-write-back on one real Ironic: cloud-init's phone_home module
-    posts to replica A and its webhook reporting handler to replica B, one right after the
-    other; both replicas' /nodes/<uuid>/checkin then show the fingerprints and every stage's
-    result (each read back from the node's extra with its polls), and Ironic's node holds them
-    under extra.ironic_metadata_checkin, its other extra keys untouched."""
+    """Two replicas with --checkin-write-back and --password-write-back on one real Ironic:
+    cloud-init's phone_home module posts to replica A and its webhook reporting handler to
+    replica B, one right after the other; both replicas' /nodes/<uuid>/checkin then show the
+    fingerprints and every stage's result (each read back from the node's extra with its
+    polls), and Ironic's node holds them under extra.ironic_metadata_checkin, its other extra
+    keys untouched. A password POSTed to A is answered by B and held in the node's extra."""
     path = os.environ.get("CLOUD_INIT_PATH")
     if not check(bool(path), "CLOUD_INIT_PATH is set (run through scripts/e2e.sh)"):
         return
@@ -807,7 +808,8 @@ def scenario_replicas(binary):
         name, i = spec["name"], 40
         uuid = client.request("GET", f"/v1/nodes/{name}")["uuid"]
         client.request("PATCH", f"/v1/nodes/{uuid}", [{"op": "add", "path": "/extra/rack", "value": "r12"}])
-        args = ["--ironic-url", ironic.url, "--checkin-write-back", "--poll-interval", "1"]
+        args = ["--ironic-url", ironic.url, "--checkin-write-back", "--password-write-back",
+                "--poll-interval", "1"]
         svcs = [Service(binary, args), Service(binary, args)]
         a, b = svcs
         for svc in svcs:
@@ -855,6 +857,17 @@ def scenario_replicas(binary):
         check(a.metric('metadata_ironic_write_backs_total{kind="checkin",result="written"}') >= 1
               and b.metric('metadata_ironic_write_backs_total{kind="checkin",result="written"}') >= 1,
               "replicas: both replicas wrote to Ironic")
+        # cloudbase-init's password, POSTed to A: B answers it once its polls have read it.
+        conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=15, source_address=(ip_of(i), 0))
+        conn.request("POST", "/openstack/latest/password", body=b"c2VjcmV0")
+        eq(conn.getresponse().status, 200, "replicas: a password POSTed to replica A is stored")
+        conn.close()
+        wait_for(lambda: b.get("/openstack/latest/password", ip_of(i)) == (200, "c2VjcmV0"),
+                 "replica B answers the password POSTed to A", timeout=30)
+        eq(b.get("/openstack/latest/password", ip_of(i)), (200, "c2VjcmV0"),
+           "replicas: replica B answers the password POSTed to A")
+        held = client.request("GET", f"/v1/nodes/{uuid}")["extra"].get("ironic_metadata_password") or {}
+        eq(held.get("password"), "c2VjcmV0", "replicas: Ironic's node extra.ironic_metadata_password holds it")
     finally:
         for svc in svcs:
             svc.stop()
