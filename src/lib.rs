@@ -8,7 +8,8 @@
 //!   from the wire types;
 //! - [`identity`]: the index of claims (address → node, MAC → node), the kernel's neighbour
 //!   table and the zone's MAC rules;
-//! - [`inventory`]: the published catalog, its file source and the Ironic refresher;
+//! - [`inventory`]: the published catalog, its file source, the Ironic refresher and the
+//!   index snapshot a warm restart serves from;
 //! - [`metadata`]: path → route, node + route → bytes, the password store;
 //! - [`admit`] (steps 1 to 5 of the request path) and [`handle`] (identity and rendering,
 //!   one outcome per request);
