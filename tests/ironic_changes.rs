@@ -100,6 +100,23 @@ async fn polls_stay_small_and_edits_are_served() {
             .collect::<Vec<_>>()),
         s.log()
     );
+    // ... and each reads a few rows (nodes come with their configdrives: a page of a
+    // hundred is megabytes), unless the newest rows are all changes.
+    let limits: Vec<u32> = fake.with(|s| {
+        s.requests[r0..r1]
+            .iter()
+            .filter_map(|r| {
+                let (_, q) = r.path.split_once('?')?;
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "limit")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .collect()
+    });
+    assert!(
+        !limits.is_empty() && limits.iter().all(|l| *l <= 10),
+        "rows asked per probe: {limits:?}"
+    );
     assert_eq!(fake.full_node_listings(), sweeps);
 
     // An edit of an active node's user data and network data in Ironic is served without
@@ -174,6 +191,52 @@ async fn new_ports_and_deleted_nodes_are_followed() {
     assert_eq!(user_data(&s, &ip(3)).await.0, 404);
     assert_eq!(user_data(&s, &ip(4)).await.0, 200);
     assert_eq!(fake.full_node_listings(), sweeps);
+}
+
+/// Deleted nodes are found by listing node UUIDs one page at a time, a page every quarter
+/// of the reconciliation interval: Ironic's load does not grow with the fleet, and a pass
+/// over a large fleet takes longer than the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_is_paced_whatever_the_fleet() {
+    let fake = FakeIronic::start().await;
+    fleet(&fake, 200);
+    // 20 pages of UUIDs.
+    fake.with(|s| s.page_size = 10);
+    let s = Server::start_ironic(
+        &fake.url(),
+        &["--poll-interval", "1", "--reconcile-interval", "2"],
+        &[],
+    );
+    ready(&s).await;
+    let uuid_pages = |from: usize| {
+        fake.with(|s| {
+            s.requests[from..]
+                .iter()
+                .filter(|r| r.path.contains("fields=uuid"))
+                .count()
+        })
+    };
+    let (r0, t0, p0) = (
+        fake.request_count(),
+        std::time::Instant::now(),
+        polls(&s).await,
+    );
+    eventually(WAIT, "four polls", || async { polls(&s).await >= p0 + 4.0 }).await;
+    let (pages, secs) = (uuid_pages(r0), t0.elapsed().as_secs_f64());
+    assert!(
+        pages >= 1 && pages as f64 <= secs * 2.0 + 2.0,
+        "{pages} pages of UUIDs in {secs:.1} s"
+    );
+
+    // A node deleted near the end of the listing is still found, and only it goes.
+    fake.delete_node(&uuid(195));
+    eventually(Duration::from_secs(40), "the deletion", || async {
+        s.metric("metadata_inventory_changes_total").await >= 1.0
+    })
+    .await;
+    assert_eq!(user_data(&s, &ip(195)).await.0, 404);
+    assert_eq!(s.readyz().await["nodes"], 199);
+    assert_eq!(user_data(&s, &ip(200)).await.0, 200);
 }
 
 /// An Ironic that ignores `sort_key` cannot be polled: detected, reported, and changes

@@ -84,8 +84,20 @@ struct Progress {
 /// Time between full sweeps when Ironic cannot be polled for changes.
 const SWEEPS_ONLY_EVERY: Duration = Duration::from_secs(60);
 
+/// Rows a probe asks for first: with nothing changed, the newest few rows show it (nodes
+/// come with their configdrives: a page of a hundred is megabytes). Ten rows in the wrong
+/// order still show an Ironic that ignores `sort_key`.
+const PROBE_FIRST: u32 = 10;
+
 /// Rows asked for when a probe page is full of changes (Ironic's default `max_limit`).
 const BURST_PAGE: u32 = 1000;
+
+/// Node UUIDs per reconciliation page (Ironic's default `max_limit`; it may cap it lower).
+const RECONCILE_PAGE: u32 = 1000;
+
+/// Reconciliation pages per reconciliation interval: a fleet of up to this many pages is
+/// listed within the interval, a larger one over several, at the same rate.
+const RECONCILE_TICKS: u32 = 4;
 
 /// Bound on remembered client addresses; past it the map is pruned, then cleared.
 const MAX_RECENT: usize = 100_000;
@@ -110,6 +122,9 @@ struct PollState {
     dirty: HashMap<String, Option<NodeRecords>>,
     /// When the snapshot was last written (or a write failed).
     snapshot_tried: Option<Instant>,
+    /// Where the reconciliation's listing of node UUIDs goes on: after this UUID, or from
+    /// the first.
+    reconcile_after: Option<String>,
 }
 
 /// A full sweep as it arrives: views built from each page of nodes.
@@ -231,10 +246,14 @@ impl Refresher {
     async fn follow(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>, warm: bool) {
         let mut next_full = Instant::now() + self.config.full_interval;
         let mut last_full = Instant::now();
+        let tick = self.config.reconcile_interval / RECONCILE_TICKS;
         let mut next_reconcile = Instant::now();
         if !warm {
-            next_reconcile += self.config.reconcile_interval;
+            next_reconcile += tick;
         }
+        // A warm start lists every UUID at once: nodes deleted while the service was down
+        // go before anything else.
+        let mut whole = warm;
         let mut backoff = Duration::from_secs(1);
         loop {
             if *shutdown.borrow() {
@@ -262,11 +281,18 @@ impl Refresher {
                 if ok {
                     last_full = Instant::now();
                     next_full = Instant::now() + self.config.full_interval;
-                    next_reconcile = Instant::now() + self.config.reconcile_interval;
+                    next_reconcile = Instant::now() + tick;
+                    // The sweep saw every node: the listing starts over.
+                    self.state.lock().await.reconcile_after = None;
+                    whole = false;
                 }
                 ok
             } else {
-                self.reconcile_and_poll(&mut next_reconcile, asked).await
+                let ok = self
+                    .reconcile_and_poll(&mut next_reconcile, tick, asked, whole)
+                    .await;
+                whole &= !ok;
+                ok
             };
             self.write_snapshot(false).await;
             let wait = if ok {
@@ -303,17 +329,24 @@ impl Refresher {
         }
     }
 
-    /// A reconciliation when it is due, then a poll (quick when only an unknown client
-    /// asked for it: the newest updates are where a node just deployed shows).
-    async fn reconcile_and_poll(self: &Arc<Self>, next: &mut Instant, asked: bool) -> bool {
+    /// A page of the reconciliation when it is due (every page at once when `whole`), then
+    /// a poll (quick when only an unknown client asked for it: the newest updates are
+    /// where a node just deployed shows).
+    async fn reconcile_and_poll(
+        self: &Arc<Self>,
+        next: &mut Instant,
+        tick: Duration,
+        asked: bool,
+        whole: bool,
+    ) -> bool {
         let now = Instant::now();
         // A reconciliation's findings (nodes to read) are read by the poll after it. One
         // that failed is tried again with the next job (a warm start's first one must not
         // wait a whole interval to drop nodes deleted meanwhile).
         let reconciled = if now >= *next {
-            let ok = self.reconcile().await;
+            let ok = self.reconcile(whole).await;
             if ok {
-                *next = now + self.config.reconcile_interval;
+                *next = now + tick;
             }
             ok
         } else {
@@ -626,8 +659,9 @@ impl Refresher {
         .await
     }
 
-    /// The newest rows of `kind` by `key`, down to `since` at least: one page, or after a
-    /// burst of changes one of [`BURST_PAGE`] rows; more than that is a resync.
+    /// The newest rows of `kind` by `key`, down to `since` at least: [`PROBE_FIRST`] rows,
+    /// or when they are all changes a page, then [`BURST_PAGE`] rows; more than that is a
+    /// resync.
     async fn probe<T: serde::de::DeserializeOwned + Send>(
         &self,
         kind: &str,
@@ -635,13 +669,17 @@ impl Refresher {
         since: i64,
         stamp: impl Fn(&T) -> Option<&str> + Copy,
     ) -> Result<Vec<(i64, T)>, PollError> {
-        let page = self.client.newest(kind, key, self.config.page).await?;
-        match window(page, stamp, since) {
-            Err(PollError::Resync("more_than_a_page")) if self.config.page < BURST_PAGE => {
-                let page = self.client.newest(kind, key, BURST_PAGE).await?;
-                window(page, stamp, since)
+        let mut sizes = [PROBE_FIRST, self.config.page, BURST_PAGE].into_iter();
+        let mut limit = sizes.next().unwrap_or(BURST_PAGE);
+        loop {
+            let page = self.client.newest(kind, key, limit).await?;
+            match window(page, stamp, since) {
+                Err(PollError::Resync("more_than_a_page")) => match sizes.find(|l| *l > limit) {
+                    Some(l) => limit = l,
+                    None => return Err(PollError::Resync("more_than_a_page")),
+                },
+                r => return r,
             }
-            r => r,
         }
     }
 
@@ -801,47 +839,109 @@ impl Refresher {
         Ok(nodes)
     }
 
-    /// Lists every node's UUID: drops nodes Ironic no longer has, and has the next poll
-    /// read those the index lacks (past a page of them, changes were missed: a resync).
-    async fn reconcile(self: &Arc<Self>) -> bool {
+    /// Lists node UUIDs in UUID order, one page (every page when `whole`), and compares
+    /// each page with the indexed nodes of the same UUID range: drops nodes Ironic no
+    /// longer has, and has the next poll read those the index lacks (past a page of them,
+    /// changes were missed: a resync). The next call goes on after the page.
+    async fn reconcile(self: &Arc<Self>, whole: bool) -> bool {
         self.job(async {
-            let uuids = match self.client.node_uuids().await {
-                Ok(u) => u,
-                Err(ClientError::Config(_)) => return true,
-                Err(e) => {
-                    self.failed(&e, "reconcile");
-                    return false;
+            loop {
+                let after = self.state.lock().await.reconcile_after.clone();
+                let page = self
+                    .client
+                    .node_uuid_page(after.as_deref(), RECONCILE_PAGE)
+                    .await;
+                let (uuids, more) = match page {
+                    Ok(p) => p,
+                    Err(ClientError::Config(_)) => return true,
+                    // The node the listing went on from is gone: start over.
+                    Err(ClientError::Status {
+                        status: 400 | 404, ..
+                    }) if after.is_some() => {
+                        self.state.lock().await.reconcile_after = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed(&e, "reconcile");
+                        return false;
+                    }
+                };
+                let ordered = uuids.windows(2).all(|w| w[0] < w[1])
+                    && uuids
+                        .first()
+                        .is_none_or(|f| after.as_ref().is_none_or(|a| f > a));
+                if !ordered {
+                    // Ranges mean nothing in another order: every UUID at once instead.
+                    return self.reconcile_all().await;
                 }
-            };
-            let index = self.catalog.index();
-            let present: HashSet<&str> = uuids.iter().map(String::as_str).collect();
-            let indexed: HashSet<&str> = index.nodes().iter().map(|n| n.uuid.as_str()).collect();
-            let mut state = self.state.lock().await;
-            // Nodes the polls have not brought in yet (created a moment ago, or missed):
-            // read on the next poll; more than a page of them is a resync.
-            let missing: Vec<&String> = uuids
-                .iter()
-                .filter(|u| !indexed.contains(u.as_str()))
-                .collect();
-            if missing.len() > self.config.page as usize {
-                self.resync(&mut state, "missed_nodes");
-                return true;
+                let last = if more { uuids.last().cloned() } else { None };
+                let range = (after.as_deref(), last.as_deref());
+                let mut state = self.state.lock().await;
+                self.compare(&mut state, range, &uuids);
+                state.reconcile_after = last;
+                if !whole || !more {
+                    return true;
+                }
             }
-            state.pending.extend(missing.into_iter().cloned());
-            let gone: Vec<String> = index
-                .nodes()
-                .iter()
-                .filter(|n| !present.contains(n.uuid.as_str()))
-                .map(|n| n.uuid.clone())
-                .collect();
-            if !gone.is_empty() {
-                self.metrics.source.changes.inc_by(gone.len() as u64);
-                self.remember(&mut state, &[], &gone);
-                self.catalog.apply(Vec::new(), &gone);
-            }
-            true
         })
         .await
+    }
+
+    /// Every node UUID in one listing, compared with the whole index: for an Ironic whose
+    /// UUID pages do not come in UUID order.
+    async fn reconcile_all(self: &Arc<Self>) -> bool {
+        let uuids = match self.client.node_uuids().await {
+            Ok(u) => u,
+            Err(ClientError::Config(_)) => return true,
+            Err(e) => {
+                self.failed(&e, "reconcile");
+                return false;
+            }
+        };
+        let mut state = self.state.lock().await;
+        state.reconcile_after = None;
+        self.compare(&mut state, (None, None), &uuids);
+        true
+    }
+
+    /// Compares the UUIDs Ironic listed for the range `(after, up_to]` (open where `None`)
+    /// with the indexed nodes of that range.
+    fn compare(
+        &self,
+        state: &mut PollState,
+        (after, up_to): (Option<&str>, Option<&str>),
+        uuids: &[String],
+    ) {
+        let in_range = |u: &str| after.is_none_or(|a| u > a) && up_to.is_none_or(|b| u <= b);
+        let index = self.catalog.index();
+        let present: HashSet<&str> = uuids.iter().map(String::as_str).collect();
+        let indexed: HashSet<&str> = index
+            .nodes()
+            .iter()
+            .map(|n| n.uuid.as_str())
+            .filter(|u| in_range(u))
+            .collect();
+        // Nodes the polls have not brought in yet (created a moment ago, or missed):
+        // read on the next poll; more than a page of them is a resync.
+        let missing: Vec<&String> = uuids
+            .iter()
+            .filter(|u| !indexed.contains(u.as_str()))
+            .collect();
+        if missing.len() > self.config.page as usize {
+            self.resync(state, "missed_nodes");
+            return;
+        }
+        state.pending.extend(missing.into_iter().cloned());
+        let gone: Vec<String> = indexed
+            .iter()
+            .filter(|u| !present.contains(*u))
+            .map(|u| u.to_string())
+            .collect();
+        if !gone.is_empty() {
+            self.metrics.source.changes.inc_by(gone.len() as u64);
+            self.remember(state, &[], &gone);
+            self.catalog.apply(Vec::new(), &gone);
+        }
     }
 
     /// Replaces configdrives stored as URLs by their content when it has been downloaded;

@@ -394,6 +394,33 @@ impl IronicClient {
         Ok(items.into_iter().map(|u| u.uuid).collect())
     }
 
+    /// One page of node UUIDs in UUID order, after `after` (from the first without it): at
+    /// most `limit` (Ironic may cap it), and whether Ironic has more.
+    pub(crate) async fn node_uuid_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Uuid {
+            uuid: String,
+        }
+        let minor = self.incremental_minor().await?;
+        let mut params = vec![
+            ("fields", "uuid".to_string()),
+            ("sort_key", "uuid".to_string()),
+            ("sort_dir", "asc".to_string()),
+        ];
+        params.extend(after.map(|m| ("marker", m.to_string())));
+        let query = Query {
+            detail: false,
+            params,
+            limit: Some(limit),
+        };
+        let (items, more) = self.list_pages::<Uuid>("nodes", minor, &query, 1).await?;
+        Ok((items.into_iter().map(|u| u.uuid).collect(), more))
+    }
+
     /// The negotiated microversion, when it is new enough for incremental refresh
     /// (`?detail=True` with sorting and filters).
     async fn incremental_minor(&self) -> Result<u32, ClientError> {
