@@ -176,8 +176,8 @@ pub(crate) fn checkin(
     let shared = node
         .written_back
         .as_ref()
-        .and_then(|w| w.ironic_metadata_checkin.as_ref());
-    let Some(c) = checkins.get(&node.uuid, &node.deployment, shared) else {
+        .and_then(|w| crate::metadata::checkin::Shared::Checkin.held(w));
+    let Some(c) = checkins.get(&node.uuid, &node.deployment, shared.as_ref()) else {
         return Some(Refusal::NotFound.reply());
     };
     let mut doc = json!({"node": node.uuid});

@@ -10,7 +10,7 @@ use crate::identity::link::{identify, Client, Rules};
 use crate::identity_token::{self, TokenRequest};
 use crate::inventory::OnDemand;
 use crate::longpoll::{self, Wait};
-use crate::metadata::checkin::{CheckinError, Kind};
+use crate::metadata::checkin::{CheckinError, Kind, Shared};
 use crate::metadata::password::PasswordError;
 use crate::metadata::render;
 use crate::metadata::route::Route;
@@ -313,10 +313,10 @@ fn checkin(
     let shared = node
         .written_back
         .as_ref()
-        .and_then(|w| w.ironic_metadata_checkin.as_ref());
+        .and_then(|w| Shared::Checkin.held(w));
     match ctx
         .checkins
-        .record(&node.uuid, &node.deployment, kind, body, shared)
+        .record(&node.uuid, &node.deployment, kind, body, shared.as_ref())
     {
         Ok(()) => Ok(Reply::text("")),
         Err(CheckinError::Malformed(why)) => {
@@ -335,17 +335,19 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
     if req.method != "POST" {
         let value = ctx
             .passwords
-            .get(&node.uuid, &node.deployment, shared_password(node))
+            .get(&node.uuid, &node.deployment, shared_password(node).as_ref())
             .unwrap_or_default();
         return Ok(Reply::text(value));
     }
     let body = req.body.ok_or(Refusal::PasswordTooLong)?;
     let text = std::str::from_utf8(body)
         .map_err(|_| Denied::new(Refusal::BadPath).detail("password is not UTF-8"))?;
-    match ctx
-        .passwords
-        .set(&node.uuid, &node.deployment, text, shared_password(node))
-    {
+    match ctx.passwords.set(
+        &node.uuid,
+        &node.deployment,
+        text,
+        shared_password(node).as_ref(),
+    ) {
         Ok(()) => Ok(Reply::text("")),
         Err(PasswordError::Exists) => Err(Refusal::PasswordExists.into()),
         Err(PasswordError::TooLong) => Err(Refusal::PasswordTooLong.into()),
@@ -356,10 +358,10 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
 }
 
 /// The password replicas wrote to the node's `extra` in Ironic.
-fn shared_password(node: &NodeView) -> Option<&serde_json::Value> {
+fn shared_password(node: &NodeView) -> Option<serde_json::Value> {
     node.written_back
         .as_ref()
-        .and_then(|w| w.ironic_metadata_password.as_ref())
+        .and_then(|w| Shared::Password.held(w))
 }
 
 /// Every document served carries an ETag; a matching `If-None-Match` (weak comparison,

@@ -103,13 +103,38 @@ impl NodeProperties {
 }
 
 /// The keys of a node's `extra` that replicas of the service share through Ironic (the
-/// instance password and the check-in); any other key is ignored.
+/// instance password and the check-in); any other key is ignored. Each is kept as its
+/// JSON text, and only up to [`MAX_SHARED`] bytes: whoever may update the node in Ironic
+/// writes them, and every replica holds them for every node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct NodeExtra {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ironic_metadata_password: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ironic_metadata_checkin: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "bounded",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) ironic_metadata_password: Option<Raw>,
+    #[serde(
+        default,
+        deserialize_with = "bounded",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) ironic_metadata_checkin: Option<Raw>,
+}
+
+/// Largest shared `extra` value kept, in bytes of JSON (replicas write at most 4 KiB).
+pub(crate) const MAX_SHARED: usize = 8 * 1024;
+
+/// A shared `extra` value as compact JSON text; a larger one than [`MAX_SHARED`] reads as
+/// none. (Read through a `Value`: `extra` is read through `lenient`, whose buffering a
+/// `RawValue` cannot be read from.)
+fn bounded<'de, D>(d: D) -> Result<Option<Raw>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<Value>::deserialize(d)?
+        .map(|v| Raw::new(&v))
+        .filter(|r| r.0.get().len() <= MAX_SHARED))
 }
 
 impl NodeExtra {
@@ -216,6 +241,13 @@ pub(crate) struct Inventory {
 mod tests {
     use super::*;
 
+    fn node_with_checkin() -> Node {
+        serde_json::from_str(
+            r#"{"uuid": "u", "extra": {"ironic_metadata_checkin": {"deployment": "d", "last_at": "t"}}}"#,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn odd_properties_and_extra_never_fail_a_node() {
         let node: Node = serde_json::from_str(
@@ -228,9 +260,23 @@ mod tests {
             Some(Value::String("aarch64".into()))
         );
         assert_eq!(
-            node.extra.ironic_metadata_checkin,
+            node.extra.ironic_metadata_checkin.map(|r| r.value()),
             Some(serde_json::json!({"deployment": "d"}))
         );
+        // Shared values are bounded: a larger one is not kept at all.
+        let big = serde_json::json!({"uuid": "u", "extra": {
+            "ironic_metadata_checkin": {"deployment": "x".repeat(MAX_SHARED)},
+            "ironic_metadata_password": {"deployment": "d", "password": "p"}}});
+        let node: Node = serde_json::from_value(big).unwrap();
+        assert_eq!(node.extra.ironic_metadata_checkin, None);
+        assert_eq!(
+            node.extra.ironic_metadata_password.map(|r| r.value()),
+            Some(serde_json::json!({"deployment": "d", "password": "p"}))
+        );
+        // Kept through a snapshot's round trip.
+        let text = serde_json::to_string(&node_with_checkin()).unwrap();
+        let back: Node = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, node_with_checkin());
         for odd in [
             r#"{"uuid": "u", "properties": null, "extra": "text"}"#,
             r#"{"uuid": "u", "properties": "x86_64", "extra": 5}"#,

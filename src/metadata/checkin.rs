@@ -456,11 +456,13 @@ impl Shared {
         }
     }
 
-    fn held(self, extra: &crate::ironic::model::NodeExtra) -> Option<&Value> {
+    /// What the node's `extra` holds for this kind.
+    pub(crate) fn held(self, extra: &crate::ironic::model::NodeExtra) -> Option<Value> {
         match self {
             Shared::Checkin => extra.ironic_metadata_checkin.as_ref(),
             Shared::Password => extra.ironic_metadata_password.as_ref(),
         }
+        .map(crate::ironic::model::Raw::value)
     }
 }
 
@@ -619,7 +621,7 @@ async fn write_one(
         let Some(current) = client.node(&node).await? else {
             return Ok(None);
         };
-        let Some(value) = to_write(what, &p, what.held(&current.extra)) else {
+        let Some(value) = to_write(what, &p, what.held(&current.extra).as_ref()) else {
             return Ok(Some(false));
         };
         client.set_node_extra(&node, what.key(), &value).await?;
