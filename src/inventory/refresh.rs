@@ -438,15 +438,30 @@ impl Refresher {
             return false;
         };
         let t0 = Instant::now();
-        let catalog = self.catalog.clone();
-        // Older than a full refresh interval, a sweep would be due anyway.
-        let loaded = snapshot::load(
-            &path,
-            &self.origin,
+        let (catalog, origin, max_age) = (
+            self.catalog.clone(),
+            self.origin.clone(),
+            // Older than a full refresh interval, a sweep would be due anyway.
             self.config.full_interval,
-            SystemTime::now(),
-            |ports, groups| catalog.builder(ports, groups),
         );
+        let file = path.clone();
+        // Off the refresher's thread; a panic while building is a snapshot not used.
+        let loaded = tokio::task::spawn_blocking(move || {
+            snapshot::load(
+                &file,
+                &origin,
+                max_age,
+                SystemTime::now(),
+                |ports, groups| catalog.builder(ports, groups),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(snapshot::Ignored {
+                reason: "corrupt",
+                message: format!("reading it failed: {e}"),
+            })
+        });
         let file = path.display();
         let loaded = match loaded {
             Ok(l) => l,
