@@ -18,7 +18,7 @@
 //!
 //! The Ironic API it answers (what the service uses): `GET /` (microversions), `GET
 //! /v1/{nodes,ports,portgroups}` with `detail`, `fields`, `limit` (clamped to `--max-limit`,
-//! as Ironic's `[api]max_limit`), `marker`, `sort_key` (`id`, `created_at`, `updated_at`),
+//! as Ironic's `[api]max_limit`), `marker`, `sort_key` (`id`, `uuid`, `created_at`, `updated_at`),
 //! `sort_dir`, `node` and a `next` link on every full page, and `GET /v1/nodes/{uuid or
 //! name}`. Every API request is counted by kind, with the bytes answered.
 //!
@@ -692,7 +692,8 @@ fn listing(fake: &Fake, query: &str) -> Result<Listing, Fail> {
         .collect();
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let bad = |t: &str| Fail::new(StatusCode::BAD_REQUEST, t);
-    let sort = get("sort_key").filter(|k| k != "id");
+    // Node UUIDs are the index in hex, zero-padded: UUID order is index order.
+    let sort = get("sort_key").filter(|k| k != "id" && k != "uuid");
     if sort
         .as_deref()
         .is_some_and(|k| !matches!(k, "created_at" | "updated_at"))

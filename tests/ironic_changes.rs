@@ -239,6 +239,47 @@ async fn reconciliation_is_paced_whatever_the_fleet() {
     assert_eq!(user_data(&s, &ip(200)).await.0, 200);
 }
 
+/// An Ironic whose UUID pages do not come in UUID order (it ignores `sort_key`) is
+/// reconciled by one whole listing: no page is read as a range it is not, so no node
+/// Ironic still has is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_out_of_order_drops_only_deleted_nodes() {
+    let fake = FakeIronic::start().await;
+    fleet(&fake, 30);
+    fake.with(|s| {
+        s.page_size = 10;
+        s.ignore_sort = true;
+        s.nodes.reverse();
+    });
+    let s = Server::start_ironic(
+        &fake.url(),
+        &["--poll-interval", "1", "--reconcile-interval", "1"],
+        &[],
+    );
+    ready(&s).await;
+    let listings = |from: usize| {
+        fake.with(|s| {
+            s.requests[from..]
+                .iter()
+                .filter(|r| r.path.contains("fields=uuid"))
+                .count()
+        })
+    };
+    let r0 = fake.request_count();
+    eventually(WAIT, "a few reconciliations", || async {
+        listings(r0) >= 12
+    })
+    .await;
+    assert_eq!(s.readyz().await["nodes"], 30, "{}", s.log());
+    fake.delete_node(&uuid(2));
+    eventually(WAIT, "the deletion", || async {
+        s.readyz().await["nodes"] == 29
+    })
+    .await;
+    assert_eq!(user_data(&s, &ip(2)).await.0, 404);
+    assert_eq!(user_data(&s, &ip(29)).await.0, 200);
+}
+
 /// An Ironic that ignores `sort_key` cannot be polled: detected, reported, and changes
 /// reach the index through full sweeps instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

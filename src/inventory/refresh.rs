@@ -876,6 +876,10 @@ impl Refresher {
                         self.state.lock().await.reconcile_after = None;
                         continue;
                     }
+                    // An Ironic that cannot sort nodes by UUID is listed whole.
+                    Err(ClientError::Status { status: 400, .. }) => {
+                        return self.reconcile_all().await;
+                    }
                     Err(e) => {
                         self.failed(&e, "reconcile");
                         return false;
