@@ -336,7 +336,7 @@ impl Metrics {
             ),
             write_backs: m.counters(
                 "metadata_ironic_write_backs_total",
-                "Check-ins and passwords written to nodes' extra in Ironic, by kind (checkin, password) and result (written; unchanged when Ironic held it already; no_node; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
+                "Check-ins and passwords written to nodes' extra in Ironic, by kind (checkin, password) and result (written; unchanged when Ironic held it already; no_node; stale when the node was redeployed since; config, connect, timeout, http_4xx, http_5xx, auth, invalid_response when a write failed; given_up after the last attempt)",
                 &["kind", "result"],
             ),
             identity: Identity::new(&m),

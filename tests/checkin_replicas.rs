@@ -292,6 +292,27 @@ async fn an_ironic_refusing_the_write_leaves_the_check_in_stored_and_counts_it()
     assert_eq!(fingerprints(&written(&fake, &id)), expected_fingerprints());
 }
 
+/// A node redeployed between its check-in and the write: what the old deployment sent is
+/// not written over the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_of_a_deployment_gone_is_not_written() {
+    let fake = FakeIronic::start().await;
+    let (id, ip) = deploy(&fake, 5);
+    let a = replica(&fake);
+    ready(&a).await;
+    assert_eq!(phone_home(&a, &ip).await, 200);
+    fake.update_node(&id, |n| {
+        n["provision_updated_at"] = json!("2026-11-30T11:00:00.000000+00:00");
+    });
+    a.metric_reaches(
+        "metadata_ironic_write_backs_total{kind=\"checkin\",result=\"stale\"}",
+        1.0,
+    )
+    .await;
+    assert!(fake.with(|s| s.patches.is_empty()));
+    assert_eq!(written(&fake, &id), Value::Null);
+}
+
 /// cloudbase-init's password, with `--password-write-back`: set once per deployment
 /// whichever replica it reaches, answered by both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,18 @@ pub(crate) struct Node {
     pub(crate) extra: NodeExtra,
 }
 
+impl Node {
+    /// Identifies this deployment of the node (instance and provision time): state kept
+    /// per deployment, like the password, is forgotten when the node is redeployed.
+    pub(crate) fn deployment(&self) -> String {
+        format!(
+            "{}|{}",
+            self.instance_uuid.as_deref().unwrap_or(""),
+            self.provision_updated_at.as_deref().unwrap_or("")
+        )
+    }
+}
+
 /// The node `properties` the service reads; the others are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct NodeProperties {

@@ -619,16 +619,20 @@ async fn write_one(
     };
     let written = async {
         let Some(current) = client.node(&node).await? else {
-            return Ok(None);
+            return Ok("no_node");
         };
+        // Redeployed since: what this deployment sent is not written over the next one's.
+        if current.deployment() != p.deployment {
+            return Ok("stale");
+        }
         let Some(value) = to_write(what, &p, what.held(&current.extra).as_ref()) else {
-            return Ok(Some(false));
+            return Ok("unchanged");
         };
         client.set_node_extra(&node, what.key(), &value).await?;
-        Ok::<_, crate::ironic::ClientError>(Some(true))
+        Ok::<_, crate::ironic::ClientError>("written")
     };
     let e = match written.await {
-        Ok(Some(true)) => {
+        Ok("written") => {
             count("written");
             tracing::debug!(target: "checkin", node = %node, key = what.key(), "written to Ironic");
             if p.checks > 0 {
@@ -645,8 +649,7 @@ async fn write_one(
             }
             return;
         }
-        Ok(Some(false)) => return count("unchanged"),
-        Ok(None) => return count("no_node"),
+        Ok(other) => return count(other),
         Err(e) => e,
     };
     count(e.reason());

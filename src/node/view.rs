@@ -275,11 +275,7 @@ impl NodeView {
                 conductor_group: common(&node.conductor_group),
                 resource_class: common(&node.resource_class),
             },
-            deployment: format!(
-                "{}|{}",
-                node.instance_uuid.as_deref().unwrap_or(""),
-                node.provision_updated_at.as_deref().unwrap_or("")
-            ),
+            deployment: node.deployment(),
             updated_at: crate::ironic::model::micros(node.updated_at.as_deref()),
             cpu_arch: node
                 .properties
