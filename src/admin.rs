@@ -177,7 +177,7 @@ pub(crate) fn checkin(
         .written_back
         .as_ref()
         .and_then(|w| crate::metadata::checkin::Shared::Checkin.held(w));
-    let Some(c) = checkins.get(&node.uuid, &node.deployment, shared.as_ref()) else {
+    let Some(c) = checkins.get(&node.uuid, &node.deployment(), shared.as_ref()) else {
         return Some(Refusal::NotFound.reply());
     };
     let mut doc = json!({"node": node.uuid});

@@ -316,7 +316,7 @@ fn checkin(
         .and_then(|w| Shared::Checkin.held(w));
     match ctx
         .checkins
-        .record(&node.uuid, &node.deployment, kind, body, shared.as_ref())
+        .record(&node.uuid, &node.deployment(), kind, body, shared.as_ref())
     {
         Ok(()) => Ok(Reply::text("")),
         Err(CheckinError::Malformed(why)) => {
@@ -335,7 +335,11 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
     if req.method != "POST" {
         let value = ctx
             .passwords
-            .get(&node.uuid, &node.deployment, shared_password(node).as_ref())
+            .get(
+                &node.uuid,
+                &node.deployment(),
+                shared_password(node).as_ref(),
+            )
             .unwrap_or_default();
         return Ok(Reply::text(value));
     }
@@ -344,7 +348,7 @@ fn password(ctx: &Context<'_>, req: &Request<'_>, node: &NodeView) -> Result<Rep
         .map_err(|_| Denied::new(Refusal::BadPath).detail("password is not UTF-8"))?;
     match ctx.passwords.set(
         &node.uuid,
-        &node.deployment,
+        &node.deployment(),
         text,
         shared_password(node).as_ref(),
     ) {

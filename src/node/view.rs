@@ -57,9 +57,6 @@ pub(crate) struct NodeView {
     pub(crate) image_source: Option<Arc<str>>,
     /// What a signed identity token states about the node besides its UUID and name.
     pub(crate) facts: IdentityFacts,
-    /// Identifies this deployment of the node (instance and provision time): state kept
-    /// per deployment, like the password, is forgotten when the node is redeployed.
-    pub(crate) deployment: String,
     /// Ironic's `updated_at` of the node, in microseconds: tells a change from a repeat.
     pub(crate) updated_at: Option<i64>,
     /// `properties.cpu_arch`.
@@ -275,7 +272,6 @@ impl NodeView {
                 conductor_group: common(&node.conductor_group),
                 resource_class: common(&node.resource_class),
             },
-            deployment: node.deployment(),
             updated_at: crate::ironic::model::micros(node.updated_at.as_deref()),
             cpu_arch: node
                 .properties
@@ -288,6 +284,18 @@ impl NodeView {
             written_back: (!node.extra.is_empty()).then(|| Arc::new(node.extra.clone())),
             render_cache: RenderCache::default(),
         }
+    }
+
+    /// Identifies this deployment of the node (instance and provision time): state kept
+    /// per deployment, like the password, is forgotten when the node is redeployed. The
+    /// same as [`Node::deployment`] of the node it was built from; made when asked, not
+    /// kept (a hundred bytes a node).
+    pub(crate) fn deployment(&self) -> String {
+        format!(
+            "{}|{}",
+            self.facts.instance_uuid.as_deref().unwrap_or(""),
+            self.provisioned_at.as_deref().unwrap_or("")
+        )
     }
 
     /// `meta_data.json` contents with Ironic's defaults applied (`build_configdrive`:
@@ -487,6 +495,25 @@ mod tests {
         cache.entity_tag("past/the/bound", || tag("\"5\""));
         cache.entity_tag("past/the/bound", || tag("\"5\""));
         assert_eq!(computed.get(), before + 2);
+    }
+
+    #[test]
+    fn a_views_deployment_is_its_nodes() {
+        for n in [
+            json!({"uuid": "u1", "instance_uuid": "i1",
+                   "provision_updated_at": "2026-01-01T00:00:00+00:00"}),
+            json!({"uuid": "u1", "instance_uuid": "", "provision_updated_at": null}),
+            json!({"uuid": "u1"}),
+        ] {
+            let n = node(n);
+            assert_eq!(NodeView::from_ironic(&n).deployment(), n.deployment());
+        }
+        let a = node(json!({"uuid": "u1", "instance_uuid": "i1", "provision_updated_at": "t1"}));
+        let b = node(json!({"uuid": "u1", "instance_uuid": "i1", "provision_updated_at": "t2"}));
+        assert_ne!(
+            NodeView::from_ironic(&a).deployment(),
+            NodeView::from_ironic(&b).deployment()
+        );
     }
 
     #[test]
