@@ -15,30 +15,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-struct Args {
-    port: u16,
-    body: std::path::PathBuf,
-    threads: usize,
-}
-
-fn args() -> Result<Args, String> {
-    let (mut port, mut body, mut threads) = (None, None, 1);
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let value = it.next().ok_or(format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--port" => port = Some(value.parse().map_err(|e| format!("--port: {e}"))?),
-            "--body" => body = Some(value.into()),
-            "--threads" => threads = value.parse().map_err(|e| format!("--threads: {e}"))?,
-            _ => return Err(format!("unknown argument {a}")),
-        }
-    }
-    Ok(Args {
-        port: port.ok_or("--port is required")?,
-        body: body.ok_or("--body is required")?,
-        threads,
-    })
-}
+#[path = "shared/fixed.rs"]
+mod fixed;
 
 async fn serve(addr: SocketAddr, body: Bytes) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -93,20 +71,7 @@ impl hyper::body::Body for Full {
 }
 
 fn main() {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("hyper_ceiling: {e}");
-            std::process::exit(2);
-        }
-    };
-    let body = match std::fs::read(&a.body) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => {
-            eprintln!("hyper_ceiling: {}: {e}", a.body.display());
-            std::process::exit(1);
-        }
-    };
+    let (a, body) = fixed::load("hyper_ceiling");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(a.threads.max(1))
         .enable_all()

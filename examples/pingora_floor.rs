@@ -20,30 +20,8 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
-struct Args {
-    port: u16,
-    body: std::path::PathBuf,
-    threads: usize,
-}
-
-fn args() -> Result<Args, String> {
-    let (mut port, mut body, mut threads) = (None, None, 1);
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let value = it.next().ok_or(format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--port" => port = Some(value.parse().map_err(|e| format!("--port: {e}"))?),
-            "--body" => body = Some(value.into()),
-            "--threads" => threads = value.parse().map_err(|e| format!("--threads: {e}"))?,
-            _ => return Err(format!("unknown argument {a}")),
-        }
-    }
-    Ok(Args {
-        port: port.ok_or("--port is required")?,
-        body: body.ok_or("--body is required")?,
-        threads,
-    })
-}
+#[path = "shared/fixed.rs"]
+mod fixed;
 
 struct Answer(Bytes);
 
@@ -60,20 +38,7 @@ impl ServeHttp for Answer {
 }
 
 fn main() {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("pingora_floor: {e}");
-            std::process::exit(2);
-        }
-    };
-    let body = match std::fs::read(&a.body) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => {
-            eprintln!("pingora_floor: {}: {e}", a.body.display());
-            std::process::exit(1);
-        }
-    };
+    let (a, body) = fixed::load("pingora_floor");
     let conf = ServerConf {
         threads: a.threads.max(1),
         grace_period_seconds: Some(0),
