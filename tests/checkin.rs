@@ -60,16 +60,10 @@ async fn post(
 }
 
 async fn phone_home(s: &Server, from: &str, form: &[(&str, String)]) -> (u16, String) {
-    let body: String = form
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&");
+    // As cloud-init's phone_home sends it: a form, spaces as `+`.
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
     post(s, from, "/openstack/latest/phone_home", body.into(), true).await
 }
 

@@ -62,22 +62,16 @@ async fn ready(s: &Server) {
 }
 
 async fn phone_home(s: &Server, from: &str) -> u16 {
-    let form: String = [
-        ("pub_key_dsa", "N/A"),
-        ("pub_key_rsa", RSA),
-        ("pub_key_ed25519", ED25519),
-        ("instance_id", "i-1"),
-        ("hostname", "n1"),
-    ]
-    .iter()
-    .map(|(k, v)| {
-        format!(
-            "{k}={}",
-            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-        )
-    })
-    .collect::<Vec<_>>()
-    .join("&");
+    // As cloud-init's phone_home sends it: a form, spaces as `+`.
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("pub_key_dsa", "N/A"),
+            ("pub_key_rsa", RSA),
+            ("pub_key_ed25519", ED25519),
+            ("instance_id", "i-1"),
+            ("hostname", "n1"),
+        ])
+        .finish();
     post(
         s,
         from,

@@ -528,14 +528,7 @@ async fn configdrive_from_a_url_is_downloaded_once() {
     .await;
     assert_eq!(ud, "#cloud-config\nhostname: iso-node\n");
     // Downloaded once however many sweeps ran; the missing one is retried and reported.
-    let fetches = |name: &str| {
-        fake.with(|st| {
-            st.requests
-                .iter()
-                .filter(|r| r.path == format!("/configdrive/{name}"))
-                .count()
-        })
-    };
+    let fetches = |name: &str| fake.configdrive_fetches(name);
     assert_eq!(fetches("node7"), 1);
     assert!(fetches("none") >= 2);
     assert_eq!(instance_id(&s, &ip(8)).await.0, 404);

@@ -256,14 +256,7 @@ async fn downloaded_configdrives_are_kept_and_missing_ones_fetched_at_start() {
             .insert("here".into(), iso.clone().into_bytes());
         s.nodes = vec![with_url(1, "here"), with_url(2, "later")];
     });
-    let fetches = |name: &str| {
-        fake.with(|st| {
-            st.requests
-                .iter()
-                .filter(|r| r.path == format!("/configdrive/{name}"))
-                .count()
-        })
-    };
+    let fetches = |name: &str| fake.configdrive_fetches(name);
     let state = tempfile::tempdir().unwrap();
     let s = start(&fake, state.path());
     let iso_user_data = (200, "#cloud-config\nhostname: iso-node\n".to_string());

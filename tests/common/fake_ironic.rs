@@ -213,6 +213,12 @@ impl FakeIronic {
     }
 
     /// Every request Ironic has received so far.
+    /// How often the configdrive `name` (served at `/configdrive/{name}`) was fetched.
+    pub fn configdrive_fetches(&self, name: &str) -> usize {
+        let path = format!("/configdrive/{name}");
+        self.with(|s| s.requests.iter().filter(|r| r.path == path).count())
+    }
+
     pub fn request_count(&self) -> usize {
         self.with(|s| s.requests.len())
     }
