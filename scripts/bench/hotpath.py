@@ -27,7 +27,7 @@ import subprocess
 from pathlib import Path
 
 from common import TOP, Service, log, median, scaled, write_policy
-from service import free_port, http_get, wait_for  # scripts/lib, on sys.path through common
+from service import free_port, http_get, stop_process, wait_for  # scripts/lib, on sys.path through common
 
 PATH = "/openstack/latest/meta_data.json"
 CONNECTIONS = 50
@@ -116,9 +116,7 @@ class Nginx:
             raise
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 def wrk(port, seconds, threads, lua, cpus=None):
@@ -160,9 +158,7 @@ class Fixed:
             raise
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 def parse_wrk(out):

@@ -88,13 +88,7 @@ class FakeIronic:
         return self.call("GET", f"/_fake/node?index={index}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        service.stop_process(self.proc)
 
 
 def kinds_delta(before, after):

@@ -135,12 +135,7 @@ class Bao:
         return self.req("POST", f"auth/{mount}/login", {"role": role, "jwt": token}, auth=False)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        service.stop_process(self.proc)
         self.log.close()
 
 

@@ -83,6 +83,17 @@ def rss_bytes(pid):
     raise SystemExit(f"no VmRSS for pid {pid}")
 
 
+def stop_process(proc, timeout=30):
+    """SIGTERM, then SIGKILL if `proc` has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def service_env(env=None):
     """This environment without the service's settings, plus `env`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS)}
@@ -208,13 +219,7 @@ class Service:
         return poll(found, timeout, 0.05)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class Checks:
