@@ -25,13 +25,13 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::RateLimiter;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::metadata::route::Route;
 use crate::metrics::Metrics;
 use crate::node::{doc, NodeView};
 use crate::policy::file::MAX_AUDIENCE;
-use crate::policy::store::{change_of, gather, Change, SETTLE};
+use crate::policy::store::{DirWatch, Hangup, WatchLog, SETTLE};
 use crate::policy::{ActiveZone, Policy};
 use crate::reply::{Denied, Refusal, Reply, JSON};
 use crate::versions;
@@ -178,50 +178,27 @@ impl Issuer {
     /// Watches the key directory and SIGHUP, reloads on change, sweeps the per-node
     /// limiter, until shutdown.
     pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let dir = self.keys.dir().to_owned();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
-        let watched = dir.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Some(c) = res.ok().and_then(|e| change_of(&e, &watched)) {
-                let _ = tx.send(c);
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
+        const LOG: WatchLog = WatchLog {
+            no_watcher: |e| {
                 tracing::error!(target: "identity", error = %e, "cannot watch the identity key directory; reload with SIGHUP");
-                None
-            }
+            },
+            no_dir: |dir, e| {
+                tracing::warn!(target: "identity", dir = %dir.display(), error = %e,
+                    "cannot watch the identity key directory (yet); watching for it to appear");
+            },
         };
-        if let Some(w) = watcher.as_mut() {
-            if let Some(parent) = dir.parent() {
-                let _ = notify::Watcher::watch(w, parent, notify::RecursiveMode::NonRecursive);
-            }
-            rewatch(w, &dir);
-        }
+        let mut watch = DirWatch::new(self.keys.dir(), LOG);
         // Changes made between the first load and the watch would have no event.
         let _ = self.keys.reload();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = Hangup::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
-            let hup_recv = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                Some(first) = rx.recv() => {
-                    if gather(&mut rx, first).await == Change::Dir {
-                        if let Some(w) = watcher.as_mut() {
-                            rewatch(w, &dir);
-                        }
-                    }
+                first = watch.next() => {
+                    watch.settle(first).await;
                     self.reload_settled().await;
                 }
-                _ = hup_recv => {
+                () = hup.recv() => {
                     let _ = self.keys.reload();
                 }
                 _ = sweep.tick() => self.limiter.sweep(),
@@ -238,16 +215,6 @@ impl Issuer {
         if before == self.keys.read_fingerprint() {
             let _ = self.keys.reload();
         }
-    }
-}
-
-/// (Re)starts the watch on the key directory, which may have been replaced.
-fn rewatch(w: &mut notify::RecommendedWatcher, dir: &std::path::Path) {
-    use notify::Watcher;
-    let _ = w.unwatch(dir);
-    if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(target: "identity", dir = %dir.display(), error = %e,
-            "cannot watch the identity key directory (yet); watching for it to appear");
     }
 }
 

@@ -153,52 +153,30 @@ impl PolicyStore {
         }
     }
 
-    /// Watches the directory (and its parent, so that a replaced directory is watched
-    /// again) and SIGHUP, reloads on change, sweeps limiters, until shutdown.
+    /// Watches the directory and SIGHUP, reloads on change, sweeps limiters, until
+    /// shutdown.
     pub(crate) async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
-        let dir = self.dir.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Some(c) = res.ok().and_then(|e| change_of(&e, &dir)) {
-                let _ = tx.send(c);
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
+        const LOG: WatchLog = WatchLog {
+            no_watcher: |e| {
                 tracing::error!(target: "policy", error = %e, "cannot watch the policy directory; reload with SIGHUP");
-                None
-            }
+            },
+            no_dir: |dir, e| {
+                tracing::warn!(target: "policy", dir = %dir.display(), error = %e,
+                    "cannot watch the policy directory (yet); watching for it to appear");
+            },
         };
-        if let Some(w) = watcher.as_mut() {
-            if let Some(parent) = self.dir.parent() {
-                let _ = w.watch(parent, RecursiveMode::NonRecursive);
-            }
-            self.rewatch(w);
-        }
+        let mut watch = DirWatch::new(&self.dir, LOG);
         // Changes made between the first load and the watch would have no event.
         let _ = self.reload();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = Hangup::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
-            let hup_recv = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                Some(first) = rx.recv() => {
-                    if gather(&mut rx, first).await == Change::Dir {
-                        if let Some(w) = watcher.as_mut() {
-                            self.rewatch(w);
-                        }
-                    }
+                first = watch.next() => {
+                    watch.settle(first).await;
                     self.reload_settled().await;
                 }
-                _ = hup_recv => {
+                () = hup.recv() => {
                     tracing::info!(target: "policy", "SIGHUP received, reloading the policy");
                     let _ = self.reload();
                 }
@@ -210,13 +188,99 @@ impl PolicyStore {
             }
         }
     }
+}
+
+/// How a [`DirWatch`] tells of trouble, in its owner's log lines.
+#[derive(Clone, Copy)]
+pub(crate) struct WatchLog {
+    /// No watcher could be made: only SIGHUP reloads.
+    pub(crate) no_watcher: fn(&notify::Error),
+    /// The directory cannot be watched (yet).
+    pub(crate) no_dir: fn(&Path, &notify::Error),
+}
+
+/// A directory watched for changes of its files, and its parent, so that a replaced
+/// directory (an editor's rename, a Kubernetes ConfigMap's symlink swap) is watched again.
+pub(crate) struct DirWatch {
+    dir: PathBuf,
+    log: WatchLog,
+    watcher: Option<notify::RecommendedWatcher>,
+    rx: mpsc::UnboundedReceiver<Change>,
+}
+
+impl DirWatch {
+    pub(crate) fn new(dir: &Path, log: WatchLog) -> DirWatch {
+        let (tx, rx) = mpsc::unbounded_channel::<Change>();
+        let watched = dir.to_owned();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Some(c) = res.ok().and_then(|e| change_of(&e, &watched)) {
+                let _ = tx.send(c);
+            }
+        });
+        let watcher = match watcher {
+            Ok(mut w) => {
+                if let Some(parent) = dir.parent() {
+                    let _ = w.watch(parent, RecursiveMode::NonRecursive);
+                }
+                Some(w)
+            }
+            Err(e) => {
+                (log.no_watcher)(&e);
+                None
+            }
+        };
+        let mut watch = DirWatch {
+            dir: dir.to_owned(),
+            log,
+            watcher,
+            rx,
+        };
+        watch.rewatch();
+        watch
+    }
+
+    /// The next change seen (cancel-safe); never, when nothing watches.
+    pub(crate) async fn next(&mut self) -> Change {
+        match self.rx.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits until the files settle after `first` ([`gather`]) and watches the directory
+    /// again if it was replaced.
+    pub(crate) async fn settle(&mut self, first: Change) {
+        if gather(&mut self.rx, first).await == Change::Dir {
+            self.rewatch();
+        }
+    }
 
     /// (Re)starts the watch on the directory, which may have been replaced.
-    fn rewatch(&self, w: &mut notify::RecommendedWatcher) {
-        let _ = w.unwatch(&self.dir);
-        if let Err(e) = w.watch(&self.dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(target: "policy", dir = %self.dir.display(), error = %e,
-                "cannot watch the policy directory (yet); watching for it to appear");
+    fn rewatch(&mut self) {
+        if let Some(w) = self.watcher.as_mut() {
+            let _ = w.unwatch(&self.dir);
+            if let Err(e) = w.watch(&self.dir, RecursiveMode::NonRecursive) {
+                (self.log.no_dir)(&self.dir, &e);
+            }
+        }
+    }
+}
+
+/// SIGHUP; never, where its handler cannot be installed.
+pub(crate) struct Hangup(Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    pub(crate) fn new() -> Hangup {
+        Hangup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+    }
+
+    /// The next SIGHUP (cancel-safe).
+    pub(crate) async fn recv(&mut self) {
+        match self.0.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending().await,
         }
     }
 }
