@@ -180,6 +180,64 @@ async fn new_node_is_served_on_its_first_request_and_misses_coalesce() {
     assert_eq!(fake.full_node_listings(), sweeps_before);
 }
 
+/// Strangers asking without pause bring quick polls (the newest updates only), never in
+/// place of the periodic full poll: a node enrolled and never updated since (found only by
+/// its creation time) is still served within a poll or two, and their polls are bounded by
+/// the gap between polls, whatever the number of addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_never_hold_back_the_full_polls() {
+    let fake = FakeIronic::start().await;
+    fake.with(|s| s.nodes = vec![node(&uuid(1), "first", &ip(1))]);
+    let s = Server::start_ironic(
+        &fake.url(),
+        &["--poll-interval", "1", "--reconcile-interval", "3600"],
+        &[],
+    );
+    eventually(WAIT, "first sweep", || async {
+        s.readyz().await["ready"] == true
+    })
+    .await;
+    let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let strangers: Vec<_> = (0..4u32)
+        .map(|k| {
+            let (url, asking) = (s.url("/latest/meta-data/instance-id"), asking.clone());
+            tokio::spawn(async move {
+                let mut i = 0u32;
+                while asking.load(std::sync::atomic::Ordering::Relaxed) {
+                    let from = format!("127.3.{}.{}", k * 50 + i / 250 % 50, i % 250 + 1);
+                    assert_eq!(get(&client_from(&from), &url).await.0, 404);
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let (t0, r0) = (Instant::now(), fake.request_count());
+    // Enrolled now, never updated: no `updated_at`, so only a full poll's probe by
+    // creation time finds it.
+    let mut fresh = node(&uuid(2), "fresh", &ip(2));
+    fresh["created_at"] = json!(common::fake_ironic::stamp());
+    fresh["updated_at"] = json!(null);
+    fake.with(|s| s.nodes.push(fresh));
+    eventually(WAIT, "the node found by its creation time", || async {
+        s.metric("metadata_inventory_changes_total").await >= 1.0
+    })
+    .await;
+    asking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut asked = 0;
+    for t in strangers {
+        asked += t.await.unwrap();
+    }
+    let (secs, requests) = (t0.elapsed().as_secs_f64(), fake.request_count() - r0);
+    assert_eq!(instance_id(&s, &ip(2)).await, (200, uuid(2)));
+    // At most one quick poll a second besides the full polls (four requests a second
+    // here), and the node's own reads.
+    assert!(
+        requests as f64 <= secs * 5.0 + 8.0,
+        "{requests} Ironic requests in {secs:.1} s for {asked} strangers"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_on_error_then_recovery() {
     let fake = FakeIronic::start().await;

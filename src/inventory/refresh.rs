@@ -39,7 +39,8 @@ pub(crate) struct RefreshConfig {
     pub(crate) on_demand_wait: Duration,
     /// A client (IPv6: its /64) that asked for a poll does not ask again for this long.
     pub(crate) negative_ttl: Duration,
-    /// Least time between the end of one poll and an on-demand one.
+    /// Least time between the end of one poll and an on-demand one: strangers, however
+    /// many, bring at most one quick poll (one request) per gap.
     pub(crate) min_gap: Duration,
     /// Items per probe page.
     pub(crate) page: u32,
@@ -63,7 +64,7 @@ impl Default for RefreshConfig {
             reconcile_interval: Duration::from_secs(60),
             on_demand_wait: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(10),
-            min_gap: Duration::from_millis(200),
+            min_gap: Duration::from_secs(1),
             page: 100,
             skew: Duration::from_secs(10),
             downloads: 4,
@@ -254,6 +255,8 @@ impl Refresher {
         // A warm start lists every UUID at once: nodes deleted while the service was down
         // go before anything else.
         let mut whole = warm;
+        // Strangers' asks bring quick polls between full ones, never in their place.
+        let mut last_full_poll = Instant::now();
         let mut backoff = Duration::from_secs(1);
         loop {
             if *shutdown.borrow() {
@@ -288,8 +291,12 @@ impl Refresher {
                 }
                 ok
             } else {
+                let quick = asked && last_full_poll.elapsed() < self.config.poll_interval;
+                if !quick {
+                    last_full_poll = Instant::now();
+                }
                 let ok = self
-                    .reconcile_and_poll(&mut next_reconcile, tick, asked, whole)
+                    .reconcile_and_poll(&mut next_reconcile, tick, quick, whole)
                     .await;
                 whole &= !ok;
                 ok
@@ -330,13 +337,14 @@ impl Refresher {
     }
 
     /// A page of the reconciliation when it is due (every page at once when `whole`), then
-    /// a poll (quick when only an unknown client asked for it: the newest updates are
-    /// where a node just deployed shows).
+    /// a poll: `quick` (the newest updates alone, where a node just deployed shows) when
+    /// only unknown clients asked for it since the last full poll, less than a poll
+    /// interval ago.
     async fn reconcile_and_poll(
         self: &Arc<Self>,
         next: &mut Instant,
         tick: Duration,
-        asked: bool,
+        quick: bool,
         whole: bool,
     ) -> bool {
         let now = Instant::now();
@@ -352,7 +360,7 @@ impl Refresher {
         } else {
             true
         };
-        reconciled && self.poll(asked).await
+        reconciled && self.poll(quick).await
     }
 
     /// Runs one job between the progress counters on-demand waiters watch.
