@@ -311,27 +311,35 @@ impl Refresher {
                 backoff = (backoff * 2).min(cap);
                 w
             };
-            let last_end = Instant::now();
-            let next = tokio::time::Instant::from_std(last_end + wait);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next) => break,
-                    _ = self.trigger.notified() => {
-                        // A wake-up left over from requests the last job already served
-                        // is not a new ask.
-                        if !*self.asked.lock().unwrap_or_else(|e| e.into_inner())
-                            && self.state.lock().await.pending.is_empty()
-                        {
-                            continue;
-                        }
-                        let gap = self.config.min_gap.saturating_sub(last_end.elapsed());
-                        tokio::select! {
-                            _ = tokio::time::sleep(gap) => break,
-                            _ = shutdown.changed() => return,
-                        }
+            if !self.until_next_job(wait, &mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits `wait`, or less when a request asks for a poll (at least
+    /// [`RefreshConfig::min_gap`] after now); false when the service stops meanwhile.
+    async fn until_next_job(&self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let last_end = Instant::now();
+        let next = tokio::time::Instant::from_std(last_end + wait);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => return true,
+                _ = self.trigger.notified() => {
+                    // A wake-up left over from requests the last job already served
+                    // is not a new ask.
+                    if !*self.asked.lock().unwrap_or_else(|e| e.into_inner())
+                        && self.state.lock().await.pending.is_empty()
+                    {
+                        continue;
                     }
-                    _ = shutdown.changed() => return,
+                    let gap = self.config.min_gap.saturating_sub(last_end.elapsed());
+                    tokio::select! {
+                        _ = tokio::time::sleep(gap) => return true,
+                        _ = shutdown.changed() => return false,
+                    }
                 }
+                _ = shutdown.changed() => return false,
             }
         }
     }
