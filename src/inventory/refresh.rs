@@ -1085,9 +1085,15 @@ struct Downloads {
 }
 
 enum Download {
-    Running,
+    /// Under way, after this many failures of the same node and URL.
+    Running {
+        failures: u32,
+    },
     Done(String),
-    Failed { failures: u32, retry: Instant },
+    Failed {
+        failures: u32,
+        retry: Instant,
+    },
 }
 
 impl Downloads {
@@ -1117,15 +1123,15 @@ impl Downloads {
         state.retain(|(n, u), _| n != node || u == url);
         let key = (node.to_string(), url.to_string());
         match state.get(&key) {
-            Some(Download::Running | Download::Done(_)) => false,
+            Some(Download::Running { .. } | Download::Done(_)) => false,
             Some(Download::Failed { retry, .. }) if Instant::now() < *retry => false,
             _ => {
+                // The failures so far, for the next delay to grow from.
                 let failures = match state.get(&key) {
                     Some(Download::Failed { failures, .. }) => *failures,
                     _ => 0,
                 };
-                state.insert(key.clone(), Download::Running);
-                let _ = failures;
+                state.insert(key, Download::Running { failures });
                 true
             }
         }
@@ -1143,7 +1149,9 @@ impl Downloads {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let key = (node.to_string(), url.to_string());
         let failures = match state.get(&key) {
-            Some(Download::Failed { failures, .. }) => failures + 1,
+            Some(Download::Failed { failures, .. } | Download::Running { failures }) => {
+                failures + 1
+            }
             _ => 1,
         };
         let delay = Duration::from_secs(1u64 << failures.min(10)).min(Duration::from_secs(600));
@@ -1176,5 +1184,33 @@ impl OnDemand for Refresher {
         )
         .await
         .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_download_waits_longer_each_time() {
+        let d = Downloads::new(1);
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            assert!(d.start("n", "u"), "the previous delay is over");
+            delays.push(d.failed("n", "u").as_secs());
+            // As if the delay had passed.
+            if let Some(Download::Failed { retry, .. }) = d
+                .state
+                .lock()
+                .unwrap()
+                .get_mut(&("n".to_string(), "u".to_string()))
+            {
+                *retry = Instant::now();
+            }
+        }
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600, 600]);
+        // Another URL of the node starts afresh.
+        assert!(d.start("n", "v"));
+        assert_eq!(d.failed("n", "v").as_secs(), 2);
     }
 }
