@@ -180,6 +180,57 @@ async fn new_node_is_served_on_its_first_request_and_misses_coalesce() {
     assert_eq!(fake.full_node_listings(), sweeps_before);
 }
 
+/// A node read with its ports when it first asks is not read again because the next full
+/// poll sees its port among the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_read_with_its_ports_is_not_read_again() {
+    let fake = FakeIronic::start().await;
+    fake.with(|s| s.nodes = vec![node(&uuid(1), "first", &ip(1))]);
+    let s = Server::start_ironic(
+        &fake.url(),
+        &["--poll-interval", "3", "--reconcile-interval", "3600"],
+        &[],
+    );
+    eventually(WAIT, "first sweep", || async {
+        s.readyz().await["ready"] == true
+    })
+    .await;
+    let polls = || async {
+        s.metric("metadata_inventory_polls_total{result=\"unchanged\"}")
+            .await
+            + s.metric("metadata_inventory_polls_total{result=\"changed\"}")
+                .await
+    };
+    // Right after a full poll, a node's first request brings a quick poll (the newest
+    // updates), which reads the node with its port.
+    let p = polls().await;
+    eventually(WAIT, "a full poll", || async { polls().await > p }).await;
+    fake.deploy(node(&uuid(2), "second", &ip(2)));
+    fake.with(|s| {
+        s.ports
+            .push(json!({"uuid": uuid(102), "address": "52:54:00:00:00:02",
+            "node_uuid": uuid(2), "created_at": common::fake_ironic::stamp()}));
+    });
+    assert_eq!(instance_id(&s, &ip(2)).await, (200, uuid(2)));
+    let link_reads = || {
+        fake.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path.contains("node=") || r.path.contains("node_uuid="))
+                .count()
+        })
+    };
+    let (reads, p0) = (link_reads(), polls().await);
+    // Two full polls later, inside the margin in which the port is among the newest.
+    eventually(WAIT, "two polls", || async { polls().await >= p0 + 2.0 }).await;
+    assert_eq!(
+        link_reads(),
+        reads,
+        "the node's links read again: {}",
+        s.log()
+    );
+}
+
 /// Strangers asking without pause bring quick polls (the newest updates only), never in
 /// place of the periodic full poll: a node enrolled and never updated since (found only by
 /// its creation time) is still served within a poll or two, and their polls are bounded by

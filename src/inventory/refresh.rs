@@ -781,7 +781,19 @@ impl Refresher {
         if !quick {
             self.created(state, &known, &mut changed, skew).await?;
         }
-        self.read_changed(changed).await
+        let (updates, deleted) = self.read_changed(changed).await?;
+        // Links read with their node now are no news to the next probes of new links.
+        let since = state.covered.saturating_sub(skew);
+        for u in &updates {
+            let ports = u.ports.iter().map(|p| (&p.uuid, &p.created_at));
+            let groups = u.portgroups.iter().map(|g| (&g.uuid, &g.created_at));
+            for (uuid, created) in ports.chain(groups) {
+                if let Some(t) = micros(created.as_deref()).filter(|t| *t >= since) {
+                    state.recent.entry(uuid.clone()).or_insert(t);
+                }
+            }
+        }
+        Ok((updates, deleted))
     }
 
     /// Nodes, ports and portgroups created since the last poll (a node never updated has
