@@ -88,14 +88,7 @@ impl ServeHttp for AdminApp {
                 listening,
             )
         });
-        let mut builder = http::Response::builder().status(reply.status);
-        let _ = reply.fields(|k, v| {
-            builder = std::mem::take(&mut builder).header(k, v);
-            Ok::<(), ()>(())
-        });
-        builder
-            .body(reply.body.to_vec())
-            .unwrap_or_else(|_| http::Response::new(Vec::new()))
+        to_response(reply)
     }
 }
 
